@@ -1,0 +1,88 @@
+"""`trajmoe <group> <verb>` entry point.
+
+Each feature module in this package (`trajmoe/cli/<name>.py`) exposes
+`register(groups: dict[str, argparse._SubParsersAction]) -> None` and adds its verbs to the groups
+it owns; every verb sets `func=callable(args) -> int | None`. A group with no verb yet says so.
+User mistakes (`ValueError`, `FileNotFoundError`, `KeyError` raised as `UsageError`) are printed as
+one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+GROUPS = {
+    "data": "generate datasets (MetaWorld episodes)",
+    "train": "train models (track, policy)",
+    "eval": "evaluate models (track, policy)",
+    "bench": "benchmarks (moe, train, policy)",
+    "viz": "pictures and videos (tracks, routing)",
+    "drive": "TrajMoE driving planner (data, train, finetune, ensemble, eval)",
+    "experiment": "run an experiment spec and write a report",
+    "demo": "the main job end to end (make demo)",
+}
+# Feature modules, in the order their verbs appear. A module that is absent is skipped.
+COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "demo"]
+
+
+class UsageError(Exception):
+    """A user mistake; printed as one line by `main`."""
+
+
+def _not_available(group: str):
+    def run(_args) -> int:
+        print(f"trajmoe {group}: not available yet in this version.", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trajmoe", description=__doc__.splitlines()[0])
+    top = parser.add_subparsers(dest="group", metavar="GROUP")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    group_parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, help_text in GROUPS.items():
+        p = top.add_parser(name, help=help_text)
+        group_parsers[name] = p
+        groups[name] = p.add_subparsers(dest="verb", metavar="VERB")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"trajmoe.cli.{mod_name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"trajmoe.cli.{mod_name}":
+                continue
+            raise
+        mod.register(groups)
+    for name, p in group_parsers.items():
+        if not groups[name].choices and p.get_default("func") is None:
+            p.set_defaults(func=_not_available(name))
+        elif p.get_default("func") is None:
+            p.set_defaults(func=lambda a, p=p: (p.print_help(), 2)[1])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        print(f"trajmoe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trajmoe: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Config helpers: dataclasses <- dicts / YAML files / `--set key=value` overrides, strictly.
+
+Unknown keys are errors that list the valid ones; values are parsed with YAML rules
+(`--set lr=3e-4`, `--set moe_layers=[0,4,7]`, `--set ema=true`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """['a=1', 'b.c=[1,2]'] -> {'a': 1, 'b.c': [1, 2]} (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing config file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"corrupt YAML in {path}: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def check_keys(cls: type, data: dict[str, Any], where: str = "config") -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown {where} key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a flat dict; nested dataclass fields accept dicts.
+
+    Lists are turned into tuples where the field's type is a tuple, so frozen configs hash.
+    """
+    check_keys(cls, data, where)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        hint = hints.get(k)
+        sub = _dataclass_in(hint)
+        if sub is not None and isinstance(v, dict):
+            v = from_dict(sub, v, f"{where}.{k}")
+        elif isinstance(v, list) and _is_tuple(hint):
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def replace(cfg: T, overrides: dict[str, Any], where: str = "config") -> T:
+    """dataclasses.replace with dotted keys (`moe.num_experts=8`) and strict key checking."""
+    flat: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for k, v in overrides.items():
+        if "." in k:
+            head, rest = k.split(".", 1)
+            nested.setdefault(head, {})[rest] = v
+        else:
+            flat[k] = v
+    check_keys(type(cfg), {**flat, **{k: None for k in nested}}, where)
+    current = to_dict(cfg)
+    for head, sub in nested.items():
+        child = getattr(cfg, head)
+        if not dataclasses.is_dataclass(child):
+            raise ValueError(f"{where} key {head!r} has no sub-keys (got {head}.{next(iter(sub))})")
+        flat[head] = replace(child, sub, f"{where}.{head}")
+    current.update({k: v for k, v in flat.items()})
+    for k, v in list(current.items()):
+        if dataclasses.is_dataclass(getattr(cfg, k)) and isinstance(v, dict):
+            current[k] = v
+    return from_dict(type(cfg), {k: (to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in current.items()}, where)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict (tuples become lists) for JSON/YAML."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(cfg)
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if hint is None:
+        return None
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _is_tuple(hint: Any) -> bool:
+    if hint is None:
+        return False
+    if typing.get_origin(hint) is tuple:
+        return True
+    return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
