@@ -1,0 +1,21 @@
+"""Shared sparse Mixture-of-Experts core (router, stacked experts, dispatch, aux losses, stats)."""
+
+from .config import MoEConfig
+from .experts import FeedForward, StackedExperts
+from .layer import MoE
+from .losses import cv2_balance_loss, cv_squared, load_balance_loss, router_z_loss
+from .router import Router
+from .stats import RoutingStats
+
+__all__ = [
+    "MoE",
+    "MoEConfig",
+    "Router",
+    "FeedForward",
+    "StackedExperts",
+    "RoutingStats",
+    "load_balance_loss",
+    "router_z_loss",
+    "cv2_balance_loss",
+    "cv_squared",
+]

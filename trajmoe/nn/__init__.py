@@ -1,0 +1,7 @@
+"""Transformer building blocks shared by the applications."""
+
+from .attention import Attention
+from .blocks import Block, collect_moe_aux
+from .embeddings import PatchEmbed, sincos_1d, sincos_2d
+
+__all__ = ["Attention", "Block", "collect_moe_aux", "PatchEmbed", "sincos_1d", "sincos_2d"]

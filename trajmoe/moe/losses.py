@@ -1,0 +1,52 @@
+"""Auxiliary MoE losses, each a pure function of router outputs (the layer never sums them).
+
+Shapes: T tokens, E experts, K chosen experts per token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor) -> torch.Tensor:
+    """Switch / GShard load-balancing loss, seed 000 eqs. 5-7: L = N * sum_i Q_i * P_i.
+
+    Q_i: fraction of token slots dispatched to expert i (eq. 5; for top-1 the argmax), not
+    differentiable. P_i: mean router probability of expert i over tokens (eq. 6), using the full
+    softmax as in Switch Transformer (with eq. 1's top-k softmax and k=1, P would equal Q and carry
+    no gradient). Equals 1 at perfect balance, N when everything goes to one expert.
+    """
+    num_experts = probs_TE.shape[-1]
+    counts_E = torch.zeros(num_experts, device=probs_TE.device, dtype=torch.float32)
+    counts_E.scatter_add_(0, expert_ids_TK.reshape(-1), torch.ones_like(expert_ids_TK.reshape(-1), dtype=torch.float32))
+    q_E = counts_E / max(expert_ids_TK.numel(), 1)
+    p_E = probs_TE.float().mean(dim=0)
+    return num_experts * torch.sum(q_E * p_E)
+
+
+def router_z_loss(logits_TE: torch.Tensor) -> torch.Tensor:
+    """Router z-loss (ST-MoE, Zoph et al. 2022), seed 000 eq. 8: mean_t (logsumexp_i g_i(t))^2."""
+    return torch.logsumexp(logits_TE.float(), dim=-1).pow(2).mean()
+
+
+def cv_squared(v: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Squared coefficient of variation Var(v) / Mean(v)^2 (population variance), 0 for one expert."""
+    v = v.float()
+    if v.numel() <= 1:
+        return v.new_zeros(())
+    return v.var(correction=0) / (v.mean().pow(2) + eps)
+
+
+def cv2_balance_loss(gates_TE: torch.Tensor) -> torch.Tensor:
+    """Importance + load balance loss, seed 001 eqs. 3-4 (after Shazeer et al. 2017).
+
+    gates_TE: the sparse gating matrix (the chosen experts' gate weights, 0 elsewhere).
+    I_e = sum_t gates[t, e] (importance, differentiable); L_e = sum_t 1(gates[t, e] > 0) (load,
+    a count, no gradient). L = CV^2(I) + CV^2(L).
+    Eq. 3 writes P as "router probabilities after softmax"; read literally (dense softmax) every
+    entry is > 0 and L_e would be the constant T, so P is read as the sparse gate matrix, as in
+    Shazeer et al. (the paper's ref. [10]).
+    """
+    importance_E = gates_TE.float().sum(dim=0)
+    load_E = (gates_TE > 0).float().sum(dim=0)
+    return cv_squared(importance_E) + cv_squared(load_E)

@@ -1,0 +1,64 @@
+"""Routing statistics: which expert gets how many tokens, per domain.
+
+Counts accumulate in training and eval (under no_grad, sync-free scatter_add) until `reset()`.
+They are non-persistent buffers: checkpoints hold weights, not bookkeeping.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class RoutingStats(nn.Module):
+    def __init__(self, num_experts: int, num_domains: int = 0) -> None:
+        super().__init__()
+        self.num_experts, self.num_domains = num_experts, num_domains
+        self.register_buffer("tokens_per_expert", torch.zeros(num_experts, dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "domain_counts", torch.zeros(num_domains, num_experts, dtype=torch.int64), persistent=False
+        )
+
+    def reset(self) -> None:
+        self.tokens_per_expert.zero_()
+        self.domain_counts.zero_()
+
+    @torch.no_grad()
+    def update(self, expert_ids_TK: torch.Tensor, domain_ids_T: torch.Tensor | None) -> None:
+        flat = expert_ids_TK.reshape(-1)
+        self.tokens_per_expert.scatter_add_(0, flat, torch.ones_like(flat))
+        if domain_ids_T is None:
+            return
+        k = expert_ids_TK.shape[-1]
+        dom = domain_ids_T.to(flat.device, torch.int64).repeat_interleave(k)
+        cell = dom * self.num_experts + flat
+        self.domain_counts.view(-1).scatter_add_(0, cell, torch.ones_like(cell))
+
+    def domain_fractions(self) -> torch.Tensor:
+        """Row-normalised (num_domains, E): the share of each domain's tokens per expert."""
+        c = self.domain_counts.float()
+        return c / c.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def expand_domain_ids(domain_ids: torch.Tensor | None, lead_shape: torch.Size, num_domains: int) -> torch.Tensor | None:
+    """Per-sequence (B,) or per-token (B, L) / (T,) domain ids -> per-token (T,), validated."""
+    if domain_ids is None:
+        return None
+    if num_domains == 0:
+        raise ValueError("domain_ids were passed but MoEConfig.num_domains is 0; set num_domains to count them")
+    domain_ids = torch.as_tensor(domain_ids)
+    n_tokens = 1
+    for s in lead_shape:
+        n_tokens *= s
+    if tuple(domain_ids.shape) == tuple(lead_shape):
+        out = domain_ids.reshape(-1)
+    elif len(lead_shape) >= 2 and tuple(domain_ids.shape) == (lead_shape[0],):
+        out = domain_ids.repeat_interleave(n_tokens // lead_shape[0])
+    else:
+        raise ValueError(
+            f"domain_ids shape {tuple(domain_ids.shape)} matches neither tokens {tuple(lead_shape)} "
+            f"nor sequences ({lead_shape[0]},)"
+        )
+    if out.device.type == "cpu" and out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_domains):
+        raise ValueError(f"domain id out of range [0, {num_domains}): got {out.min().item()}..{out.max().item()}")
+    return out

@@ -1,0 +1,39 @@
+"""Position embeddings and patch embedding shared by the track model and the policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """MAE's 1D sin-cos embedding: (P,) -> (P, dim)."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding dim must be even, got {dim}")
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.einsum("p,d->pd", positions.reshape(-1).astype(np.float64), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding (MAE, He et al. 2022): (grid_h * grid_w, dim), row-major."""
+    if dim % 4:
+        raise ValueError(f"2D sin-cos embedding dim must be divisible by 4, got {dim}")
+    gy, gx = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    emb = np.concatenate([sincos_1d(dim // 2, gy), sincos_1d(dim // 2, gx)], axis=1)
+    return torch.from_numpy(emb).float()
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, H/p * W/p, D) with a strided conv (ViT)."""
+
+    def __init__(self, img_size: int, patch: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        if img_size % patch:
+            raise ValueError(f"image size {img_size} is not divisible by patch size {patch}")
+        self.grid = img_size // patch
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, img_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.proj(img_BCHW).flatten(2).transpose(1, 2)
