@@ -49,7 +49,8 @@ def select(logits_TE: torch.Tensor, probs_TE: torch.Tensor, k: int, gate: str) -
         gates_TK = top_logits_TK.softmax(dim=-1)
     elif gate == "renorm":  # seed 001 eq. 1: w_i = r_i / sum_{j in S} r_j
         p_TK = probs_TE.gather(-1, ids_TK)
-        gates_TK = p_TK / p_TK.sum(dim=-1, keepdim=True)
+        # k=1: exactly 1 (p/p would leak a rounding-level gradient into the router)
+        gates_TK = torch.ones_like(p_TK) if k == 1 else p_TK / p_TK.sum(dim=-1, keepdim=True)
     elif gate == "top2_ratio":  # public Tra-MoE code: p1 / (p1 + p2), expert 2 dropped
         p_T2 = probs_TE.gather(-1, ids_TK)
         gates_TK = p_T2[:, :1] / p_T2.sum(dim=-1, keepdim=True)

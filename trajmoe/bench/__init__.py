@@ -1,0 +1,1 @@
+"""Benchmarks (timed outside the test suite; they print figures, tests never time anything)."""
