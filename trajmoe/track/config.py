@@ -1,0 +1,116 @@
+"""TrackConfig and the presets of the Tra-MoE track transformer and its dense baselines.
+
+Paper defaults (seed 000 Sec. 3, Tab. 6; REFERENCE.md sec. 1): dim 384, depth 8, 8 heads,
+MoE FFNs at 0-based layers {0, 4, 7} (the paper's layers 1, 5, 8), 4 experts, top-1,
+l_z = 1e-4, l_lb = 0; loss 10 * track MSE + 1 * image MSE.
+Parameter-matched dense baselines (seed 000 Tab. 1d): 3 MoE layers x 3 extra experts x 8 d^2
+= 72 d^2 extra parameters = 6 dense layers, hence depth 8 -> 14 ("dense-deep"), or a width with
+8 * 12 d'^2 = 8 * 12 d^2 + 72 d^2, d' ~ 1.32 d = 508 -> 512 ("dense-wide").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..moe import MoEConfig
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    img_size: int = 128
+    patch: int = 16
+    dim: int = 384
+    depth: int = 8
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.2
+    track_len: int = 16
+    num_points: int = 32
+    track_patch: int = 4
+    lang_dim: int = 384
+    img_mask_ratio: float = 0.5  # MAE-like patch masking in training (ATM)
+    residual_tracks: bool = True  # predict offsets from the query point (ATM predicts absolute)
+    # MoE
+    moe_layers: tuple[int, ...] = (0, 4, 7)
+    num_experts: int = 4
+    top_k: int = 1
+    gate: str = "softmax"
+    noisy_gating: bool = False
+    moe_impl: str = "grouped"
+    num_domains: int = 8  # rows of the routing-statistics matrix
+    # loss weights
+    w_track: float = 10.0
+    w_img: float = 1.0
+    w_z: float = 1e-4
+    w_lb: float = 0.0
+
+    def __post_init__(self) -> None:
+        def bad(key, why):
+            raise ValueError(f"TrackConfig.{key}={getattr(self, key)!r}: {why}")
+
+        for k in ("img_size", "patch", "dim", "depth", "heads", "track_len", "num_points", "track_patch", "lang_dim"):
+            if getattr(self, k) < 1:
+                bad(k, "must be >= 1")
+        if self.img_size % self.patch:
+            bad("patch", f"must divide img_size {self.img_size}")
+        if self.dim % self.heads:
+            bad("heads", f"must divide dim {self.dim}")
+        if self.dim % 4:
+            bad("dim", "must be divisible by 4 (2D sin-cos position embedding)")
+        if self.track_len % self.track_patch:
+            bad("track_patch", f"must divide track_len {self.track_len}")
+        if not 0.0 <= self.img_mask_ratio < 1.0:
+            bad("img_mask_ratio", "must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", "must be in [0, 1)")
+        object.__setattr__(self, "moe_layers", tuple(int(i) for i in self.moe_layers))
+        for i in self.moe_layers:
+            if not 0 <= i < self.depth:
+                bad("moe_layers", f"layer {i} is outside 0..{self.depth - 1}")
+        if len(set(self.moe_layers)) != len(self.moe_layers):
+            bad("moe_layers", "has duplicates")
+        for k in ("w_track", "w_img", "w_z", "w_lb"):
+            if getattr(self, k) < 0:
+                bad(k, "must be >= 0")
+        if self.moe_layers:
+            self.moe_config()  # validates num_experts / top_k / gate / impl
+
+    def moe_config(self) -> MoEConfig:
+        return MoEConfig(
+            dim=self.dim, hidden_dim=int(self.dim * self.mlp_ratio), num_experts=self.num_experts,
+            top_k=self.top_k, gate=self.gate, noisy_gating=self.noisy_gating, impl=self.moe_impl,
+            dropout=self.dropout, num_domains=self.num_domains,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.img_size // self.patch) ** 2 + self.num_points * self.track_len // self.track_patch + 1
+
+    @staticmethod
+    def preset(name: str) -> "TrackConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown track preset {name!r}; valid: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    def replace(self, **kw) -> "TrackConfig":
+        return dataclasses.replace(self, **kw)
+
+
+_PAPER = TrackConfig()
+# Tiny: same token layout (128x128 images, 16x16 patches, 32 points x 16 steps = 193 tokens),
+# narrow and shallow for CPU. MoE at {0, depth//2, depth-1} as the public code places them.
+_TINY = TrackConfig(dim=64, depth=4, heads=4, dropout=0.1, moe_layers=(0, 2, 3))
+
+PRESETS: dict[str, TrackConfig] = {
+    "tramoe": _PAPER,
+    "dense": _PAPER.replace(moe_layers=()),
+    "dense-wide": _PAPER.replace(moe_layers=(), dim=512),
+    "dense-deep": _PAPER.replace(moe_layers=(), depth=14),
+    "tiny-tramoe": _TINY,
+    "tiny-dense": _TINY.replace(moe_layers=()),
+    # 4 * 12 d'^2 = 4 * 12 * 64^2 + 72 * 64^2 -> d' ~ 101; 96 matches the total best (non-FFN parts scale too)
+    "tiny-dense-wide": _TINY.replace(moe_layers=(), dim=96),
+    # 72 d^2 extra = 6 extra dense layers
+    "tiny-dense-deep": _TINY.replace(moe_layers=(), depth=10),
+}

@@ -1,0 +1,31 @@
+"""Track-model run directories: build the model from config.json, load its safetensors weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import from_dict
+from .config import TrackConfig
+from .model import TrackModel
+
+
+def track_config_from_run(run_cfg: dict, where: str) -> TrackConfig:
+    if run_cfg.get("kind") != "track" or "model" not in run_cfg:
+        raise ValueError(f"{where} is not a track-model run (config.json has kind={run_cfg.get('kind')!r})")
+    return from_dict(TrackConfig, run_cfg["model"], f"{where} model")
+
+
+def load_track_model(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrackModel:
+    """TrackModel in eval mode from RUN/config.json + RUN/model[_ema].safetensors (EMA if present)."""
+    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"track run directory not found: {run_dir}")
+    cfg = track_config_from_run(load_run_config(run_dir), str(run_dir))
+    model = TrackModel(cfg)
+    weights = run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
+    load_weights(model, weights)
+    return model.to(device).eval()
