@@ -1,0 +1,246 @@
+"""Checkpoints: safetensors weights + JSON, never pickles.
+
+Run directory layout (written by `trajmoe.train.Trainer`, rank 0 only):
+
+    RUN/config.json                 run_config + {"train": TrainConfig}
+    RUN/model.safetensors           latest weights (parameters + persistent buffers)
+    RUN/model_ema.safetensors       EMA weights, same keys (only when ema_decay > 0)
+    RUN/metrics.jsonl, RUN/tb/      logs
+    RUN/state/latest.json           commit marker: {"step": N, "dir": "step_0000000N"}
+    RUN/state/step_0000000N/        model, model_ema, optimizer (.safetensors + .json),
+                                    rng.safetensors, trainer.json (step, scheduler, RNG, metrics)
+
+A checkpoint is written into a temporary directory that is renamed into place, then the marker is
+replaced (atomically) to point at it; only then are the top-level weights updated (hard links) and
+older step directories removed. A crash at any moment leaves the previous checkpoint valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+
+STATE_DIR = "state"
+MARKER = "latest.json"
+WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "model_ema.safetensors"
+CONFIG = "config.json"
+FORMAT = "trajmoe-weights-v1"
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights (public helpers used across the project)
+
+
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies that share no storage (safetensors refuses shared memory;
+    tied weights are simply stored under each of their names)."""
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach()
+        out[k] = v.contiguous().clone() if v.device.type == "cpu" else v.to("cpu").contiguous()
+    return out
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a flat name -> tensor dict as safetensors."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(_cpu_tensors(tensors), str(tmp), metadata={"format": "pt", **(metadata or {})})
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (CPU) with a one-line error naming the file when missing or corrupt."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing weights file: {path}")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error type (and OSError) for bad files
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"corrupt safetensors file {path}: {first}") from None
+
+
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Save `model.state_dict()` (parameters + persistent buffers), or a state dict, atomically."""
+    sd = model.state_dict() if isinstance(model, nn.Module) else model
+    save_tensors(sd, path, {"trajmoe": FORMAT})
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{f', ... (+{len(keys) - limit} more)' if len(keys) > limit else ''}]"
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], where: str, strict: bool = True) -> None:
+    """Raise one ValueError line listing missing / unexpected keys (strict) and shape mismatches."""
+    problems = []
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    if strict and missing:
+        problems.append(f"missing keys {_names(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    shapes = [
+        f"{k}: file {tuple(got[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    if shapes:
+        problems.append(f"shape mismatch {'; '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
+    if problems:
+        raise ValueError(f"{where} does not match the model: {'; '.join(problems)}")
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> tuple[list[str], list[str]]:
+    """Load safetensors weights into `model` (cast to its dtypes, on its devices).
+
+    Returns (missing, unexpected) key lists (both empty when strict). Raises FileNotFoundError /
+    ValueError with a one-line message naming the file on a missing or corrupt file, mismatched
+    keys (strict) or mismatched shapes.
+    """
+    got = read_tensors(path)
+    expected = model.state_dict()
+    check_state_dict(expected, got, f"weights file {path}", strict)
+    result = model.load_state_dict({k: v for k, v in got.items() if k in expected}, strict=False)
+    missing = list(result.missing_keys)
+    unexpected = [k for k in got if k not in expected]
+    return missing, unexpected
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's config.json (run_config + {"train": ...}); accepts the run dir or the file."""
+    path = Path(run_dir)
+    if path.is_dir() or not path.suffix:
+        path = path / CONFIG
+    cfg = read_json(path)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config file {path} must hold a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer state: tensors as safetensors, everything else as JSON (no pickles)
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in sd["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    save_tensors(tensors, ckpt_dir / "optimizer.safetensors")
+    atomic_write_json(ckpt_dir / "optimizer.json", {"param_groups": sd["param_groups"], "scalars": scalars})
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
+    meta = read_json(ckpt_dir / "optimizer.json")
+    tensors = read_tensors(ckpt_dir / "optimizer.safetensors")
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"optimizer state in {ckpt_dir} does not match the trainable parameters: {first}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Step-directory checkpoints with a commit marker
+
+
+def state_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / STATE_DIR
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
+    """(step, directory) of the last committed checkpoint, or None."""
+    marker = state_dir(run_dir) / MARKER
+    if not marker.is_file():
+        return None
+    info = read_json(marker)
+    try:
+        step, name = int(info["step"]), str(info["dir"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"corrupt checkpoint marker {marker}: expected keys 'step' and 'dir'") from None
+    ckpt = state_dir(run_dir) / name
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"checkpoint marker {marker} points to a missing directory: {ckpt}")
+    return step, ckpt
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Atomically make `dst` a hard link to `src` (a copy where links are not supported)."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def commit_checkpoint(run_dir: str | Path, step: int, write_files) -> Path:
+    """Write a checkpoint for `step`: `write_files(dir)` fills a temporary directory, which is
+    renamed to state/step_N, then the marker is replaced, then top-level weights are linked and
+    older step directories removed. Returns the checkpoint directory."""
+    sdir = state_dir(run_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = sdir / name
+    tmp = sdir / f".{name}.tmp"
+    for stale in (tmp, final):
+        if stale.exists():  # leftovers of a crashed save of this same step (never the committed one:
+            latest = latest_checkpoint(run_dir)  # a resumed run only re-saves steps after it)
+            if latest is not None and latest[1] == stale:
+                raise RuntimeError(f"refusing to overwrite the committed checkpoint {stale}")
+            shutil.rmtree(stale)
+    tmp.mkdir()
+    write_files(tmp)
+    os.replace(tmp, final)
+    atomic_write_json(sdir / MARKER, {"step": step, "dir": name})  # the commit point
+    for fname in (WEIGHTS, EMA_WEIGHTS):
+        if (final / fname).is_file():
+            _link_or_copy(final / fname, Path(run_dir) / fname)
+    for old in sdir.iterdir():
+        if old.is_dir() and old.name.startswith("step_") and old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def truncate_metrics(path: Path, max_step: int) -> None:
+    """Drop metrics lines logged after `max_step` (by a run that crashed before its next checkpoint)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= max_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))

@@ -1,0 +1,537 @@
+"""The one training loop of trajmoe: every model (track model, policy, driving planner) uses it.
+
+Contract (see docs/DESIGN.md):
+  * `model(batch) -> (loss, logs)`: scalar loss, logs of floats / scalar tensors.
+  * dataset: `len(dataset)` and `dataset.get(index, rng) -> dict`, all augmentation randomness
+    drawn from `rng` (a numpy Generator).
+Determinism: the global batch of step s is drawn i.i.d. (with replacement, no epochs) from a
+generator seeded by (seed, s), uniformly or by `sample_weights`; sample `slot` of that batch gets
+its own rng seeded by (seed, s, slot); model-internal randomness (dropout, MAE masks) uses the
+torch RNG reseeded by (seed, s, rank) before each step. So a batch is a pure function of
+(seed, step), independent of DataLoader workers; resume continues the exact loss sequence; DDP
+rank r takes slots [r*B/W, (r+1)*B/W) of the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, default_collate
+
+from trajmoe.config import to_dict
+from trajmoe.io import atomic_write_json, read_json
+from trajmoe.train import checkpoint as ckpt
+from trajmoe.train import distributed as D
+from trajmoe.train.config import TrainConfig
+from trajmoe.train.schedule import lr_at
+
+# Independent random streams derived from (seed, step, ...): never reuse a stream id.
+_STREAM_BATCH, _STREAM_SAMPLE, _STREAM_MODEL = 0, 1, 2
+_RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss or gradient); the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches as a pure function of (seed, step)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys via numpy's SeedSequence (well-mixed, collision-resistant)."""
+    a, b = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return (int(a) << 31) ^ int(b)
+
+
+def sample_cdf(weights: Sequence[float], n: int) -> np.ndarray:
+    """Validated per-index weights -> float64 CDF for inverse-CDF sampling."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weights must have one weight per dataset index ({n}), got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("sample_weights must be finite, >= 0, with a positive sum")
+    cdf = np.cumsum(w) / w.sum()
+    last = int(np.flatnonzero(w > 0)[-1])
+    cdf[last:] = 1.0  # no rounding gap at the top; trailing zero-weight indices stay unreachable
+    return cdf
+
+
+def global_batch_indices(seed: int, step: int, n: int, batch_size: int, cdf: np.ndarray | None = None) -> np.ndarray:
+    """Dataset indices of the global batch of `step`: i.i.d. uniform, or weighted via inverse CDF
+    (same distribution as torch.multinomial with replacement, O(B log n), no 2^24-category cap)."""
+    rng = np.random.default_rng(derive_seed(seed, step, _STREAM_BATCH))
+    if cdf is None:
+        return rng.integers(0, n, size=batch_size)
+    return np.searchsorted(cdf, rng.random(batch_size), side="right").clip(max=n - 1)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item `step` is this rank's collated slice of the global batch.
+
+    Wrapped in a DataLoader (batch_size=None) so `num_workers` workers build whole steps in
+    parallel; the content does not depend on which worker builds it.
+    """
+
+    def __init__(self, dataset, seed: int, global_batch: int, rank: int, world: int, cdf, collate_fn):
+        self.dataset, self.seed, self.global_batch = dataset, seed, global_batch
+        self.n = len(dataset)
+        self.lo, self.hi = rank * global_batch // world, (rank + 1) * global_batch // world
+        self.cdf, self.collate_fn = cdf, collate_fn or default_collate
+
+    def __len__(self) -> int:  # steps are indexed by the sampler; no natural length
+        return 2**62
+
+    def __getitem__(self, step: int) -> tuple[int, list[int], Any]:
+        idx = global_batch_indices(self.seed, step, self.n, self.global_batch, self.cdf)[self.lo : self.hi]
+        samples = [
+            self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
+            for slot, i in zip(range(self.lo, self.hi), idx)
+        ]
+        return step, [int(i) for i in idx], self.collate_fn(samples)
+
+
+def _identity(x):
+    return x
+
+
+def to_device(x: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move tensors (nested in dicts / lists / tuples / dataclasses) to `device`; leave the rest."""
+    if torch.is_tensor(x):
+        return x.to(device, non_blocking=non_blocking)
+    if isinstance(x, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
+        return type(x)(*(to_device(v, device, non_blocking) for v in x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device, non_blocking) for v in x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        fields = {f.name: to_device(getattr(x, f.name), device, non_blocking) for f in dataclasses.fields(x) if f.init}
+        return dataclasses.replace(x, **fields)
+    return x
+
+
+def _batch_sources(batch: Any) -> list[str] | None:
+    src = batch.get("source") if isinstance(batch, dict) else getattr(batch, "source", None)
+    if src is None:
+        return None
+    return [str(s) for s in (src if isinstance(src, (list, tuple)) else [src])]
+
+
+def _brief(items: Sequence[Any], limit: int = 12) -> str:
+    items = list(dict.fromkeys(items))  # unique, order kept
+    more = f", ... (+{len(items) - limit} more)" if len(items) > limit else ""
+    return "[" + ", ".join(map(str, items[:limit])) + more + "]"
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON-like configs differ ("dim (384 != 512)")."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            key = f"{prefix}{k}"
+            if k not in a or k not in b:
+                out.append(f"{key} ({'absent' if k not in a else json.dumps(a[k])} != {'absent' if k not in b else json.dumps(b[k])})")
+            else:
+                out.extend(_diff_keys(a[k], b[k], key + "."))
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.') or 'model'} ({json.dumps(a)} != {json.dumps(b)})"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over trainable parameters: decay on matrices, none on biases / norm weights
+    (1-D), nn.Embedding tables and directly-held embeddings / tokens (`pos_embed`, `mask_token`),
+    nor on names the model lists in `no_weight_decay()` (timm convention)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue  # frozen sub-modules stay frozen: not even in the optimizer
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim < 2 or id(p) in embedding_params or "embed" in leaf or "token" in leaf or name in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    if not decay and not no_decay:
+        raise ValueError("model has no trainable parameters (every parameter has requires_grad=False)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _float_logs(logs: Any) -> dict[str, torch.Tensor | float]:
+    """Scalar entries of the model's logs (detached); non-scalars are skipped."""
+    if logs is None:
+        return {}
+    if not isinstance(logs, dict):
+        raise TypeError(f"model(batch) must return (loss, logs: dict), got logs of type {type(logs).__name__}")
+    out: dict[str, torch.Tensor | float] = {}
+    for k, v in logs.items():
+        if torch.is_tensor(v) and v.numel() == 1:
+            out[str(k)] = v.detach().float().reshape(())
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[str(k)] = float(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """AdamW + warm-up/cosine, grad clipping, bf16 autocast, EMA, atomic checkpoints, resume, DDP."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        run_config: dict,
+        *,
+        sample_weights: Sequence[float] | None = None,
+        collate_fn=None,
+        eval_fn: Callable[[nn.Module, int], dict] | None = None,
+        resume: bool = False,
+    ):
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+        if not isinstance(run_config, dict):
+            raise TypeError(f"run_config must be a dict, got {type(run_config).__name__}")
+        if not (hasattr(dataset, "get") and hasattr(dataset, "__len__")):
+            raise TypeError("dataset must provide __len__ and get(index, rng) -> dict")
+        if len(dataset) == 0:
+            raise ValueError("dataset is empty: nothing to train on")
+        self.cfg, self.dataset, self.collate_fn, self.eval_fn = cfg, dataset, collate_fn, eval_fn
+        self.out_dir, self.run_config = Path(out_dir), run_config
+        self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
+
+        # Device, process group.
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("train.device='cuda' but CUDA is not available on this machine")
+        dev_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist = D.init_distributed(dev_type)
+        if dev_type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({self.dist.world_size})")
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev_type == "cuda")
+        if dev_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
+            torch.backends.cudnn.allow_tf32 = True
+
+        # Every rank checks the run directory before anyone writes to it.
+        self.step = 0
+        self.last_metrics: dict[str, float] = {}
+        saved = self._check_out_dir(resume)
+        D.barrier(self.dist)
+
+        self._model = model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
+        )
+        self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        self.resumed = resume
+        if saved is not None:
+            self._load_state(*saved)
+        elif resume and self.dist.is_main:  # started but never checkpointed: start over cleanly
+            ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", 0)
+
+        self.ddp_model: nn.Module = self._model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(
+                self._model,
+                device_ids=[self.device.index] if dev_type == "cuda" else None,
+                find_unused_parameters=cfg.ddp_find_unused,
+            )
+        if self.dist.is_main:
+            atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg)})
+
+    @property
+    def model(self) -> nn.Module:
+        """The unwrapped model (not the DDP wrapper)."""
+        return self._model
+
+    # ------------------------------------------------------------------------------------------
+    # Run directory, resume
+
+    def _check_out_dir(self, resume: bool) -> tuple[int, Path] | None:
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"output path {out} exists and is not a directory")
+        started = [f for f in _RUN_FILES if (out / f).exists()]
+        if not resume:
+            if started:
+                raise ValueError(f"{out} already holds a run ({', '.join(started)}); pass --resume to continue it or choose another --out")
+            return None
+        # resume=True on an empty / new directory starts fresh (auto-resume for preemptible jobs).
+        if (out / ckpt.CONFIG).is_file():
+            old_model = ckpt.load_run_config(out).get("model")
+            new_model = self.run_config.get("model")
+            diffs = _diff_keys(old_model, new_model)
+            if diffs:
+                raise ValueError(f"cannot resume {out}: run_config['model'] differs from the saved config.json at {', '.join(diffs)}")
+        return ckpt.latest_checkpoint(out)
+
+    def _load_state(self, step: int, cdir: Path) -> None:
+        ckpt.load_weights(self._model, cdir / ckpt.WEIGHTS)
+        ckpt.load_optimizer(self.optimizer, cdir)
+        if self.ema is not None:
+            if (cdir / ckpt.EMA_WEIGHTS).is_file():
+                saved = ckpt.read_tensors(cdir / ckpt.EMA_WEIGHTS)
+                ckpt.check_state_dict(self.ema, saved, f"EMA weights {cdir / ckpt.EMA_WEIGHTS}")
+                for k, v in self.ema.items():
+                    v.copy_(saved[k])
+            # else: EMA switched on at resume -> starts from the resumed weights
+        state = read_json(cdir / "trainer.json")
+        rng = ckpt.read_tensors(cdir / "rng.safetensors")
+        torch.set_rng_state(rng["torch_cpu"])
+        if self.device.type == "cuda" and f"torch_cuda_{self.device.index}" in rng:
+            torch.cuda.set_rng_state(rng[f"torch_cuda_{self.device.index}"], self.device)
+        np.random.set_state(tuple(state["rng"]["numpy"]))
+        py = state["rng"]["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        self.step = int(state["step"])
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        if self.dist.is_main:
+            ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+
+    def _save(self) -> None:
+        """Checkpoint the current step (rank 0 writes; everyone waits)."""
+        if self.dist.is_main:
+
+            def write(d: Path) -> None:
+                ckpt.save_weights(self._model, d / ckpt.WEIGHTS)
+                if self.ema is not None:
+                    ckpt.save_weights(self.ema, d / ckpt.EMA_WEIGHTS)
+                ckpt.save_optimizer(self.optimizer, d)
+                rng = {"torch_cpu": torch.get_rng_state()}
+                if self.device.type == "cuda":
+                    rng[f"torch_cuda_{self.device.index}"] = torch.cuda.get_rng_state(self.device)
+                ckpt.save_tensors(rng, d / "rng.safetensors")
+                np_state = np.random.get_state()
+                trainer_state = {
+                    "step": self.step,
+                    "scheduler": {"kind": "warmup_cosine", "step": self.step, "lr": lr_at(max(self.step, 1), self.cfg)},
+                    "world_size": self.dist.world_size,
+                    "rng": {
+                        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                        "python": list(random.getstate()),
+                    },
+                    "last_metrics": self.last_metrics,
+                }
+                atomic_write_json(d / "trainer.json", trainer_state)
+
+            ckpt.commit_checkpoint(self.out_dir, self.step, write)
+        D.barrier(self.dist)
+
+    # ------------------------------------------------------------------------------------------
+    # Loop
+
+    def _loader(self, first: int) -> DataLoader:
+        steps = StepBatches(self.dataset, self.cfg.seed, self.cfg.batch_size, self.dist.rank, self.dist.world_size, self.cdf, self.collate_fn)
+        workers = self.cfg.num_workers
+        return DataLoader(
+            steps,
+            batch_size=None,
+            sampler=range(first, self.cfg.steps + 1),
+            num_workers=workers,
+            collate_fn=_identity,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # keeps the global torch RNG untouched
+            prefetch_factor=4 if workers else None,
+        )
+
+    def _seed_model_rng(self, seed: int) -> None:
+        """Reseed the generators model code draws from (dropout, masks) for this step only:
+        the CPU one and this rank's CUDA one (cheaper than torch.manual_seed, which seeds all GPUs)."""
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.default_generators[self.device.index].manual_seed(seed)
+
+    def _ema_update(self) -> None:
+        # Decay warm-up min(d, (1+t)/(10+t)) as in tf.train.ExponentialMovingAverage(num_updates).
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, v in self._model.state_dict().items():
+                e = self.ema[k]
+                if e.is_floating_point():
+                    e.lerp_(v.to(e.dtype), 1.0 - d)  # e = d * e + (1 - d) * v
+                else:
+                    e.copy_(v)
+
+    def _fail(self, step: int, loss: float, gnorm: float, sources: list[str] | None, indices: list[int]) -> None:
+        every = D.all_gather_objects((sources, indices), self.dist)
+        all_src = [s for src, _ in every for s in (src or [])]
+        all_idx = [i for _, idx in every for i in idx]
+        what = "loss" if not math.isfinite(loss) else "gradient"
+        where = f"batch sources {_brief(all_src)}" if all_src else f"dataset indices {_brief(all_idx)}"
+        latest = ckpt.latest_checkpoint(self.out_dir)
+        kept = f"last good checkpoint: step {latest[0]} in {latest[1]}" if latest else "no checkpoint was saved yet"
+        raise TrainingError(f"non-finite {what} at step {step} (loss={loss}, grad_norm={gnorm}); {where}; {kept}")
+
+    def fit(self) -> dict:
+        """Train until cfg.steps; returns the final logged metrics (train + latest eval)."""
+        cfg, main = self.cfg, self.dist.is_main
+        if self.step >= cfg.steps:
+            D.cleanup(self.dist)
+            return dict(self.last_metrics)
+        writer = progress = None
+        try:
+            if main:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.resumed else None)
+                if cfg.progress:
+                    progress = _Progress(cfg.steps, self.step)
+            self._loop(writer, progress)
+        finally:
+            if progress is not None:
+                progress.close()
+            if writer is not None:
+                writer.close()
+            D.cleanup(self.dist)
+        return dict(self.last_metrics)
+
+    def _loop(self, writer, progress) -> None:
+        cfg, main, world = self.cfg, self.dist.is_main, self.dist.world_size
+        self._model.train()
+        window: dict[str, list] = {}  # key -> [sum, count] since the last log
+        # Throughput clock: training time only (data wait included; eval and checkpoints excluded).
+        t_mark, train_time, steps_in_window, eval_logs = time.perf_counter(), 0.0, 0, {}
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        for step, indices, batch in self._loader(self.step + 1):
+            lr = lr_at(step, cfg)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            self._seed_model_rng(derive_seed(cfg.seed, step, _STREAM_MODEL, self.dist.rank))
+            sources = _batch_sources(batch)
+            batch = to_device(batch, self.device, non_blocking=True)
+            with autocast:
+                out = self.ddp_model(batch)
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise TypeError(f"model(batch) must return (loss, logs), got {type(out).__name__}")
+            loss, logs = out
+            if not (torch.is_tensor(loss) and loss.numel() == 1):
+                raise TypeError(f"model(batch) must return a scalar loss tensor, got {getattr(loss, 'shape', type(loss))}")
+            loss.float().backward()
+            if cfg.grad_clip > 0:
+                gnorm = torch.nn.utils.clip_grad_norm_(self._trainable, cfg.grad_clip)
+            else:  # still logged
+                grads = [p.grad for p in self._trainable if p.grad is not None]
+                gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            # One host sync per step: global mean loss, non-finite flag, grad norm (same on all ranks).
+            loss_f = loss.detach().float().reshape(())
+            vec = torch.stack([loss_f, (~torch.isfinite(loss_f)).float(), gnorm.detach().float().reshape(()).to(loss_f.device)])
+            loss_sum, bad, gnorm_sum = D.all_reduce_(vec, self.dist).tolist()
+            loss_v, gnorm_v = loss_sum / world, gnorm_sum / world
+            if bad > 0 or not math.isfinite(loss_v) or not math.isfinite(gnorm_v):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._fail(step, loss_v, gnorm_v, sources, indices)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step = step
+            if self.ema is not None:
+                self._ema_update()
+
+            for k, v in {"loss": loss_v, "grad_norm": gnorm_v, **_float_logs(logs)}.items():
+                acc = window.setdefault(k, [0.0, 0])
+                acc[0] += v.detach() if torch.is_tensor(v) else v
+                acc[1] += 1
+            steps_in_window += 1
+            if progress is not None:
+                now = time.perf_counter()
+                progress.update(step, loss_v, cfg.batch_size * steps_in_window / max(train_time + now - t_mark, 1e-9))
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                elapsed = max(train_time + now - t_mark, 1e-9)
+                local = {k: (float(s), c) for k, (s, c) in window.items()}
+                merged: dict[str, list[float]] = {}
+                for rank_logs in D.all_gather_objects(local, self.dist):
+                    for k, (s, c) in rank_logs.items():
+                        m = merged.setdefault(k, [0.0, 0])
+                        m[0], m[1] = m[0] + s, m[1] + c
+                metrics = {k: s / c for k, (s, c) in merged.items()}
+                # loss / grad_norm were already global means on every rank: undo the rank-sum.
+                for k in ("loss", "grad_norm"):
+                    metrics[k] = window[k][0] / window[k][1]
+                record = {"step": step, "loss": metrics.pop("loss"), "lr": lr, "grad_norm": metrics.pop("grad_norm"),
+                          "samples_per_s": cfg.batch_size * steps_in_window / elapsed, **metrics}
+                self.last_metrics = {**record, **eval_logs}
+                if main:
+                    self._write_metrics(record, writer)
+                window, steps_in_window, train_time, t_mark = {}, 0, 0.0, time.perf_counter()
+
+            do_eval = self.eval_fn is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
+            do_save = step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0)
+            if do_eval or do_save:
+                train_time += time.perf_counter() - t_mark  # pause the throughput clock
+                if do_eval:
+                    eval_logs = self._evaluate(step, writer)
+                    self.last_metrics.update(eval_logs)
+                if do_save:
+                    self._save()
+                t_mark = time.perf_counter()
+
+    def _write_metrics(self, record: dict, writer) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if k != "step":
+                writer.add_scalar(k if "/" in k else f"train/{k}", v, record["step"])
+
+    def _evaluate(self, step: int, writer) -> dict[str, float]:
+        """eval_fn(model, step) on rank 0 under no_grad with model.eval(); others wait."""
+        logs: dict[str, float] = {}
+        if self.dist.is_main:
+            self._model.eval()
+            try:
+                with torch.no_grad():
+                    result = self.eval_fn(self._model, step) or {}
+            finally:
+                self._model.train()
+            if not isinstance(result, dict):
+                raise TypeError(f"eval_fn must return a dict, got {type(result).__name__}")
+            logs = {f"eval/{k}": float(v) for k, v in _float_logs(result).items()}
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **logs}) + "\n")
+            for k, v in logs.items():
+                writer.add_scalar(k, v, step)
+        return D.broadcast_object(logs, self.dist)
+
+
+class _Progress:
+    """rich progress bar: step / total, loss, samples/s, ETA."""
+
+    def __init__(self, total: int, done: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"), TimeRemainingColumn(),
+        )
+        self._task = self._p.add_task("train", total=total, completed=done, loss="-", rate="-")
+        self._p.start()
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        self._p.update(self._task, completed=step, loss=f"{loss:.4g}", rate=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        self._p.stop()
