@@ -130,3 +130,36 @@ def _is_tuple(hint: Any) -> bool:
     if typing.get_origin(hint) is tuple:
         return True
     return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
+
+
+def resolve_sections(sections: dict[str, Any], file_data: dict[str, Any] | None, overrides: dict[str, Any],
+                     where: str = "config") -> dict[str, Any]:
+    """Apply a config file and `--set` overrides to named dataclass sections.
+
+    sections: e.g. {"model": TrackConfig(...), "train": TrainConfig(...), "data": DataOptions(...)}.
+    file_data: {"model": {...}, "train": {...}} (top-level keys must be section names).
+    overrides: `--set` items; `section.key=value`, or a bare `key=value` when exactly one section has
+    that key (`--set steps=5` -> train.steps). Unknown names are errors listing the valid ones.
+    """
+    out = dict(sections)
+    for name, sub in (file_data or {}).items():
+        if name not in out:
+            raise ValueError(f"unknown {where} section {name!r}; valid sections: {', '.join(out)}")
+        if not isinstance(sub, dict):
+            raise ValueError(f"{where} section {name!r} must be a mapping, got {type(sub).__name__}")
+        out[name] = replace(out[name], sub, f"{where}.{name}")
+    routed: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        head = key.split(".", 1)[0]
+        if head in out and "." in key:
+            routed.setdefault(head, {})[key.split(".", 1)[1]] = value
+            continue
+        owners = [n for n, s in out.items() if head in {f.name for f in dataclasses.fields(s)}]
+        if len(owners) != 1:
+            valid = sorted(f"{n}.{f.name}" for n, s in out.items() for f in dataclasses.fields(s))
+            why = "is ambiguous" if owners else "is unknown"
+            raise ValueError(f"--set key {key!r} {why}; valid keys: {', '.join(valid)}")
+        routed.setdefault(owners[0], {})[key] = value
+    for name, sub in routed.items():
+        out[name] = replace(out[name], sub, f"{where}.{name}")
+    return out

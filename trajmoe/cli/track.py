@@ -1,0 +1,92 @@
+"""`trajmoe train track`, `trajmoe eval track`, `trajmoe viz track-pred`, `trajmoe viz routing`."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(groups) -> None:
+    p = groups["train"].add_parser("track", help="train a Tra-MoE / dense track model")
+    p.add_argument("--preset", default="tiny-tramoe", help="tramoe | dense | dense-wide | dense-deep | tiny-*")
+    p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. steps=100 or model.num_experts=8")
+    p.add_argument("--data", nargs="+", default=None, help="episode directories (each a domain set)")
+    p.add_argument("--out", default=None, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--list-presets", action="store_true", help="print presets with parameter counts and exit")
+    p.set_defaults(func=run_train)
+
+    p = groups["eval"].add_parser("track", help="track MSE / ADE / FDE per domain + expert load")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--max-samples", type=int, default=512)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_eval)
+
+    p = groups["viz"].add_parser("track-pred", help="predicted vs ground-truth tracks for a few samples")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--samples", type=int, default=6)
+    p.set_defaults(func=run_viz_pred)
+
+    p = groups["viz"].add_parser("routing", help="domain x expert routing heatmap per MoE layer")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--max-samples", type=int, default=256)
+    p.set_defaults(func=run_viz_routing)
+
+
+def run_train(args) -> int:
+    if args.list_presets:
+        from ..track import PRESETS, TrackModel, count_params
+
+        print(f"{'preset':18s} {'total':>12s} {'active/token':>13s}  moe_layers")
+        for name, cfg in PRESETS.items():
+            c = count_params(TrackModel(cfg))
+            print(f"{name:18s} {c['total']:12,d} {c['active_per_token']:13,d}  {list(cfg.moe_layers)}")
+        return 0
+    if not args.data or not args.out:
+        raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")
+    from ..track.run import train_track
+
+    metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume)
+    print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return 0
+
+
+def run_eval(args) -> int:
+    from ..track.run import evaluate_track
+
+    res = evaluate_track(args.run, args.data, args.max_samples, args.batch, args.device)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{'domain':24s} {'samples':>8s} {'track_mse':>10s} {'ADE px':>8s} {'FDE px':>8s}")
+    for dom, m in res["metrics"].items():
+        print(f"{dom:24s} {m['samples']:8d} {m['track_mse']:10.3e} {m['ade_px']:8.2f} {m['fde_px']:8.2f}")
+    for layer, r in res["routing"].items():
+        print(f"{layer}: tokens/expert {r['tokens_per_expert']}")
+    return 0
+
+
+def run_viz_pred(args) -> int:
+    from ..viz.track_pred import plot_predictions
+
+    print(plot_predictions(args.run, args.data, args.out, args.samples))
+    return 0
+
+
+def run_viz_routing(args) -> int:
+    from ..track.run import evaluate_track
+    from ..viz.routing import plot_routing
+
+    res = evaluate_track(args.run, args.data, args.max_samples)
+    if not res["routing"]:
+        raise ValueError(f"run {args.run} has no MoE layer: nothing to draw")
+    print(plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, args.out,
+                       title=f"routing: {args.run}"))
+    return 0

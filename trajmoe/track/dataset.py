@@ -1,0 +1,143 @@
+"""Track-model samples drawn from episode files as ATM draws them, over a multi-domain mixture.
+
+A sample is (episode, view, frame t): the RGB frame at t, the tracks of t..t+T-1 (padded at the
+episode end by repeating the last frame), and `num_points` points drawn from those visible at t
+(with replacement only when fewer are visible). ColorJitter + RandomShift are applied to the image
+and the tracks consistently. Every random choice comes from the rng the Trainer passes, so a
+sample is a pure function of (index, seed).
+Per-domain sampling weights turn into per-sample weights w_d / n_d for the Trainer's sampler.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.atm_hdf5 import list_episodes, open_episode
+from ..data.augment import color_jitter, random_shift
+
+
+@dataclass
+class _Index:
+    episode: np.ndarray  # (S,) episode number
+    view: np.ndarray  # (S,) view number
+    frame: np.ndarray  # (S,) frame t
+
+
+class TrackDataset:
+    def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
+                 views: list[str] | None = None, augment: bool = True, frame_stride: int = 1,
+                 domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None) -> None:
+        if not dirs:
+            raise ValueError("no data directory given (--data DIR ...)")
+        self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
+        self.paths: list[Path] = []
+        for d in dirs:
+            eps = list_episodes(d)
+            if not eps:
+                raise ValueError(f"data directory {d} holds no episodes")
+            self.paths += eps[:max_episodes_per_dir] if max_episodes_per_dir else eps
+        self._handles: dict[int, object] = {}
+        self._pid = os.getpid()
+        metas = [self._open(i).meta for i in range(len(self.paths))]
+        found = sorted({m.domain for m in metas})
+        self.domain_names = list(domain_names) if domain_names else found
+        unknown = [d for d in found if d not in self.domain_names]
+        if unknown:
+            raise ValueError(f"episodes of domain(s) {unknown} are not in the run's domain list {self.domain_names}")
+        self.view_names = sorted({v for m in metas for v in m.views}) if views is None else list(views)
+        ep, vw, fr = [], [], []
+        self.episode_domain = np.array([self.domain_names.index(m.domain) for m in metas], dtype=np.int64)
+        for i, m in enumerate(metas):
+            for j, v in enumerate(self.view_names):
+                if v not in m.views:
+                    if views is not None:
+                        raise ValueError(f"episode {self.paths[i]} has no view {v!r} (it has {list(m.views)})")
+                    continue
+                vis_TN = self._open(i).vis(v)
+                ok_t = np.nonzero(vis_TN.any(axis=1))[0]
+                ok_t = ok_t[ok_t % frame_stride == 0]
+                ep.append(np.full(len(ok_t), i))
+                vw.append(np.full(len(ok_t), j))
+                fr.append(ok_t)
+        if not ep or sum(len(e) for e in ep) == 0:
+            raise ValueError(f"no frame with a visible track point in {', '.join(map(str, dirs))}")
+        self.index = _Index(np.concatenate(ep), np.concatenate(vw), np.concatenate(fr))
+        self._close_all()
+
+    # -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.index.frame)
+
+    def domains(self) -> np.ndarray:
+        """(S,) domain id of every sample."""
+        return self.episode_domain[self.index.episode]
+
+    def sample_weights(self, domain_weights: dict[str, float] | None) -> np.ndarray | None:
+        """Per-sample weights so that domain d is drawn with probability w_d / sum(w)."""
+        if not domain_weights:
+            return None
+        unknown = [k for k in domain_weights if k not in self.domain_names]
+        if unknown:
+            raise ValueError(f"domain_weights names unknown domain(s) {unknown}; domains in the data: {self.domain_names}")
+        dom = self.domains()
+        counts = np.bincount(dom, minlength=len(self.domain_names)).astype(np.float64)
+        w_d = np.array([float(domain_weights.get(n, 1.0)) for n in self.domain_names])
+        if (w_d < 0).any() or not np.isfinite(w_d).all():
+            raise ValueError(f"domain_weights must be finite and >= 0, got {domain_weights}")
+        per = np.where(counts > 0, w_d / np.maximum(counts, 1), 0.0)
+        if per[dom].sum() <= 0:
+            raise ValueError(f"domain_weights {domain_weights} give every sample weight 0")
+        return per[dom]
+
+    def get(self, index: int, rng: np.random.Generator) -> dict:
+        i, j, t = int(self.index.episode[index]), int(self.index.view[index]), int(self.index.frame[index])
+        ep = self._open(i)
+        view = self.view_names[j]
+        T = self.track_len
+        img = ep.frames(view, [t])[0].astype(np.float32) / 255.0  # (H, W, 3)
+        if img.shape[0] != self.img_size or img.shape[1] != self.img_size:
+            raise ValueError(f"{self.paths[i]} view {view!r} frames are {img.shape[:2]}, the model expects {self.img_size}")
+        tracks_all, vis_all = ep.tracks(view), ep.vis(view)  # (L, N, 2), (L, N)
+        steps = np.minimum(np.arange(t, t + T), len(tracks_all) - 1)  # end padding by repetition
+        tracks, vis = tracks_all[steps], vis_all[steps].astype(np.float32)
+        visible = np.nonzero(vis_all[t])[0]
+        pick = rng.choice(visible, size=self.num_points, replace=len(visible) < self.num_points)
+        tracks, vis = tracks[:, pick].astype(np.float32), vis[:, pick]
+        if self.augment:
+            img = color_jitter(img, rng)
+            img, tracks, _ = random_shift(img, tracks, rng)
+        return {
+            "image": np.ascontiguousarray(img.transpose(2, 0, 1)),
+            "tracks": tracks,
+            "vis": vis,
+            "task_emb": ep.task_emb().astype(np.float32),
+            "domain": np.int64(self.episode_domain[i]),
+            "source": f"{self.paths[i]}:{view}:{t}",
+        }
+
+    # -------------------------------------------------------------------------------------
+    def _open(self, i: int):
+        if os.getpid() != self._pid:  # DataLoader worker: never share HDF5 handles across fork
+            self._handles, self._pid = {}, os.getpid()
+        h = self._handles.get(i)
+        if h is None:
+            if len(self._handles) >= 64:
+                self._close_all()
+            h = self._handles[i] = open_episode(self.paths[i])
+        return h
+
+    def _close_all(self) -> None:
+        for h in self._handles.values():
+            close = getattr(h, "close", None)
+            if close:
+                close()
+        self._handles = {}
+
+    def __getstate__(self):
+        s = dict(self.__dict__)
+        s["_handles"] = {}
+        return s

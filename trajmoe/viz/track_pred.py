@@ -1,0 +1,54 @@
+"""Predicted (solid) vs ground-truth (dashed) tracks drawn on a few samples' frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_path
+
+
+def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, samples: int = 6, seed: int = 0) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..train.checkpoint import load_run_config
+    from ..track.io import load_track_model
+    from ..track.run import DataOptions, build_dataset
+
+    model = load_track_model(run_dir)
+    data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in load_run_config(run_dir).get("data", {}).items()})
+    ds = build_dataset(data_dirs, model.cfg, data, augment=False)
+    pick = np.linspace(0, len(ds) - 1, num=min(samples, len(ds))).round().astype(int)
+    cols = min(3, len(pick))
+    rows = (len(pick) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.4 * rows), squeeze=False)
+    S = model.cfg.img_size
+    for ax, i in zip(axes.flat, pick):
+        it = ds.get(int(i), np.random.default_rng([seed, int(i)]))
+        with torch.no_grad():
+            pred = model.predict(torch.as_tensor(it["image"])[None], torch.as_tensor(it["tracks"][0])[None],
+                                 torch.as_tensor(it["task_emb"])[None])[0].numpy()
+        ax.imshow(it["image"].transpose(1, 2, 0))
+        colors = plt.cm.hsv(np.linspace(0, 1, pred.shape[1], endpoint=False))
+        for n in range(pred.shape[1]):
+            ax.plot(it["tracks"][:, n, 0] * S, it["tracks"][:, n, 1] * S, "--", color=colors[n], lw=0.8, alpha=0.8)
+            ax.plot(pred[:, n, 0] * S, pred[:, n, 1] * S, "-", color=colors[n], lw=1.2)
+            ax.plot(pred[0, n, 0] * S, pred[0, n, 1] * S, "o", color=colors[n], ms=2)
+        ax.set_xlim(0, S)
+        ax.set_ylim(S, 0)
+        ax.set_title(Path(it["source"].split(":")[0]).stem[:28] + f"\n{it['source'].split(':', 1)[1]}", fontsize=7)
+        ax.axis("off")
+    for ax in axes.flat[len(pick):]:
+        ax.axis("off")
+    fig.suptitle("track prediction: solid = predicted, dashed = ground truth", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return str(out)
