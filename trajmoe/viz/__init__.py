@@ -1,0 +1,1 @@
+"""Pictures and videos: tracks on frames, predictions, routing heatmaps."""
