@@ -1,8 +1,10 @@
 """`trajmoe <group> <verb>` entry point.
 
 Each feature module in this package (`trajmoe/cli/<name>.py`) exposes
-`register(groups: dict[str, argparse._SubParsersAction]) -> None` and adds its verbs to the groups
-it owns; every verb sets `func=callable(args) -> int | None`. A group with no verb yet says so.
+`register(groups) -> None` and adds its verbs to the groups it owns: `groups[name]` is an argparse
+subparsers object for verb groups, and the group's own parser for the verb-less commands
+(`experiment`, `demo`). Every command sets `func=callable(args) -> int | None`. A group with
+nothing registered yet says so.
 User mistakes (`ValueError`, `FileNotFoundError`, `KeyError` raised as `UsageError`) are printed as
 one line, never a traceback.
 """
@@ -24,6 +26,7 @@ GROUPS = {
     "experiment": "run an experiment spec and write a report",
     "demo": "the main job end to end (make demo)",
 }
+VERBLESS = ("experiment", "demo")
 # Feature modules, in the order their verbs appear. A module that is absent is skipped.
 COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "demo"]
 
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in GROUPS.items():
         p = top.add_parser(name, help=help_text)
         group_parsers[name] = p
-        groups[name] = p.add_subparsers(dest="verb", metavar="VERB")
+        groups[name] = p if name in VERBLESS else p.add_subparsers(dest="verb", metavar="VERB")
     for mod_name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(f"trajmoe.cli.{mod_name}")
@@ -58,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.register(groups)
     for name, p in group_parsers.items():
-        if not groups[name].choices and p.get_default("func") is None:
+        if name in VERBLESS:
+            if p.get_default("func") is None:
+                p.set_defaults(func=_not_available(name))
+        elif not groups[name].choices and p.get_default("func") is None:
             p.set_defaults(func=_not_available(name))
         elif p.get_default("func") is None:
             p.set_defaults(func=lambda a, p=p: (p.print_help(), 2)[1])

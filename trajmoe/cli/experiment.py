@@ -1,0 +1,30 @@
+"""`trajmoe experiment SPEC.yaml --out DIR [--scale smoke|cpu|gpu] [--seeds N]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(groups) -> None:
+    parser = groups["experiment"]  # a verb-less command: the spec path is its positional argument
+    parser.add_argument("spec", help="experiment spec YAML (configs/experiments/*.yaml)")
+    parser.add_argument("--out", required=True, help="experiment directory (reused: finished steps are skipped)")
+    parser.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--only", nargs="+", default=None, help="run only these variants")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..experiment.report import write_report
+    from ..experiment.runner import run_experiment
+    from ..experiment.spec import load_spec
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    spec = load_spec(args.spec, args.scale)
+    out = Path(args.out)
+    results = run_experiment(spec, out, args.seeds, args.only)
+    path = write_report(spec, results, out, args.seeds)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,153 @@
+"""DIR/report.md: tables (mean +- std over seeds) and figures from an experiment's results."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_path, atomic_write_text
+from .spec import Spec
+
+
+def lookup(obj: Any, path: str) -> Any:
+    """'metrics.overall.track_mse' -> obj['metrics']['overall']['track_mse'] (None if absent)."""
+    for part in path.split("."):
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return None
+    return obj
+
+
+def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, list[float]]]:
+    """{variant: {column name: [value per seed]}} for one table."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for variant, seeds in results["runs"].items():
+        if table.get("variants") and variant not in table["variants"]:
+            continue
+        row = out.setdefault(variant, {})
+        for col in table["columns"]:
+            vals = []
+            for _seed, steps in sorted(seeds.items()):
+                rec = steps.get(col["step"])
+                v = lookup(rec.get("json") if rec else None, col["path"])
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    vals.append(float(v) * float(col.get("scale", 1.0)))
+            row[col["name"]] = vals
+    return out
+
+
+def _fmt(vals: list[float], fmt: str) -> str:
+    if not vals:
+        return "n/a"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return format(mean, fmt)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{format(mean, fmt)} ± {format(std, fmt)}"
+
+
+def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
+    lines = [f"# {spec.title}", "", f"Spec: `{spec.path}` · scale: `{spec.vars.get('scale')}` · seeds: {seeds} · "
+             f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
+    if spec.notes:
+        lines += [spec.notes.strip(), ""]
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    all_tables = []
+    for ti, table in enumerate(spec.tables):
+        vals = table_values(spec, results, table)
+        all_tables.append(vals)
+        cols = [c["name"] for c in table["columns"]]
+        lines += [f"## {table.get('title', f'Table {ti + 1}')}", "",
+                  "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for variant, row in vals.items():
+            cells = [_fmt(row[c["name"]], c.get("fmt", ".4g")) for c in table["columns"]]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if seeds > 1:
+            lines += [f"(mean ± sample std over {seeds} seeds)", ""]
+    for fi, fig in enumerate(spec.figures):
+        made = _figure(fig, fi, spec, results, all_tables, out, fig_dir)
+        if made:
+            lines += [f"## {fig.get('title', f'Figure {fi + 1}')}", ""]
+            lines += [f"![{Path(p).stem}]({Path(p).relative_to(out)})" for p in made] + [""]
+    lines += ["## Steps", "", "| step | wall s |", "|---|---|"]
+    for name, rec in results["data"].items():
+        lines.append(f"| data/{name} | {rec.get('wall_s', 0):.1f} |")
+    for variant, seeds_d in results["runs"].items():
+        for seed, steps in seeds_d.items():
+            for name, rec in steps.items():
+                lines.append(f"| {variant}/seed{seed}/{name} | {rec.get('wall_s', 0):.1f} |")
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
+    return path
+
+
+def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Path, fig_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kind = fig.get("type")
+    if kind == "images":
+        return sorted(glob.glob(str(out / fig["glob"])))[: int(fig.get("limit", 8))]
+    path = fig_dir / f"fig{fi}_{kind}.png"
+    if kind == "curves":
+        f, ax = plt.subplots(figsize=(6, 3.6))
+        for variant, seeds_d in results["runs"].items():
+            for seed in sorted(seeds_d):
+                mfile = out / "runs" / variant / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
+                if not mfile.is_file():
+                    continue
+                xs, ys = [], []
+                for line in mfile.read_text().splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if fig["key"] in rec:
+                        xs.append(rec["step"])
+                        ys.append(rec[fig["key"]])
+                if xs:
+                    ax.plot(xs, ys, label=f"{variant} s{seed}" if seed == 0 else None, alpha=0.9 if seed == 0 else 0.4,
+                            color=f"C{list(results['runs']).index(variant) % 10}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(fig["key"])
+        if fig.get("log", True):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    elif kind == "bars":
+        vals = tables[int(fig.get("table", 0))]
+        names = list(vals)
+        col = fig["column"]
+        means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
+        stds = [(_std(vals[n][col])) for n in names]
+        f, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.4))
+        ax.bar(range(len(names)), means, yerr=stds, color=[f"C{i}" for i in range(len(names))], capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(col)
+        ax.grid(axis="y", alpha=0.3)
+    else:
+        raise ValueError(f"spec {spec.path}: figure type {kind!r} unknown; valid: curves, bars, images")
+    ax.set_title(fig.get("title", ""), fontsize=9)
+    f.tight_layout()
+    with atomic_path(path) as tmp:
+        f.savefig(tmp, dpi=110, format="png")
+    plt.close(f)
+    return [str(path)]
+
+
+def _std(v: list[float]) -> float:
+    if len(v) < 2:
+        return 0.0
+    m = sum(v) / len(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))

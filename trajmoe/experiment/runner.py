@@ -1,0 +1,109 @@
+"""Run an experiment spec: shared data steps, then every variant x seed, resuming from DIR.
+
+Each finished step leaves DIR/.../<step>.done.json (atomic) holding the step's command, its wall
+time and, for commands that print JSON (every eval/bench verb with --json), that JSON. A rerun
+skips finished steps, so an interrupted experiment continues where it stopped; training steps
+are additionally given --resume when their run directory already holds a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..io import atomic_write_json, read_json
+from .spec import Spec, Step, substitute
+
+console = Console(stderr=True)
+
+
+def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None = None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    base_env = {**spec.vars, "dir": str(out)}
+    results: dict[str, Any] = {"data": {}, "runs": {}}
+    t0 = time.perf_counter()
+    for step in spec.data:
+        results["data"][step.name] = _run_step(step, base_env, out / "data" / f"{step.name}.done.json", f"data/{step.name}")
+    variants = [v for v in spec.variants if not only or v in only]
+    if only and len(variants) != len(only):
+        raise ValueError(f"unknown variant(s) {sorted(set(only) - set(spec.variants))}; spec has {list(spec.variants)}")
+    for variant in variants:
+        for seed in range(seeds):
+            run = out / "runs" / variant / f"seed{seed}"
+            env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run)}
+            per = results["runs"].setdefault(variant, {}).setdefault(seed, {})
+            for step in spec.steps:
+                if step.when and not env.get(step.when):
+                    continue
+                per[step.name] = _run_step(step, env, run / f"{step.name}.done.json", f"{variant}/seed{seed}/{step.name}")
+    results["wall_s"] = time.perf_counter() - t0
+    return results
+
+
+def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any]:
+    from ..cli import main as cli_main
+
+    if marker.is_file():
+        done = read_json(marker)
+        console.print(f"[dim]skip[/dim] {label} (done in {done.get('wall_s', 0):.0f}s)")
+        return done
+    argv = substitute(step.cmd, env, f"step {label}")
+    if argv[:1] == ["train"] or (argv[:2] == ["drive", "train"]) or (argv[:2] == ["drive", "finetune"]):
+        run_dir = _arg_after(argv, "--out")
+        if run_dir and (Path(run_dir) / "state" / "latest.json").is_file() and "--resume" not in argv:
+            argv.append("--resume")
+    console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(argv)}", style="cyan")
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with _tee_stdout(buf):
+        rc = cli_main(argv)
+    wall = time.perf_counter() - t0
+    if rc:
+        raise RuntimeError(f"step {label} failed (exit {rc}): trajmoe {' '.join(argv)}")
+    record = {"cmd": argv, "wall_s": wall, "json": _last_json(buf.getvalue())}
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, record)
+    return record
+
+
+def _arg_after(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+
+def _last_json(text: str) -> Any:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self):
+        for st in self.streams:
+            st.flush()
+
+
+@contextlib.contextmanager
+def _tee_stdout(buf: io.StringIO):
+    import sys
+
+    with contextlib.redirect_stdout(_Tee(sys.stdout, buf)):
+        yield

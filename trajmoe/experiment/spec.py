@@ -1,0 +1,120 @@
+"""Experiment specs: a grid of variants x seeds, each a list of `trajmoe` commands, plus tables.
+
+A spec is YAML (no code runs from it; values are only substituted into command-line arguments):
+
+    name: tab1f
+    title: "..."
+    scales: {smoke: {vars...}, cpu: {...}, gpu: {...}}    # the --scale picks one
+    vars: {...}                                           # defaults for every scale
+    data:        # shared steps run once per experiment (dataset generation)
+      - {name: id, cmd: [data, metaworld, --tasks, "{id_tasks}", --out, "{dir}/data/id"]}
+    variants:    # name -> vars
+      dense-id: {preset: tiny-dense, train_data: ["{dir}/data/id"]}
+    steps:       # run for every variant and seed, in order
+      - {name: track, cmd: [train, track, --preset, "{preset}", --data, "{train_data}", --out, "{run}/track"]}
+      - {name: eval, cmd: [eval, track, --run, "{run}/track", --data, "{dir}/data/id-val", --json]}
+    tables:
+      - title: "..."
+        columns: [{name: "track MSE", step: eval, path: metrics.overall.track_mse, fmt: ".3e"}]
+    figures:
+      - {type: curves, step: track, file: metrics.jsonl, key: loss, title: "..."}
+      - {type: bars, table: 0, column: "success", title: "..."}
+      - {type: images, glob: "runs/*/seed0/routing.png", title: "..."}
+
+Substitution: "{name}" is replaced by the variable's value; an argument that is exactly "{name}"
+and whose value is a list expands into several arguments. Built-ins: dir (the experiment
+directory), seed, run ({dir}/runs/{variant}/seed{seed}), variant, scale.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import load_yaml
+
+SCALES = ("smoke", "cpu", "gpu")
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class Step:
+    name: str
+    cmd: list[str]
+    when: str | None = None  # run only for variants whose vars have this key truthy
+
+
+@dataclass
+class Spec:
+    path: Path
+    name: str
+    title: str
+    vars: dict[str, Any]
+    data: list[Step]
+    variants: dict[str, dict[str, Any]]
+    steps: list[Step]
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    figures: list[dict[str, Any]] = field(default_factory=list)
+    notes: str = ""
+
+
+_TOP_KEYS = {"name", "title", "scales", "vars", "data", "variants", "steps", "tables", "figures", "notes"}
+
+
+def load_spec(path: str | Path, scale: str) -> Spec:
+    path = Path(path)
+    raw = load_yaml(path)
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ValueError(f"spec {path}: unknown key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {SCALES}, got {scale!r}")
+    scales = raw.get("scales") or {}
+    if scale not in scales:
+        raise ValueError(f"spec {path} has no scale {scale!r}; it defines {sorted(scales)}")
+    for key in ("variants", "steps"):
+        if not raw.get(key):
+            raise ValueError(f"spec {path}: {key!r} is missing or empty")
+    vars_ = {**(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
+    return Spec(
+        path=path, name=str(raw.get("name", path.stem)), title=str(raw.get("title", path.stem)), vars=vars_,
+        data=[_step(s, path) for s in raw.get("data") or []],
+        variants={str(k): dict(v or {}) for k, v in raw["variants"].items()},
+        steps=[_step(s, path) for s in raw["steps"]],
+        tables=list(raw.get("tables") or []), figures=list(raw.get("figures") or []),
+        notes=str(raw.get("notes", "")),
+    )
+
+
+def _step(raw: Any, path: Path) -> Step:
+    if not isinstance(raw, dict) or "name" not in raw or "cmd" not in raw:
+        raise ValueError(f"spec {path}: every step needs 'name' and 'cmd', got {raw!r}")
+    if not isinstance(raw["cmd"], list) or not raw["cmd"]:
+        raise ValueError(f"spec {path}: step {raw['name']!r} cmd must be a non-empty list")
+    extra = set(raw) - {"name", "cmd", "when"}
+    if extra:
+        raise ValueError(f"spec {path}: step {raw['name']!r} has unknown key(s) {sorted(extra)}")
+    return Step(str(raw["name"]), [str(a) if not isinstance(a, str) else a for a in raw["cmd"]], raw.get("when"))
+
+
+def substitute(cmd: list[str], env: dict[str, Any], where: str) -> list[str]:
+    """Fill "{var}" placeholders; a whole-argument placeholder with a list value expands."""
+    out: list[str] = []
+    for arg in cmd:
+        m = _VAR.fullmatch(arg)
+        if m and isinstance(env.get(m.group(1)), (list, tuple)):
+            out += [substitute([str(x)], env, where)[0] for x in env[m.group(1)]]
+            continue
+
+        def repl(mm: re.Match) -> str:
+            key = mm.group(1)
+            if key not in env:
+                raise ValueError(f"{where}: unknown variable {{{key}}} in {arg!r}; known: {sorted(env)}")
+            val = env[key]
+            return " ".join(map(str, val)) if isinstance(val, (list, tuple)) else str(val)
+
+        # two passes so variables may refer to {dir}, {run}, ...
+        out.append(_VAR.sub(repl, _VAR.sub(repl, arg)))
+    return out
