@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.trajmoe-installed
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test demo bench clean
 
