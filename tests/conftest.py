@@ -17,3 +17,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mw_data(tmp_path_factory):
+    """Two tiny real MetaWorld domains (generated once per test worker): in-domain reach-v3 from the
+    corner camera with actions, out-of-domain action-free reach-v3 from corner2 with visual variation."""
+    from trajmoe.data.generate import DomainSpec, generate
+
+    root = tmp_path_factory.mktemp("mw")
+    specs = [
+        (DomainSpec("id", ("reach-v3",), 1, camera="corner", max_steps=120), str(root / "id")),
+        (DomainSpec("ood", ("reach-v3",), 1, camera="corner2", action_free=True, visual_variation=True,
+                    variation_seed=7, max_steps=120), str(root / "ood")),
+    ]
+    summary = generate(specs, workers=1, progress=False)
+    assert summary.done == 2, summary
+    return {"id": root / "id", "ood": root / "ood", "root": root}

@@ -98,7 +98,7 @@ class TrackDataset:
         ep = self._open(i)
         view = self.view_names[j]
         T = self.track_len
-        img = ep.frames(view, [t])[0].astype(np.float32) / 255.0  # (H, W, 3)
+        img = ep.frames(view, [t], channels_last=True)[0].astype(np.float32) / 255.0  # (H, W, 3)
         if img.shape[0] != self.img_size or img.shape[1] != self.img_size:
             raise ValueError(f"{self.paths[i]} view {view!r} frames are {img.shape[:2]}, the model expects {self.img_size}")
         tracks_all, vis_all = ep.tracks(view), ep.vis(view)  # (L, N, 2), (L, N)

@@ -1,0 +1,159 @@
+"""Track model on real MetaWorld episodes: data pipeline, training CLI, eval, resume, bad inputs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from trajmoe.cli import main
+from trajmoe.track import PRESETS
+from trajmoe.track.run import DataOptions, build_dataset, train_track
+
+FAST = ["steps=4", "batch_size=4", "log_every=1", "ckpt_every=2", "progress=false", "warmup_steps=1"]
+
+
+def _losses(run):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_samples_follow_atm_recipe(mw_data):
+    cfg = PRESETS["tiny-tramoe"]
+    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions(augment=False))
+    assert ds.domain_names == ["id", "ood"]
+    it = ds.get(0, np.random.default_rng(0))
+    assert it["image"].shape == (3, 128, 128) and it["image"].dtype == np.float32
+    assert 0 <= it["image"].min() and it["image"].max() <= 1
+    assert it["tracks"].shape == (cfg.track_len, cfg.num_points, 2)
+    assert it["vis"][0].all(), "every drawn point is visible at the query frame"
+    assert it["task_emb"].shape == (384,)
+    # end padding by repetition: the last frame's sample repeats its final position
+    last = max(i for i in range(len(ds)) if ds.index.episode[i] == ds.index.episode[0] and ds.index.view[i] == ds.index.view[0])
+    tail = ds.get(last, np.random.default_rng(1))["tracks"]
+    assert np.allclose(tail[0], tail[-1])
+    # same rng seed -> same sample (resume-exactness of the data path)
+    a, b = ds.get(5, np.random.default_rng(3)), ds.get(5, np.random.default_rng(3))
+    assert all(np.array_equal(a[k], b[k]) for k in ("image", "tracks", "vis"))
+
+
+def test_domain_weights_give_per_sample_weights(mw_data):
+    cfg = PRESETS["tiny-dense"]
+    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions())
+    w = ds.sample_weights({"id": 3.0, "ood": 1.0})
+    dom = ds.domains()
+    assert w[dom == 0].sum() / w.sum() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="unknown domain"):
+        ds.sample_weights({"nope": 1.0})
+
+
+def test_random_shift_moves_tracks_with_the_image():
+    from trajmoe.data.augment import random_shift
+
+    img = np.zeros((32, 32, 3), np.float32)
+    img[10, 20] = 1.0  # row 10, col 20 -> (x, y) = (20/32, 10/32)
+    for seed in range(5):
+        out, tr, (sx, sy) = random_shift(img, np.array([[20 / 32, 10 / 32]], np.float32), np.random.default_rng(seed))
+        r, c = np.argwhere(out[..., 0] == 1.0)[0]
+        assert (c, r) == (20 + sx, 10 + sy)
+        assert np.allclose(tr[0] * 32, [c, r])
+
+
+def test_train_eval_cli_and_routing_report(mw_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "track", "--preset", "tiny-tramoe", "--data", str(mw_data["id"]), str(mw_data["ood"]), "--out", str(run)]
+    for s in FAST:
+        args += ["--set", s]
+    assert main(args) == 0
+    for f in ("config.json", "model.safetensors", "metrics.jsonl"):
+        assert (run / f).is_file(), f
+    capsys.readouterr()
+    assert main(["eval", "track", "--run", str(run), "--data", str(mw_data["id"]), str(mw_data["ood"]),
+                 "--max-samples", "16", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(res["metrics"]) == {"id", "ood", "overall"}
+    assert res["metrics"]["overall"]["samples"] == 16
+    assert res["metrics"]["overall"]["ade_px"] > 0
+    assert set(res["routing"]) == {"layer0", "layer2", "layer3"}
+    for layer in res["routing"].values():
+        assert set(layer["domain_fraction"]) == {"id", "ood"}
+        assert sum(layer["domain_fraction"]["id"]) == pytest.approx(1.0, abs=1e-3)
+    out = tmp_path / "routing.png"
+    assert main(["viz", "routing", "--run", str(run), "--data", str(mw_data["id"]), str(mw_data["ood"]),
+                 "--out", str(out), "--max-samples", "8"]) == 0
+    assert out.stat().st_size > 1000
+    out = tmp_path / "pred.png"
+    assert main(["viz", "track-pred", "--run", str(run), "--data", str(mw_data["id"]), "--out", str(out), "--samples", "2"]) == 0
+    assert out.stat().st_size > 1000
+
+
+def test_resumed_run_reproduces_uninterrupted_losses(mw_data, tmp_path, monkeypatch):
+    from trajmoe.track import model as model_mod
+
+    sets = FAST[:]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_track("tiny-tramoe", [str(mw_data["id"])], str(full), sets=sets)
+    orig = model_mod.TrackModel.forward
+    calls = {"n": 0}
+
+    def crashing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return orig(self, batch)
+
+    monkeypatch.setattr(model_mod.TrackModel, "forward", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_track("tiny-tramoe", [str(mw_data["id"])], str(part), sets=sets)
+    monkeypatch.setattr(model_mod.TrackModel, "forward", orig)
+    train_track("tiny-tramoe", [str(mw_data["id"])], str(part), sets=sets, resume=True)
+    assert _losses(part) == _losses(full)
+
+
+def test_nan_loss_names_step_and_files_and_keeps_checkpoint(mw_data, tmp_path, monkeypatch):
+    from trajmoe.track import model as model_mod
+    from trajmoe.train import TrainingError
+
+    orig = model_mod.TrackModel.forward
+    calls = {"n": 0}
+
+    def nan_at_3(self, batch):
+        calls["n"] += 1
+        loss, logs = orig(self, batch)
+        return (loss * float("nan") if calls["n"] == 3 else loss), logs
+
+    monkeypatch.setattr(model_mod.TrackModel, "forward", nan_at_3)
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"step 3.*demo_0\.hdf5"):
+        train_track("tiny-dense", [str(mw_data["id"])], str(run), sets=FAST)
+    from trajmoe.track import load_track_model
+
+    assert load_track_model(run) is not None  # the step-2 checkpoint stays loadable
+
+
+def test_bad_inputs(mw_data, tmp_path, capsys):
+    base = ["train", "track", "--preset", "tiny-dense", "--out", str(tmp_path / "r")]
+    assert main(base + ["--data", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(base + ["--data", str(tmp_path / "empty")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(base + ["--data", str(mw_data["id"]), "--set", "nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "train.steps" in err and len(err.strip().splitlines()) == 1
+    # corrupt episode file
+    bad = tmp_path / "bad"
+    shutil.copytree(mw_data["id"], bad)
+    victim = next(bad.rglob("*.hdf5"))
+    victim.write_bytes(victim.read_bytes()[:2000])
+    assert main(base + ["--data", str(bad)]) == 2
+    assert victim.name in capsys.readouterr().err
+
+
+def test_resume_with_different_architecture_is_refused(mw_data, tmp_path, capsys):
+    run = tmp_path / "arch"
+    train_track("tiny-tramoe", [str(mw_data["id"])], str(run), sets=FAST)
+    args = ["train", "track", "--preset", "tiny-tramoe", "--data", str(mw_data["id"]), "--out", str(run), "--resume",
+            "--set", "model.num_experts=8"] + sum((["--set", s] for s in FAST), [])
+    assert main(args) == 2
+    assert "num_experts" in capsys.readouterr().err
