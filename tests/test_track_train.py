@@ -157,3 +157,19 @@ def test_resume_with_different_architecture_is_refused(mw_data, tmp_path, capsys
             "--set", "model.num_experts=8"] + sum((["--set", s] for s in FAST), [])
     assert main(args) == 2
     assert "num_experts" in capsys.readouterr().err
+
+
+def test_two_process_cpu_ddp_track_training(mw_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "trajmoe.cli", "train", "track", "--preset", "tiny-tramoe", "--data", str(mw_data["id"]),
+           "--out", str(run)] + sum((["--set", s] for s in FAST), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = [s for s, _ in _losses(run)]
+    assert steps == [1, 2, 3, 4]  # rank 0 alone writes, once per step

@@ -1,56 +1,100 @@
 """MoE layer vs a dense FFN with the same active FLOPs, forward + backward, in one run.
 
 ratio = dense_ms / moe_ms (1.0 = the MoE layer costs no more than the dense math it performs).
-The dense reference has hidden size k * H so that its FLOPs equal the routed experts' FLOPs.
+The dense reference has hidden size k * H so that its FLOPs equal the routed experts' FLOPs
+(REFERENCE.md sec. 7 measures the same ratio on an H100). Implementations timed:
+  grouped  the layer's fast path (router + sort + grouped GEMMs + gated combine + aux losses)
+  loop     the per-expert reference (`MoEConfig.impl="loop"`)
+  gemms    the two grouped GEMMs + activation alone on pre-sorted rows (the floor the dispatch
+           overhead is measured against; REFERENCE.md's "grouped GEMMs alone")
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ..moe import FeedForward, MoE, MoEConfig
-from .timing import resolve_device, time_ms
+from ..moe import dispatch
+from .timing import device_name, resolve_device, time_ms
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+IMPLS = ("grouped", "loop", "gemms")
 
 
-def bench_moe(device: str = "cpu", tokens: int = 8192, dim: int = 384, experts: int = 4, top_k: int = 1,
-              dtype: str = "fp32", impls: tuple[str, ...] = ("grouped", "loop"), repeats: int = 10,
-              threads: int | None = None, seed: int = 0) -> dict:
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    for name, v in (("tokens", tokens), ("dim", dim), ("experts", experts), ("top-k", top_k)):
-        if v < 1:
-            raise ValueError(f"--{name} must be >= 1, got {v}")
-    dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+def _fwd_bwd(module, x, grad):
+    def step():
+        xi = x.detach().requires_grad_()
+        y = module(xi)
+        y = y[0] if isinstance(y, tuple) else y
+        y.backward(grad)
+    return step
+
+
+def _gemms_only(moe: MoE, x_TD: torch.Tensor, grad_TD: torch.Tensor):
+    """Both expert GEMMs + activation on rows already sorted by the router's choice."""
+    with torch.no_grad():
+        _, _, ids_TK, _ = moe.router(x_TD)
+    plan = dispatch.make_plan(ids_TK, moe.cfg.num_experts)
+    x_SD = x_TD.index_select(0, plan.order_S // plan.top_k)
+    g_SD = grad_TD.index_select(0, plan.order_S // plan.top_k)
+    ex = moe.experts
+
+    def step():
+        xi = x_SD.detach().requires_grad_()
+        h = ex.act(dispatch.grouped_linear(xi, ex.w1_EDH, ex.b1_EH, plan))
+        dispatch.grouped_linear(h, ex.w2_EHD, ex.b2_ED, plan).backward(g_SD)
+    return step
+
+
+def bench_moe_one(dev: torch.device, tokens: int, dim: int, experts: int, top_k: int, dtype: str,
+                  impls: tuple[str, ...], repeats: int, seed: int = 0) -> dict:
+    """One configuration: dense reference first, then each implementation, same inputs."""
     torch.manual_seed(seed)
     dt = DTYPES[dtype]
     x = torch.randn(tokens, dim, device=dev, dtype=dt)
     grad = torch.randn_like(x)
-
-    def fwd_bwd(module):
-        def step():
-            xi = x.detach().requires_grad_()
-            y = module(xi)
-            y = y[0] if isinstance(y, tuple) else y
-            y.backward(grad)
-        return step
-
     dense = FeedForward(dim, 4 * dim * top_k).to(dev, dt)
-    result = {
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "tokens": tokens, "dim": dim, "experts": experts, "top_k": top_k, "dtype": dtype,
-        "dense": time_ms(fwd_bwd(dense), dev, repeats=repeats),
-    }
-    flops = 3 * 2 * tokens * dim * 4 * dim * top_k * 2  # fwd + 2x bwd, two GEMMs
+    result = {"tokens": tokens, "dim": dim, "experts": experts, "top_k": top_k, "dtype": dtype,
+              "dense": time_ms(_fwd_bwd(dense, x, grad), dev, repeats=repeats)}
+    flops = 3 * 2 * tokens * dim * 4 * dim * top_k * 2  # (fwd + 2x bwd) x 2 GEMMs of 2*T*D*kH
     result["dense"]["tflops"] = flops / result["dense"]["median_ms"] / 1e9
     for impl in impls:
-        moe = MoE(MoEConfig(dim=dim, num_experts=experts, top_k=top_k, impl=impl)).to(dev, dt)
-        moe.router.float()
-        r = time_ms(fwd_bwd(moe), dev, repeats=repeats)
+        moe = MoE(MoEConfig(dim=dim, num_experts=experts, top_k=top_k, impl="loop" if impl == "loop" else "grouped"))
+        moe = moe.to(dev, dt)
+        moe.router.float()  # router math stays fp32 (as in training under bf16 weights)
+        fn = _gemms_only(moe, x, grad) if impl == "gemms" else _fwd_bwd(moe, x, grad)
+        r = time_ms(fn, dev, repeats=repeats)
         r["ratio"] = result["dense"]["median_ms"] / r["median_ms"]
         result[impl] = r
     return result
+
+
+def bench_moe(device: str = "cpu", tokens: int = 8192, dim: int | list[int] = 384, experts: int | list[int] = 4,
+              top_k: int | list[int] = 1, dtype: str = "fp32", impls: tuple[str, ...] = ("grouped", "loop"),
+              repeats: int = 10, threads: int | None = None, seed: int = 0) -> dict:
+    """A single configuration returns its flat result; lists of dims / experts / top-k sweep every
+    combination and return {"device", "torch", "threads", "sweep": [flat results]}."""
+    dims, exps, ks = ([v] if isinstance(v, int) else list(v) for v in (dim, experts, top_k))
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    for impl in impls:
+        if impl not in IMPLS:
+            raise ValueError(f"--impl must be among {list(IMPLS)}, got {impl!r}")
+    for name, vals in (("tokens", [tokens]), ("dim", dims), ("experts", exps), ("top-k", ks), ("repeats", [repeats])):
+        for v in vals:
+            if v < 1:
+                raise ValueError(f"--{name} must be >= 1, got {v}")
+    for e, k in itertools.product(exps, ks):
+        if k > e:
+            raise ValueError(f"--top-k {k} exceeds --experts {e}")
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    head = {"device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    runs = [bench_moe_one(dev, tokens, d, e, k, dtype, impls, repeats, seed)
+            for d, e, k in itertools.product(dims, exps, ks)]
+    if len(runs) == 1:
+        return {**head, **runs[0]}
+    return {**head, "sweep": runs}

@@ -1,4 +1,4 @@
-"""Wall-clock timing helper shared by the benchmarks (CUDA-synchronised when on GPU)."""
+"""Wall-clock timing helpers shared by the benchmarks (CUDA-synchronised when on GPU)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"--device must be cpu, cuda or auto, got {name!r}")
     return torch.device(name)
+
+
+def device_name(dev: torch.device) -> str:
+    """The CUDA device's name, or 'cpu: <model name>' (threads are reported separately)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"cpu: {model}" if model else "cpu"

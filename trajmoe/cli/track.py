@@ -9,7 +9,7 @@ def register(groups) -> None:
     p = groups["train"].add_parser("track", help="train a Tra-MoE / dense track model")
     p.add_argument("--preset", default="tiny-tramoe", help="tramoe | dense | dense-wide | dense-deep | tiny-*")
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. steps=100 or model.num_experts=8")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 model.num_experts=8")
     p.add_argument("--data", nargs="+", default=None, help="episode directories (each a domain set)")
     p.add_argument("--out", default=None, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")

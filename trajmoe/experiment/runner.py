@@ -39,7 +39,7 @@ def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None
             env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run)}
             per = results["runs"].setdefault(variant, {}).setdefault(seed, {})
             for step in spec.steps:
-                if step.when and not env.get(step.when):
+                if (step.when and not env.get(step.when)) or (step.unless and env.get(step.unless)):
                     continue
                 per[step.name] = _run_step(step, env, run / f"{step.name}.done.json", f"{variant}/seed{seed}/{step.name}")
     results["wall_s"] = time.perf_counter() - t0

@@ -44,6 +44,7 @@ class Step:
     name: str
     cmd: list[str]
     when: str | None = None  # run only for variants whose vars have this key truthy
+    unless: str | None = None  # skip for variants whose vars have this key truthy
 
 
 @dataclass
@@ -93,10 +94,10 @@ def _step(raw: Any, path: Path) -> Step:
         raise ValueError(f"spec {path}: every step needs 'name' and 'cmd', got {raw!r}")
     if not isinstance(raw["cmd"], list) or not raw["cmd"]:
         raise ValueError(f"spec {path}: step {raw['name']!r} cmd must be a non-empty list")
-    extra = set(raw) - {"name", "cmd", "when"}
+    extra = set(raw) - {"name", "cmd", "when", "unless"}
     if extra:
         raise ValueError(f"spec {path}: step {raw['name']!r} has unknown key(s) {sorted(extra)}")
-    return Step(str(raw["name"]), [str(a) if not isinstance(a, str) else a for a in raw["cmd"]], raw.get("when"))
+    return Step(str(raw["name"]), [str(a) for a in raw["cmd"]], raw.get("when"), raw.get("unless"))
 
 
 def substitute(cmd: list[str], env: dict[str, Any], where: str) -> list[str]:

@@ -1,15 +1,22 @@
 """Dropless token dispatch for the "grouped" path: sort slots by expert once, run both expert
-GEMMs on the contiguous groups, and un-sort with a gather.
+GEMMs on the contiguous groups, and combine with one gather that also applies the gates.
 
-Every permutation here is a gather whose backward is another gather with the precomputed inverse
-index (no atomic index_add / scatter_add in backward), and nothing reads counts back to the host
-on CUDA, so the path is free of host-device synchronisation there.
+    plan    = make_plan(expert_ids_TK)             argsort once; inverse by scatter
+    x_SD    = permute_in(x_TD, plan)                (T, D) -> (S, D) sorted by expert
+    h_SH    = act(grouped_linear(x_SD, w1, b1))     both GEMMs share the plan
+    y_SD    = grouped_linear(h_SH, w2, b2)
+    out_TD  = combine(y_SD, gates_TK, plan)         sum_k gate[t,k] * y[slot(t,k)]   (seed 001 eq. 2)
+
+Every permutation is a gather whose backward is another gather with the precomputed inverse
+index (no atomic index_add / scatter_add in backward). On CUDA nothing reads counts back to the
+host on the bf16 grouped_mm path (no .item(), .tolist(), nonzero or bincount), so it is free of
+host-device synchronisation; the fp32 per-group fallback needs the group sizes on the host.
 Legend: T tokens, K chosen experts per token, S = T*K token slots, D/H dims, E experts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +24,7 @@ import torch.nn.functional as F
 
 @dataclass
 class Plan:
-    """A routing plan shared by both expert GEMMs of one layer call."""
+    """A routing plan shared by both expert GEMMs and the combine of one layer call."""
 
     order_S: torch.Tensor  # slot ids sorted by expert (stable)
     inverse_S: torch.Tensor  # inverse permutation: sorted position of each slot
@@ -25,21 +32,33 @@ class Plan:
     counts_E: torch.Tensor  # slots per expert (int64)
     offsets_E: torch.Tensor  # cumulative counts, int32 (grouped_mm's `offs`)
     top_k: int
+    _sizes: list[int] | None = field(default=None, repr=False)
+
+    def host_sizes(self) -> list[int]:
+        """Group sizes as Python ints, read once per plan (a host sync on CUDA: fallback only)."""
+        if self._sizes is None:
+            self._sizes = self.counts_E.tolist()
+        return self._sizes
 
 
 def make_plan(expert_ids_TK: torch.Tensor, num_experts: int) -> Plan:
     flat_S = expert_ids_TK.reshape(-1)
     order_S = torch.argsort(flat_S, stable=True)
-    inverse_S = torch.empty_like(order_S)
-    inverse_S[order_S] = torch.arange(order_S.numel(), device=order_S.device)
-    counts_E = torch.zeros(num_experts, dtype=torch.int64, device=flat_S.device)
-    counts_E.scatter_add_(0, flat_S, torch.ones_like(flat_S))  # bincount would sync on CUDA
-    offsets_E = counts_E.cumsum(0).to(torch.int32)
-    return Plan(order_S, inverse_S, flat_S[order_S], counts_E, offsets_E, expert_ids_TK.shape[-1])
+    # inverse[order[i]] = i as a scatter_ (index_put with a tensor index costs ~2x on CPU)
+    inverse_S = torch.empty_like(order_S).scatter_(0, order_S, torch.arange(order_S.numel(), device=order_S.device))
+    expert_sorted_S = flat_S.index_select(0, order_S)
+    # group ends by binary search on the sorted ids: no atomics, no host sync (bincount syncs on CUDA)
+    experts_E = torch.arange(num_experts, device=flat_S.device, dtype=flat_S.dtype)
+    ends_E = torch.searchsorted(expert_sorted_S, experts_E, right=True)
+    counts_E = torch.diff(ends_E, prepend=ends_E.new_zeros(1))
+    return Plan(order_S, inverse_S, expert_sorted_S, counts_E, ends_E.to(torch.int32), expert_ids_TK.shape[-1])
+
+
+# ---------------------------------------------------------------------------------- permutations
 
 
 class _GatherRows(torch.autograd.Function):
-    """y = x[index // k]; backward: grad_x = grad_y[inverse].view(T, k, D).sum(1) (no atomics)."""
+    """y = x[order // k]; backward: grad_x = grad_y[inverse].view(T, k, D).sum(1) (no atomics)."""
 
     @staticmethod
     def forward(ctx, x_TD, order_S, inverse_S, k: int):
@@ -70,15 +89,60 @@ class _Permute(torch.autograd.Function):
         return g.index_select(0, inverse), None, None
 
 
+class _Combine(torch.autograd.Function):
+    """out[t] = sum_k gate[t, k] * y[inverse[t*K + k]]: un-sort, gate and sum over K in one pass.
+
+    Replaces gather -> (T,K,D) * gate -> sum(K) (three (S, D) passes forward, four backward).
+    backward, all in sorted order (gathers only):
+      grad_y[s]    = gate_sorted[s] * g[order[s] // K]
+      grad_gate[s] = <g[order[s] // K], y[s]>   then un-sorted with `inverse`
+    """
+
+    @staticmethod
+    def forward(ctx, y_SD, gates_TK, order_S, inverse_S):
+        T, K = gates_TK.shape
+        gates = gates_TK.to(y_SD.dtype)
+        y_tok_SD = y_SD.index_select(0, inverse_S)  # token-major slots (T*K, D)
+        if K == 1:
+            out_TD = y_tok_SD.mul_(gates)  # fresh gather result: scale in place
+        else:  # (T,1,K) @ (T,K,D): one pass, fp32 accumulation inside the kernel
+            out_TD = torch.bmm(gates.unsqueeze(1), y_tok_SD.view(T, K, -1)).squeeze(1)
+        ctx.save_for_backward(y_SD, gates_TK, order_S, inverse_S)
+        ctx.k = K
+        return out_TD
+
+    @staticmethod
+    def backward(ctx, g_TD):
+        y_SD, gates_TK, order_S, inverse_S = ctx.saved_tensors
+        k = ctx.k
+        g_SD = g_TD.index_select(0, order_S // k if k > 1 else order_S)  # (S, D) sorted order
+        grad_y = grad_gates = None
+        if ctx.needs_input_grad[1]:
+            dot_S = torch.linalg.vecdot(g_SD, y_SD.to(g_SD.dtype))  # (S,)
+            grad_gates = dot_S.index_select(0, inverse_S).view_as(gates_TK).to(gates_TK.dtype)
+        if ctx.needs_input_grad[0]:
+            gate_S = gates_TK.reshape(-1).index_select(0, order_S).to(g_SD.dtype)
+            grad_y = g_SD.mul_(gate_S.unsqueeze(-1)).to(y_SD.dtype)  # g_SD is a fresh gather
+        return grad_y, grad_gates, None, None
+
+
 def permute_in(x_TD: torch.Tensor, plan: Plan) -> torch.Tensor:
     """(T, D) tokens -> (S, D) slots sorted by expert."""
     return _GatherRows.apply(x_TD, plan.order_S, plan.inverse_S, plan.top_k)
 
 
 def permute_out(y_SD: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """(S, D) sorted slots -> (T, K, D) in token order."""
+    """(S, D) sorted slots -> (T, K, D) in token order (kept for callers that weight slots themselves)."""
     y = _Permute.apply(y_SD, plan.inverse_S, plan.order_S)
     return y.view(-1, plan.top_k, y.shape[-1])
+
+
+def combine(y_SD: torch.Tensor, gates_TK: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """(S, D) sorted expert outputs -> (T, D) = sum_k gates[t, k] * y(t, k), in y's dtype."""
+    return _Combine.apply(y_SD, gates_TK, plan.order_S, plan.inverse_S)
+
+
+# ---------------------------------------------------------------------------------- grouped GEMM
 
 
 def grouped_mm_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -111,7 +175,7 @@ class _GroupedLinearLoop(torch.autograd.Function):
         for e, n in enumerate(sizes):
             if n:
                 seg = slice(start, start + n)
-                if b_EH is not None:
+                if b_EH is not None:  # bias folded into the GEMM (addmm: beta * b + x @ w)
                     torch.addmm(b_EH[e], x_SD[seg], w_EDH[e], out=y_SH[seg])
                 else:
                     torch.mm(x_SD[seg], w_EDH[e], out=y_SH[seg])
@@ -123,8 +187,8 @@ class _GroupedLinearLoop(torch.autograd.Function):
         x_SD, w_EDH = ctx.saved_tensors
         g_SH = g_SH.contiguous()
         gx = torch.empty_like(x_SD) if ctx.needs_input_grad[0] else None
-        gw = torch.zeros_like(w_EDH) if ctx.needs_input_grad[1] else None
-        gb = g_SH.new_zeros(w_EDH.shape[0], w_EDH.shape[-1]) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        gw = torch.empty_like(w_EDH) if ctx.needs_input_grad[1] else None
+        gb = g_SH.new_empty(w_EDH.shape[0], w_EDH.shape[-1]) if ctx.has_bias and ctx.needs_input_grad[2] else None
         start = 0
         for e, n in enumerate(ctx.sizes):
             if n:
@@ -135,24 +199,45 @@ class _GroupedLinearLoop(torch.autograd.Function):
                     torch.mm(x_SD[seg].t(), g_SH[seg], out=gw[e])
                 if gb is not None:
                     torch.sum(g_SH[seg], dim=0, out=gb[e])
+            else:  # an expert without tokens gets an exact zero gradient
+                if gw is not None:
+                    gw[e].zero_()
+                if gb is not None:
+                    gb[e].zero_()
             start += n
         return gx, gw, gb, None
 
 
 class _SegmentBias(torch.autograd.Function):
-    """b[expert of each sorted slot]; backward sums each expert's contiguous segment
-    (segment_reduce: no atomics, no host sync), instead of index_add's contended atomics."""
+    """y + b[expert of each sorted slot], in place on y (the fresh grouped_mm output, which
+    grouped_mm's backward does not need); backward sums each expert's contiguous segment
+    (segment_reduce: no atomics, no host sync) instead of index_add's contended atomics."""
 
     @staticmethod
-    def forward(ctx, b_EH, expert_sorted_S, counts_E):
+    def forward(ctx, y_SH, b_EH, expert_sorted_S, counts_E):
         ctx.save_for_backward(counts_E)
-        return b_EH.index_select(0, expert_sorted_S)
+        ctx.mark_dirty(y_SH)
+        return y_SH.add_(b_EH.index_select(0, expert_sorted_S))
 
     @staticmethod
     def backward(ctx, g_SH):
         (counts_E,) = ctx.saved_tensors
-        gb = torch.segment_reduce(g_SH, "sum", lengths=counts_E, axis=0, unsafe=True)
-        return gb, None, None
+        gb = segment_sum(g_SH, counts_E) if ctx.needs_input_grad[1] else None
+        return g_SH, gb, None, None
+
+
+def host_sync_free(t: torch.Tensor) -> bool:
+    """True where reading a tensor's values on the host would stall the device (CUDA): code
+    paths taken then must stay on the device. A function so tests can force them on CPU."""
+    return t.is_cuda
+
+
+def segment_sum(g_SH: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+    """(E, H) sums of the E contiguous row segments of g (lengths counts_E; empty -> 0)."""
+    if host_sync_free(g_SH):  # segment_reduce: no atomics, no host sync
+        return torch.segment_reduce(g_SH, "sum", lengths=counts_E, axis=0, unsafe=True)
+    # CPU: segment_reduce is ~15x slower than per-group sums, and reading counts costs nothing
+    return torch.stack([seg.sum(0) for seg in g_SH.split(counts_E.tolist())])
 
 
 def grouped_linear(x_SD: torch.Tensor, w_EDH: torch.Tensor, b_EH: torch.Tensor | None, plan: Plan) -> torch.Tensor:
@@ -161,7 +246,7 @@ def grouped_linear(x_SD: torch.Tensor, w_EDH: torch.Tensor, b_EH: torch.Tensor |
         fn = getattr(F, "grouped_mm", None) or torch._grouped_mm
         y = fn(x_SD, w_EDH, offs=plan.offsets_E)
         if b_EH is not None:
-            y = y + _SegmentBias.apply(b_EH, plan.expert_sorted_S, plan.counts_E)
+            y = _SegmentBias.apply(y, b_EH, plan.expert_sorted_S, plan.counts_E)
         return y
     # Fallback (CPU fp32, pre-SM80 GPUs): needs the group sizes on the host (a sync on CUDA).
-    return _GroupedLinearLoop.apply(x_SD, w_EDH, b_EH, plan.counts_E.tolist())
+    return _GroupedLinearLoop.apply(x_SD, w_EDH, b_EH, plan.host_sizes())

@@ -88,14 +88,16 @@ class MoE(nn.Module):
         return out_TD
 
     def _grouped(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, gates_TK: torch.Tensor) -> torch.Tensor:
-        """Sort by expert once; both GEMMs share the plan; un-sort with a gather; weight; sum over K."""
+        """Sort by expert once; both GEMMs share the plan; un-sort, gate and sum over K in one gather.
+
+        Under autocast the experts run in the autocast dtype (weights cast once per call, as
+        nn.Linear does); the output is in that dtype then, else in x's dtype.
+        """
         ex = self.experts
         plan = dispatch.make_plan(ids_TK, self.cfg.num_experts)
-        w1, w2 = ex.w1_EDH, ex.w2_EHD
-        b1, b2 = ex.b1_EH, ex.b2_ED
-        compute_dtype = x_TD.dtype
-        if torch.is_autocast_enabled(x_TD.device.type):
-            compute_dtype = torch.get_autocast_dtype(x_TD.device.type)
+        w1, w2, b1, b2 = ex.w1_EDH, ex.w2_EHD, ex.b1_EH, ex.b2_ED
+        autocast = torch.is_autocast_enabled(x_TD.device.type)
+        compute_dtype = torch.get_autocast_dtype(x_TD.device.type) if autocast else x_TD.dtype
         if compute_dtype != w1.dtype:
             w1, w2 = w1.to(compute_dtype), w2.to(compute_dtype)
             b1 = b1.to(compute_dtype) if b1 is not None else None
@@ -103,6 +105,5 @@ class MoE(nn.Module):
         x_SD = dispatch.permute_in(x_TD.to(compute_dtype), plan)
         h_SH = ex.drop(ex.act(dispatch.grouped_linear(x_SD, w1, b1, plan)))
         y_SD = ex.drop(dispatch.grouped_linear(h_SH, w2, b2, plan))
-        y_TKD = dispatch.permute_out(y_SD, plan)
-        out = (y_TKD * gates_TK.unsqueeze(-1).to(y_TKD.dtype)).sum(dim=1)
-        return out.to(x_TD.dtype) if not torch.is_autocast_enabled(x_TD.device.type) else out
+        out_TD = dispatch.combine(y_SD, gates_TK, plan)
+        return out_TD if autocast else out_TD.to(x_TD.dtype)

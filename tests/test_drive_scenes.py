@@ -1,0 +1,50 @@
+"""Real highway-env scenes: conventions (ego frame, 10 Hz, 2 s history, 4 s futures) and files."""
+
+import numpy as np
+import pytest
+
+from trajmoe.drive import geometry as geo
+from trajmoe.drive.metrics import score_trajectories
+from trajmoe.drive.scenes import FUTURE_STEPS, HIST_STEPS, SceneGenConfig, load_scene, save_scene, simulate_episode
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return simulate_episode("merge", 5, SceneGenConfig(episode_steps=60, stride=20))[0]
+
+
+def test_scene_conventions(scene):
+    assert scene["ego_hist"].shape == (HIST_STEPS + 1, 3) and np.allclose(scene["ego_hist"][-1], 0, atol=1e-5)
+    assert scene["expert"].shape == (FUTURE_STEPS, 3)
+    speed = scene["ego_state"][0]
+    assert speed > 1 and np.isclose(np.linalg.norm(scene["expert"][0, :2]), speed * 0.1, rtol=0.3)  # 0.1 s steps
+    assert scene["expert"][-1, 0] > 0  # forward is +x
+    assert scene["agents_future"].shape == (len(scene["agents"]), FUTURE_STEPS, 3)
+    assert scene["dir_bits"].shape == (geo.H_CELLS, geo.W_CELLS) and (scene["dir_bits"] > 0).mean() > 0.02
+    assert scene["lanes"].shape[1:] == (20, 2) and len(scene["lanes"]) == len(scene["lanes_meta"])
+    assert scene["command"] in (0, 1, 2, 3) and scene["scenario"] == "merge" and scene["domain"] == 1
+
+
+def test_expert_is_on_road_and_collision_free(scene):
+    s = score_trajectories(scene, scene["expert"][None].astype(np.float64))
+    assert s["DAC"][0] == 1.0 and s["NC"][0] == 1.0
+
+
+def test_save_load_round_trip(scene, tmp_path):
+    save_scene(tmp_path / "s.npz", scene)
+    back = load_scene(tmp_path / "s.npz")
+    assert back["scenario"] == "merge" and isinstance(back["t0"], int)
+    for k in ("expert", "agents", "dir_bits", "route"):
+        assert np.array_equal(back[k], scene[k])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="corrupt scene file"):
+        load_scene(tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError):
+        load_scene(tmp_path / "missing.npz")
+
+
+def test_bad_generation_config():
+    with pytest.raises(ValueError, match="first_t0"):
+        SceneGenConfig(first_t0=5)
+    with pytest.raises(ValueError, match="episode_steps"):
+        SceneGenConfig(episode_steps=30)

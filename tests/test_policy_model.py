@@ -1,0 +1,292 @@
+"""Policy model battery + trajectory-mask rasterisation (seed 000 Sec. 3.2, Tab. 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from trajmoe.policy.conditioning import drawn_mask_values, query_grid, rasterize_tracks
+from trajmoe.policy.config import CONDITIONINGS, PolicyConfig
+from trajmoe.policy.model import TrajectoryPolicy, block_causal_mask
+from trajmoe.track import TrackConfig, TrackModel
+from trajmoe.train.checkpoint import load_weights, save_weights
+
+IMG = 64
+
+
+@pytest.fixture(scope="module")
+def track_model():
+    torch.manual_seed(0)
+    return TrackModel(TrackConfig.preset("tiny-dense").replace(depth=1, dim=32, heads=2))
+
+
+def make_policy(mode: str, track_model, **kw) -> TrajectoryPolicy:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PolicyConfig.preset("tiny"), conditioning=mode, img_size=IMG, **kw)
+    return TrajectoryPolicy(cfg, track_model if cfg.uses_tracks else None)
+
+
+def make_batch(cfg: PolicyConfig, B: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    F, V = cfg.frame_stack, len(cfg.views)
+    return {
+        "rgb": torch.randint(0, 256, (B, F, V, 3, IMG, IMG), generator=g, dtype=torch.uint8),
+        "proprio": torch.randn(B, F, cfg.proprio_dim, generator=g),
+        "task_emb": torch.randn(B, cfg.lang_dim, generator=g),
+        "actions": torch.rand(B, F, cfg.action_dim, generator=g) * 2 - 1,
+        "valid": torch.tensor([[True] * F, [False] + [True] * (F - 1)]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Model battery: every conditioning mode
+
+
+@pytest.mark.parametrize("mode", CONDITIONINGS)
+def test_forward_backward_every_param_gets_grad(mode, track_model):
+    pol = make_policy(mode, track_model).train()
+    loss, logs = pol(make_batch(pol.cfg))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    no_grad = [n for n, p in pol.named_parameters() if p.grad is None]
+    assert no_grad == []
+    assert all(torch.isfinite(p.grad).all() for p in pol.parameters())
+    # the frozen track model never gets gradients and is not part of the policy's parameters
+    if pol.cfg.uses_tracks:
+        assert pol.track_model is track_model
+        assert all(p.grad is None and not p.requires_grad for p in track_model.parameters())
+    else:
+        assert pol.track_model is None
+    assert not any(k.startswith("_track") or "track_head" in k for k in pol.state_dict())
+    if mode == "adaptive_mask":
+        assert pol.mask_values.grad.abs().sum() > 0
+        assert "mask_value_first" in logs
+
+
+@pytest.mark.parametrize("mode", ["atm", "adaptive_mask"])
+def test_cached_tracks_equal_predicted_tracks(mode, track_model):
+    pol = make_policy(mode, track_model).eval()
+    batch = make_batch(pol.cfg)
+    B, F, V = batch["rgb"].shape[:3]
+    img = batch["rgb"].float().flatten(0, 2) / 255
+    emb = batch["task_emb"][:, None, None].expand(B, F, V, -1).flatten(0, 2)
+    tracks = pol.predict_tracks(img, emb).view(B, F, V, pol.cfg.track_len, pol.cfg.num_points, 2)
+    with torch.no_grad():
+        a = pol.predict_actions(batch)
+        b = pol.predict_actions({**batch, "tracks": tracks})
+    torch.testing.assert_close(a, b)
+
+
+def test_mode_changes_input_channels_and_head(track_model):
+    n = {m: make_policy(m, track_model) for m in CONDITIONINGS}
+    assert n["none"].img_encoders[0].stem[0].in_channels == 3
+    assert n["atm"].img_encoders[0].stem[0].in_channels == 3
+    assert n["drawn_mask"].img_encoders[0].stem[0].in_channels == 4
+    assert n["adaptive_mask"].img_encoders[0].stem[0].in_channels == 4
+    assert isinstance(n["adaptive_mask"].mask_values, torch.nn.Parameter)
+    assert not isinstance(n["drawn_mask"].mask_values, torch.nn.Parameter)
+    cfg = n["atm"].cfg
+    late = len(cfg.views) * cfg.track_len * cfg.num_points * 2
+    assert n["atm"].head.net[0].in_features == cfg.dim + late
+    assert n["none"].head.net[0].in_features == cfg.dim
+
+
+def test_save_load_round_trip(tmp_path, track_model):
+    pol = make_policy("adaptive_mask", track_model).eval()
+    with torch.no_grad():
+        pol.mask_values.add_(0.3)
+    save_weights(pol, tmp_path / "w.safetensors")
+    other = make_policy("adaptive_mask", track_model)
+    torch.manual_seed(1)
+    for p in other.parameters():
+        p.data.normal_()
+    load_weights(other, tmp_path / "w.safetensors")
+    other.eval()
+    batch = make_batch(pol.cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(pol.predict_actions(batch), other.predict_actions(batch))
+
+
+def test_block_causal_mask_and_causality(track_model):
+    m = block_causal_mask(3, 2)
+    assert m.tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0],
+                          [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    pol = make_policy("atm", track_model).eval()
+    batch = make_batch(pol.cfg)
+    changed = {**batch, "rgb": batch["rgb"].clone(), "proprio": batch["proprio"].clone()}
+    changed["rgb"][:, -1] = 255 - changed["rgb"][:, -1]
+    changed["proprio"][:, -1] += 1.0
+    with torch.no_grad():
+        a, b = pol.predict_actions(batch), pol.predict_actions(changed)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])  # earlier frames cannot see the last one
+    assert (a[:, -1] - b[:, -1]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("mode", ["none", "adaptive_mask"])
+def test_select_action_matches_training_window(mode, track_model):
+    """Queues padded by repeating the first frame == a training window clamped at the start."""
+    pol = make_policy(mode, track_model).eval()
+    cfg = pol.cfg
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal(cfg.lang_dim).astype(np.float32)
+    obs = [{"rgb": {v: rng.integers(0, 256, (IMG, IMG, 3), dtype=np.uint8) for v in cfg.views},
+            "ee_pos": rng.standard_normal(3).astype(np.float32), "gripper": np.float32(rng.random())}
+           for _ in range(2)]
+    pol.reset(task_emb=emb)
+    acts = [pol.select_action(o) for o in obs]
+    assert acts[0].shape == (cfg.action_dim,) and np.all(np.abs(acts[1]) <= 1)
+    assert len(pol._feat_q) == cfg.frame_stack
+    idx = [0] * (cfg.frame_stack - 1) + [1]  # window ending at step 1, clamped at the start
+    batch = {
+        "rgb": torch.from_numpy(np.stack([np.stack([obs[i]["rgb"][v] for v in cfg.views]) for i in idx])).permute(0, 1, 4, 2, 3)[None],
+        "proprio": torch.tensor(np.stack([np.r_[obs[i]["ee_pos"], obs[i]["gripper"]] for i in idx]))[None],
+        "task_emb": torch.from_numpy(emb)[None],
+        "actions": torch.zeros(1, cfg.frame_stack, cfg.action_dim),
+    }
+    with torch.no_grad():
+        ref = pol.predict_actions(batch)[0, -1].clamp(-1, 1).numpy()
+    np.testing.assert_allclose(acts[1], ref, atol=1e-5)
+    if mode != "none":
+        assert pol.last_tracks.shape == (len(cfg.views), cfg.track_len, cfg.num_points, 2)
+    pol.reset()
+    with pytest.raises(ValueError, match="task embedding"):
+        pol.select_action(obs[0])
+    with pytest.raises(ValueError, match="lacks view"):
+        pol.select_action({**obs[0], "task_emb": emb, "rgb": {"nope": obs[0]["rgb"][cfg.views[0]]}})
+
+
+def test_batch_dimension_mismatches_are_clear(track_model):
+    pol = make_policy("atm", track_model)
+    batch = make_batch(pol.cfg)
+    with pytest.raises(ValueError, match="action_dim=4"):
+        pol({**batch, "actions": torch.zeros(2, pol.cfg.frame_stack, 7)})
+    with pytest.raises(ValueError, match="batch rgb must be"):
+        pol({**batch, "rgb": batch["rgb"][:, :, :1]})
+    with pytest.raises(ValueError, match="track_len"):
+        TrajectoryPolicy(dataclasses.replace(pol.cfg, track_len=8), track_model)
+
+
+def test_config_validation_quotes_bad_values():
+    with pytest.raises(ValueError, match="conditioning.*'mask'"):
+        PolicyConfig(conditioning="mask")
+    with pytest.raises(ValueError, match="img_size"):
+        PolicyConfig(img_size=100)
+    with pytest.raises(ValueError, match="unknown policy preset 'huge'"):
+        PolicyConfig.preset("huge")
+    assert PolicyConfig(views=["a", "b"]).views == ("a", "b")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rasterisation
+
+
+def single_point_track(T: int, t: int, x: float, y: float) -> torch.Tensor:
+    tr = torch.full((1, T, 1, 2), -5.0)  # every other timestep outside the image
+    tr[0, t, 0] = torch.tensor([x, y])
+    return tr
+
+
+@pytest.mark.parametrize("t,col,row", [(0, 0, 0), (5, 17, 9), (15, 31, 23)])
+def test_point_sets_exactly_its_pixel_and_grad_reaches_only_its_timestep(t, col, row):
+    H, W, T = 24, 32, 16
+    values = torch.nn.Parameter(torch.arange(1, T + 1, dtype=torch.float32) / 10)
+    mask = rasterize_tracks(single_point_track(T, t, (col + 0.5) / W, (row + 0.3) / H), values, H, W)
+    assert mask.shape == (1, H, W)
+    nz = torch.nonzero(mask[0])
+    assert nz.tolist() == [[row, col]]
+    assert mask[0, row, col].item() == pytest.approx(values[t].item())
+    (mask * 3.0).sum().backward()
+    expected = torch.zeros(T)
+    expected[t] = 3.0
+    torch.testing.assert_close(values.grad, expected)
+
+
+def test_out_of_image_points_are_ignored():
+    H = W = 16
+    values = torch.nn.Parameter(torch.ones(4))
+    pts = torch.tensor([[1.0, 0.5], [-0.01, 0.5], [0.5, 1.0], [0.5, -0.1]])  # floor(x W) in {16, -1}
+    tr = pts[None, :, None, :]  # (1, T=4, N=1, 2)
+    mask = rasterize_tracks(tr, values, H, W)
+    assert mask.abs().sum() == 0
+    mask.sum().backward()
+    assert values.grad is None or values.grad.abs().sum() == 0
+    tr_nan = torch.full((1, 4, 1, 2), float("nan"))
+    assert rasterize_tracks(tr_nan, values, H, W).abs().sum() == 0
+    # edge pixels just inside are kept
+    tr_edge = torch.tensor([[15.9 / 16, 0.0], [0.0, 15.9 / 16], [0.5, 0.5], [0.5, 0.5]])[None, :, None]
+    mask = rasterize_tracks(tr_edge, torch.tensor([1.0, 2.0, 3.0, 4.0]), H, W)
+    assert mask[0, 0, 15] == 1.0 and mask[0, 15, 0] == 2.0 and mask[0, 8, 8] == 4.0
+    assert (mask != 0).sum() == 3
+
+
+def test_overlap_latest_timestep_wins_and_batches_are_independent():
+    H = W = 8
+    T = 16
+    values = torch.nn.Parameter(torch.arange(T, dtype=torch.float32) + 1)
+    tr = torch.full((2, T, 2, 2), -1.0)
+    px = torch.tensor([2.5 / W, 5.5 / H])  # pixel (col 2, row 5)
+    tr[0, 3, 0] = px  # track 0 passes it at t=3
+    tr[0, 10, 1] = px + 0.04 / W  # track 1 passes the same pixel at t=10
+    tr[0, 12, 0] = px  # ... and track 0 again at t=12 -> wins
+    tr[1, 7, 0] = px  # another sample: its own mask
+    mask = rasterize_tracks(tr, values, H, W)
+    assert mask[0, 5, 2] == 13.0 and mask[1, 5, 2] == 8.0
+    assert (mask != 0).sum() == 2
+    mask.sum().backward()
+    g = torch.zeros(T)
+    g[12] = 1
+    g[7] = 1
+    torch.testing.assert_close(values.grad, g)
+
+
+def test_interpolated_lines_take_the_segment_start_value():
+    H = W = 16
+    tr = torch.tensor([[0.5 / 16, 0.5 / 16], [8.5 / 16, 0.5 / 16]])[None, :, None]  # (1, T=2, 1, 2): a horizontal segment
+    values = torch.tensor([1.0, 2.0])
+    dots = rasterize_tracks(tr, values, H, W, interp=0)
+    assert (dots != 0).sum() == 2
+    line = rasterize_tracks(tr, values, H, W, interp=3)  # points at x = 0, 2, 4, 6, 8 pixels
+    assert torch.nonzero(line[0, 0]).flatten().tolist() == [0, 2, 4, 6, 8]
+    assert line[0, 0, [0, 2, 4, 6]].tolist() == [1.0] * 4 and line[0, 0, 8] == 2.0
+
+
+def test_drawn_values_and_query_grid():
+    v = drawn_mask_values(16)
+    assert torch.allclose(v[:8], torch.full((8,), 128 / 255)) and torch.all(v[8:] == 1.0)
+    g = query_grid(32)
+    assert g.shape == (32, 2) and len(torch.unique(g[:, 0])) == 8 and len(torch.unique(g[:, 1])) == 4
+    assert g.min() > 0 and g.max() < 1
+
+
+def test_mask_reaches_the_image_encoder(track_model):
+    """The 4th channel holds the rasterised tracks of the frame (drawn_mask: 128/255 and 1)."""
+    pol = make_policy("drawn_mask", track_model).eval()
+    seen = {}
+    hook = pol.img_encoders[0].register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))
+    batch = make_batch(pol.cfg, B=1)
+    with torch.no_grad():
+        pol.predict_actions(batch)
+    hook.remove()
+    ch4 = seen["x"][:, 3]  # (F, H, W) of view 0
+    img = batch["rgb"][0, :, 0].float() / 255  # (F, 3, H, W)
+    tracks = pol.predict_tracks(img, batch["task_emb"].expand(img.shape[0], -1))
+    expected = rasterize_tracks(tracks, drawn_mask_values(pol.cfg.track_len), IMG, IMG, pol.cfg.mask_interp)
+    torch.testing.assert_close(ch4, expected)
+    vals = torch.unique(ch4)
+    assert len(vals) == 3 and vals[0] == 0 and vals[-1] == 1.0  # background, 128/255, 255/255
+
+
+def test_downsample_pools_frames_and_mask(track_model):
+    pol = make_policy("adaptive_mask", track_model, downsample=2).train()
+    seen = {}
+    hook = pol.img_encoders[0].register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].detach().clone()))
+    loss, _ = pol(make_batch(pol.cfg))
+    hook.remove()
+    assert seen["x"].shape[-2:] == (IMG // 2, IMG // 2) and seen["x"].shape[1] == 4
+    loss.backward()
+    assert pol.mask_values.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="divisible by 2 \\* patch \\* downsample"):
+        PolicyConfig(img_size=128, patch=16, downsample=8)

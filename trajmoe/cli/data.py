@@ -1,0 +1,111 @@
+"""`trajmoe data metaworld` (episodes with exact GT tracks) and `trajmoe viz tracks`.
+
+    trajmoe data metaworld --tasks reach-v3,push-v3 --episodes 2 --out data/mw_demo
+    trajmoe data metaworld --benchmark configs/benchmarks/metaworld.yaml --out data/mw --workers 2
+    trajmoe data metaworld ... --shard 0/4          # this machine's quarter of the work list
+    trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(groups) -> None:
+    p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tasks", help="comma-separated MetaWorld v3 tasks, or 'all'")
+    src.add_argument("--benchmark", help="benchmark YAML (e.g. configs/benchmarks/metaworld.yaml): every domain in it")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (with --tasks; default 10)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--views", default="agentview,eye_in_hand", help="agentview (scene camera) and/or eye_in_hand (gripperPOV)")
+    p.add_argument("--camera", default="corner", help="scene camera: topview corner corner2 corner3 corner4 behindGripper")
+    p.add_argument("--domain", default="metaworld", help="domain name stored in every file (with --tasks)")
+    p.add_argument("--action-free", action="store_true", help="do not store actions (out-of-domain videos)")
+    p.add_argument("--variation-seed", type=int, default=0, help="first training variation (episode i uses seed+i)")
+    p.add_argument("--visual-variation", action="store_true", help="randomise colours and lighting per episode")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--num-points", type=int, default=128, help="tracked points per view")
+    p.add_argument("--max-steps", type=int, default=None, help="episode step limit for the expert (default: the task's limit)")
+    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
+    p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
+    p.set_defaults(func=run_metaworld)
+
+    p = groups["viz"].add_parser("tracks", help="draw an episode's tracks (visible/occluded) on its frames")
+    p.add_argument("file", help="episode HDF5 file")
+    p.add_argument("--out", required=True, help="OUT.png (a few frames) or OUT.gif (every frame)")
+    p.add_argument("--frames", type=int, default=4, help="frames in the PNG")
+    p.add_argument("--horizon", type=int, default=16, help="future steps drawn per point")
+    p.add_argument("--scale", type=int, default=3, help="upscaling factor")
+    p.add_argument("--points", type=int, default=64, help="at most this many points per view")
+    p.set_defaults(func=run_viz_tracks)
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def run_metaworld(args) -> int:
+    from ..config import replace
+    from ..data.generate import DomainSpec, generate, load_benchmark, parse_shard, write_benchmark_manifest
+    from ..envs.metaworld import TASKS, check_task
+    from ..envs.tracks import TrackConfig
+
+    for name in ("--episodes", "--image-size", "--num-points", "--max-steps", "--workers"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    shard = parse_shard(args.shard)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    bench = None
+    if args.benchmark:
+        bench = load_benchmark(args.benchmark)
+        specs = [(d, str(out / d.name)) for d in bench.domains]
+        if args.episodes is not None:
+            specs = [(replace(d, {"episodes": args.episodes}), o) for d, o in specs]
+    else:
+        tasks = list(TASKS) if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise ValueError("--tasks is empty")
+        for t in tasks:
+            check_task(t)
+        track = TrackConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 2) ** 0.5)))
+        spec = DomainSpec(
+            name=args.domain, tasks=tuple(tasks), episodes=args.episodes or 10, camera=args.camera,
+            views=tuple(v.strip() for v in args.views.split(",") if v.strip()), action_free=args.action_free,
+            variation_seed=args.variation_seed, visual_variation=args.visual_variation, image_size=args.image_size,
+            max_steps=args.max_steps, keep_failed=args.keep_failed, track=track,
+        )
+        specs = [(spec, str(out))]
+    summary = generate(specs, workers=args.workers, shard=shard, retry_failed=args.retry_failed, progress=not args.no_progress)
+    if bench is not None:
+        write_benchmark_manifest(out, bench)
+    res = summary.as_dict()
+    res["out"] = str(out)
+    res["shard"] = f"{shard[0]}/{shard[1]}"
+    res["workers"] = args.workers
+    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done, "
+          f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
+    if res["steps_per_s_per_core"]:
+        print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
+              f"{len(specs[0][0].views)} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
+    for e in summary.errors[:5]:
+        print(f"error: {e}")
+    if args.json:
+        print(json.dumps(res))
+    return 1 if summary.errors else 0
+
+
+def run_viz_tracks(args) -> int:
+    from ..viz.tracks import save_track_picture
+
+    out = save_track_picture(args.file, args.out, num_frames=args.frames, horizon=args.horizon, scale=args.scale,
+                             max_points=args.points)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,196 @@
+"""`trajmoe drive data|train|finetune|ensemble|eval` and `trajmoe bench drive-scorer`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(groups) -> None:
+    g = groups["drive"]
+    p = g.add_parser("data", help="generate highway-env scenes (one domain per scenario)")
+    p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
+    p.add_argument("--scenes", type=int, required=True, help="total scenes, split evenly over the scenarios")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="first episode seed (use a distant one for held-out data)")
+    p.add_argument("--stride", type=int, default=20, help="steps (0.1 s) between scenes of one episode")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_data)
+
+    for verb, helptext in (("train", "supervised training of the vocabulary scorer"),):
+        p = g.add_parser(verb, help=helptext)
+        p.add_argument("--data", required=True, help="scene directory (trajmoe drive data)")
+        p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
+        p.add_argument("--config", default=None, help="YAML with sections model/data/train")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--out", required=True)
+        p.add_argument("--resume", action="store_true")
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=run_train)
+
+    p = g.add_parser("finetune", help="GRPO fine-tuning of the scoring heads (seed 001 eqs. 5-10)")
+    p.add_argument("--run", required=True, help="supervised run directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default=None, help="YAML with sections train/grpo")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. steps=50, grpo.beta=0.1")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_finetune)
+
+    p = g.add_parser("ensemble", help="weighted average of several runs' sub-score predictions")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--weights", nargs="+", type=float, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_ensemble)
+
+    p = g.add_parser("eval", help="EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run or ensemble directory")
+    src.add_argument("--ensemble", nargs="+", help="run directories to ensemble")
+    p.add_argument("--weights", nargs="+", type=float, default=None)
+    p.add_argument("--data", help="held-out scene directory (open loop)")
+    p.add_argument("--limit", type=int, default=0, help="first N scenes only")
+    p.add_argument("--closed-loop", type=int, default=0, metavar="EPISODES", help="episodes per scenario in closed loop")
+    p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
+    p.add_argument("--plots", default=None, help="directory for scene / routing pictures")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_eval)
+
+    p = groups["bench"].add_parser("drive-scorer", help="trajectory-scores per second of the EPDMS scorer (CPU)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--trajectories", type=int, default=1024)
+    p.add_argument("--scenes", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_bench_scorer)
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def run_data(args) -> int:
+    from trajmoe.drive.scenes import SceneGenConfig, generate
+
+    m = generate(args.out, _split(args.scenarios), args.scenes, SceneGenConfig(seed=args.seed, stride=args.stride),
+                 workers=args.workers, progress=not args.no_progress)
+    print(f"{m['n_scenes']} scenes in {args.out} ({m['generated_now']} new, "
+          f"{m['scenes_per_second_now'] or 0:.2f} scenes/s)")
+    return 0
+
+
+def run_train(args) -> int:
+    from trajmoe.config import parse_overrides
+    from trajmoe.drive.run import resolve_config, train
+
+    if args.preset is None and args.config is None:
+        raise ValueError("give --preset NAME or --config FILE")
+    cfg = resolve_config(args.preset, args.config, parse_overrides(args.set))
+    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
+    return 0
+
+
+def run_finetune(args) -> int:
+    from trajmoe.config import parse_overrides
+    from trajmoe.drive.run import finetune
+
+    res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
+    return 0
+
+
+def run_ensemble(args) -> int:
+    from trajmoe.drive.ensemble import write_ensemble
+
+    spec = write_ensemble(args.out, args.runs, args.weights)
+    print(f"ensemble of {len(spec['runs'])} runs written to {Path(args.out) / 'ensemble.json'}")
+    return 0
+
+
+def run_eval(args) -> int:
+    from trajmoe.drive.ensemble import Ensemble, load_any
+    from trajmoe.drive.run import load_planner
+    from trajmoe.io import atomic_write_json
+
+    if not args.data and not args.closed_loop:
+        raise ValueError("give --data DIR (open loop) and/or --closed-loop EPISODES")
+    if args.ensemble:
+        planner = Ensemble([load_planner(r) for r in args.ensemble], args.weights)
+    else:
+        if args.weights:
+            raise ValueError("--weights goes with --ensemble")
+        planner = load_any(args.run)
+    result: dict = {}
+    if args.data:
+        from trajmoe.drive.evaluate import evaluate_open_loop
+        from trajmoe.drive.scenes import load_scenes
+
+        scenes = load_scenes(args.data, args.limit or None)
+        res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots))
+        plans = res.pop("_plans", None)
+        result["open_loop"] = res
+        if args.plots:
+            import numpy as np
+
+            from trajmoe.drive.plots import plot_routing, plot_scenes
+
+            picks = []
+            for s in ("highway", "merge", "roundabout", "intersection"):
+                idx = [i for i, sc in enumerate(scenes) if sc["scenario"] == s]
+                if idx:
+                    picks.append(idx[len(idx) // 2])
+            plot_scenes(Path(args.plots) / "scenes.png", [scenes[i] for i in picks], [plans[i] for i in picks], planner.vocab.numpy())
+            if "routing_counts" in res:
+                rc = res["routing_counts"]
+                plot_routing(Path(args.plots) / "routing.png", np.array(rc["counts"]), rc["scenarios"])
+    if args.closed_loop:
+        from trajmoe.drive.closed_loop import evaluate_closed_loop
+
+        result["closed_loop"] = evaluate_closed_loop(planner, _split(args.scenarios), args.closed_loop, progress=not args.json)
+    if args.out:
+        atomic_write_json(args.out, result)
+    if not args.json:
+        ol = result.get("open_loop")
+        if ol:
+            p = ol["planner"]
+            print(f"open loop ({p['n']} scenes): EPDMS {p['EPDMS']:.3f} | " + " ".join(f"{m} {p[m]:.3f}" for m in
+                  ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")) + f" | expert EPDMS {ol['expert']['EPDMS']:.3f}")
+            for s, v in p["per_scenario"].items():
+                print(f"  {s:12s} n={v['n']:4d} EPDMS {v['EPDMS']:.3f}")
+        cl = result.get("closed_loop")
+        if cl:
+            for name in ("planner", "expert"):
+                c = cl[name]
+                print(f"closed loop {name}: crash {c['crash_rate']:.2f} off-road {c['offroad_rate']:.2f} progress {c['progress_m']:.1f} m")
+    print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
+    return 0
+
+
+def run_bench_scorer(args) -> int:
+    import time
+
+    import numpy as np
+
+    from trajmoe.drive.metrics import score_in_chunks
+    from trajmoe.drive.scenes import load_scenes
+    from trajmoe.drive.vocab import trajectory_samples
+
+    if args.trajectories < 1 or args.scenes < 1:
+        raise ValueError("--trajectories and --scenes must be >= 1")
+    scenes = load_scenes(args.data, args.scenes)
+    samples = trajectory_samples(scenes)
+    rng = np.random.default_rng(0)
+    traj = samples[rng.integers(0, len(samples), args.trajectories)]
+    t = time.perf_counter()
+    for sc in scenes:
+        score_in_chunks(sc, traj)
+    dt = time.perf_counter() - t
+    res = {"scenes": len(scenes), "trajectories_per_scene": args.trajectories,
+           "trajectory_scores_per_s": len(scenes) * args.trajectories / dt, "seconds": dt}
+    if not args.json:
+        print(f"{res['trajectory_scores_per_s']:.0f} trajectory-scores/s ({len(scenes)} scenes x {args.trajectories})")
+    else:
+        print(json.dumps(res))
+    return 0

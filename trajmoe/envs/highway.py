@@ -1,0 +1,232 @@
+"""highway-env wrapper for the driving planner: four scenarios, an IDM/MOBIL expert ego, 10 Hz.
+
+Frames. highway-env draws with y pointing down, so its world is left-handed as seen by a driver
+(a car heading east has its left at -y). Everything leaving this module is in a right-handed world
+frame obtained by flipping y (y' = -y, heading' = -heading): x forward / y left once rotated into
+the ego frame, as NAVSIM uses.
+
+Expert. The ego is replaced by highway-env's own `IDMVehicle` (IDM longitudinal control, MOBIL lane
+changes, following the scenario's route to its destination), i.e. the same rule-based family as
+NAVSIM's PDM-Closed reference planner (IDM along the route centreline). It reacts to traffic, is
+deterministic given the seed, and its recorded 4 s future is the imitation target.
+
+Time. The road is stepped directly at dt = 0.1 s (NAVSIM's scoring resolution), bypassing the
+env's action interface; the intersection scenario's spawning/clearing of traffic is re-run once per
+simulated second as `IntersectionEnv.step` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCENARIOS = ("highway", "merge", "roundabout", "intersection")
+DT = 0.1  # s, simulation and recording step (NAVSIM's 10 Hz)
+
+# Per-scenario env config changes: fewer highway vehicles (the O(n^2) collision loop dominates).
+_ENV_CONFIG = {
+    "highway": {"vehicles_count": 24, "vehicles_density": 1.2, "lanes_count": 4},
+    "merge": {},
+    "roundabout": {},
+    # destination None: the ego turns left, right or goes straight (default config: always o1).
+    "intersection": {"initial_vehicle_count": 10, "spawn_probability": 0.6, "destination": None},
+}
+
+
+def _env_class(scenario: str):
+    if scenario == "highway":
+        from highway_env.envs.highway_env import HighwayEnv as cls
+    elif scenario == "merge":
+        from highway_env.envs.merge_env import MergeEnv as cls
+    elif scenario == "roundabout":
+        from highway_env.envs.roundabout_env import RoundaboutEnv as cls
+    elif scenario == "intersection":
+        from highway_env.envs.intersection_env import IntersectionEnv as cls
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    return cls
+
+
+def flip(xy: np.ndarray) -> np.ndarray:
+    """highway-env (y down) -> right-handed world (y up)."""
+    out = np.array(xy, dtype=np.float64, copy=True)
+    out[..., 1] *= -1.0
+    return out
+
+
+@dataclass
+class LaneSample:
+    """One lane sampled along its centreline in the right-handed world frame."""
+
+    key: tuple  # highway-env lane index (from, to, id)
+    xy: np.ndarray  # (M, 2) centreline points
+    heading: np.ndarray  # (M,) rad
+    width: np.ndarray  # (M,) m
+    junction: bool  # inside an intersection (lane keeping is not required there)
+
+
+class HighwaySim:
+    """One highway-env episode with an IDM/MOBIL ego, stepped at 0.1 s.
+
+    `state()` returns every vehicle's box; `ego` is the vehicle the planner (or the expert) drives.
+    """
+
+    def __init__(self, scenario: str, seed: int, expert_ego: bool = True):
+        import logging
+
+        logging.getLogger("highway_env").setLevel(logging.ERROR)  # route warnings of other vehicles
+        cls = _env_class(scenario)
+        self.scenario = scenario
+        self.seed = int(seed)
+        env = cls()
+        env.configure(_ENV_CONFIG[scenario])
+        env.reset(seed=self.seed)
+        self.env = env
+        self.road = env.road
+        self.rng = np.random.RandomState(self.seed)
+        if expert_ego:
+            from highway_env.vehicle.behavior import IDMVehicle
+
+            old = env.vehicle
+            ego = IDMVehicle.create_from(old)
+            if old.route:
+                ego.route = list(old.route)
+            elif scenario == "roundabout":
+                ego.plan_route_to("nxs")
+            self._replace_ego(old, ego)
+        self._ids: dict[int, int] = {}
+        self.t = 0  # steps taken
+
+    def _replace_ego(self, old, new) -> None:
+        i = self.road.vehicles.index(old)
+        self.road.vehicles[i] = new
+        self.env.controlled_vehicles[0] = new
+
+    @property
+    def ego(self):
+        return self.env.vehicle
+
+    def step(self, ego_action: dict | None = None) -> None:
+        """Advance 0.1 s. With `ego_action` ({'acceleration', 'steering'}) the ego is driven by it."""
+        from highway_env.vehicle.kinematics import Vehicle
+
+        for v in self.road.vehicles:
+            if v is self.ego and ego_action is not None:
+                Vehicle.act(v, ego_action)
+            else:
+                v.act()
+        self.road.step(DT)
+        self.t += 1
+        if self.scenario == "intersection" and self.t % 10 == 0:
+            self.env._clear_vehicles()
+            self.env._spawn_vehicle(spawn_probability=self.env.config["spawn_probability"])
+
+    def _track_id(self, obj) -> int:
+        return self._ids.setdefault(id(obj), len(self._ids))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Boxes of the ego (row 0), other vehicles, then static objects, right-handed frame.
+
+        Returns ids (N,), xy (N, 2), heading (N,), speed (N,), length (N,), width (N,),
+        static (N,) bool, crashed (N,) bool.
+        """
+        objs = [self.ego] + [v for v in self.road.vehicles if v is not self.ego] + list(self.road.objects)
+        n_veh = 1 + len(self.road.vehicles) - 1
+        xy = flip(np.array([o.position for o in objs], dtype=np.float64).reshape(-1, 2))
+        return {
+            "ids": np.array([self._track_id(o) for o in objs], dtype=np.int64),
+            "xy": xy,
+            "heading": -np.array([o.heading for o in objs], dtype=np.float64),
+            "speed": np.array([getattr(o, "speed", 0.0) for o in objs], dtype=np.float64),
+            "length": np.array([o.LENGTH for o in objs], dtype=np.float64),
+            "width": np.array([o.WIDTH for o in objs], dtype=np.float64),
+            "static": np.arange(len(objs)) >= n_veh,
+            "crashed": np.array([bool(getattr(o, "crashed", False)) for o in objs]),
+        }
+
+    def ego_on_road(self) -> bool:
+        return bool(self.ego.on_road)
+
+    # ---- map ---------------------------------------------------------------------------------
+    def lanes(self, center_xy: np.ndarray, radius: float, step: float = 1.0) -> list[LaneSample]:
+        """Every lane's centreline within `radius` of `center_xy` (right-handed frame), `step` m apart."""
+        out = []
+        c = flip(np.asarray(center_xy, dtype=np.float64))  # back to highway-env frame
+        for (fr, to, idx), lane in self._lane_items():
+            s0, s1 = self._visible_range(lane, c, radius)
+            if s1 <= s0:
+                continue
+            s = np.arange(s0, s1 + 1e-6, step)
+            if len(s) < 2:
+                continue
+            xy = np.array([lane.position(si, 0.0) for si in s])
+            keep = np.linalg.norm(xy - c, axis=1) <= radius
+            if keep.sum() < 2:
+                continue
+            xy, s = xy[keep], s[keep]
+            out.append(
+                LaneSample(
+                    key=(fr, to, idx),
+                    xy=flip(xy),
+                    heading=-np.array([lane.heading_at(si) for si in s]),
+                    width=np.array([lane.width_at(si) for si in s]),
+                    junction=self.scenario == "intersection" and fr.startswith("ir") and to.startswith("il"),
+                )
+            )
+        return out
+
+    def _lane_items(self):
+        for fr, tos in self.road.network.graph.items():
+            for to, lanes in tos.items():
+                for idx, lane in enumerate(lanes):
+                    yield (fr, to, idx), lane
+
+    @staticmethod
+    def _visible_range(lane, c: np.ndarray, radius: float) -> tuple[float, float]:
+        if lane.length > 2000:  # highway's 10 km straight lanes: only the window around the ego
+            s_c, _ = lane.local_coordinates(c)
+            return max(0.0, s_c - radius), min(lane.length, s_c + radius)
+        return 0.0, float(lane.length)
+
+    def route_lanes(self, max_lanes: int = 8) -> list[tuple]:
+        """Lane indices the ego's route follows from its current lane (highway-env's next_lane rule)."""
+        net = self.road.network
+        route = list(self.ego.route or [])
+        # With a route (roundabout, intersection) stop at its last road: past the destination,
+        # highway-env's next_lane would wrap back into the network.
+        on_route = {r[:2] for r in route}
+        # The lane being followed: inside junctions the closest lane (`lane_index`) can be a
+        # crossing lane of another movement.
+        idx = self.ego.target_lane_index or self.ego.lane_index
+        seq = [idx]
+        rng = np.random.RandomState(0)
+        for _ in range(max_lanes):
+            lane = net.get_lane(idx)
+            nxt = net.next_lane(idx, route=route, position=lane.position(lane.length, 0.0), np_random=rng)
+            if nxt is None or nxt == idx or nxt in seq or (on_route and nxt[:2] not in on_route):
+                break
+            seq.append(nxt)
+            idx = nxt
+        return seq
+
+    def route_polyline(self, behind: float = 30.0, ahead: float = 250.0, step: float = 1.0) -> np.ndarray:
+        """(M, 2) centreline of the ego's route from `behind` m back to `ahead` m forward (right-handed)."""
+        net = self.road.network
+        seq = self.route_lanes()
+        first = net.get_lane(seq[0])  # first lane followed
+        s_ego, _ = first.local_coordinates(self.ego.position)
+        pts = []
+        remaining = ahead + behind
+        for k, key in enumerate(seq):
+            lane = net.get_lane(key)
+            s0 = max(0.0, s_ego - behind) if k == 0 else 0.0
+            s1 = min(lane.length, s0 + remaining)
+            s = np.arange(s0, s1, step)
+            if len(s):
+                pts.append(np.array([lane.position(si, 0.0) for si in s]))
+                remaining -= s1 - s0
+            if remaining <= 0:
+                break
+        xy = np.concatenate(pts) if pts else np.array([self.ego.position, self.ego.position + [1.0, 0.0]])
+        return flip(xy)

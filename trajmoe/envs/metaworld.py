@@ -1,0 +1,560 @@
+"""MetaWorld v3 environments with fast headless rendering, scripted experts and policy observations.
+
+Policy-facing API (closed-loop evaluation):
+
+    from trajmoe.envs.metaworld import EnvConfig, MetaWorldEnv, make_eval_env
+    env = make_eval_env("push-v3", variation=EVAL_VARIATION_START + 3)   # held-out variation
+    obs = env.reset()            # {"rgb": {"agentview": (H,W,3) uint8, "eye_in_hand": (H,W,3) uint8},
+                                 #  "ee_pos": (3,) float32, "gripper": (1,) float32,
+                                 #  "state": (39,) float64, "step": int}
+    obs, reward, success, done = env.step(action)     # action (4,) in [-1, 1]: dx, dy, dz, grip
+    env.episode_limit            # the task's step limit; done is True at success or at the limit
+    env.close()                  # (or use `with make_eval_env(...) as env:`)
+
+Views: "agentview" is the scene camera (`EnvConfig.camera`, e.g. MetaWorld's `corner`) and
+"eye_in_hand" is MetaWorld's gripper camera `gripperPOV`; the names match ATM's LIBERO views so
+episode files from both sources share one layout. Proprioception: `ee_pos` is the hand position
+(MetaWorld observation[0:3], metres, world frame) and `gripper` the normalised finger opening
+(observation[3], 0 closed .. 1 open); the same quantities are stored in episode files as
+`extra_states/ee_pos` and `extra_states/gripper_states`.
+
+Task variations: MetaWorld randomises object and goal positions through a "rand_vec" drawn from
+the task's reset space. Here a variation is an integer: rand_vec = uniform(reset space) from
+`numpy.random.default_rng([task index, variation])`. Variations `>= EVAL_VARIATION_START` are
+held out for evaluation: data generation refuses them (`assert_train_variation`) and
+`make_eval_env` refuses the others (`assert_eval_variation`), so evaluation scenes never appear in
+training data.
+
+Rendering (REFERENCE.md section 6): one OpenGL context and one scene per env (EGL by default,
+`MUJOCO_GL=osmesa` as a fallback), `offsamples = 0` (no MSAA), no shadows or reflections, RGB and
+depth read from ONE render pass, sites (goal markers) hidden, and the upside-down `corner*`
+cameras rotated by 180 degrees (a vertical flip alone would mirror the scene).
+Visual variation (`visual_seed`): geom colours, light intensities/positions and the headlight are
+randomised deterministically from the seed, starting from the model's defaults each reset.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trajmoe.envs.tracks import CameraModel
+
+
+def choose_gl_backend() -> str:
+    """Headless OpenGL for MuJoCo: keep MUJOCO_GL if set, else EGL, else OSMesa if only it is installed.
+
+    MuJoCo reads MUJOCO_GL once, when `mujoco` is first imported, so this runs when this module is
+    imported (before any MuJoCo import in this package).
+    """
+    if not os.environ.get("MUJOCO_GL"):
+        import ctypes.util
+
+        has_egl, has_osmesa = ctypes.util.find_library("EGL"), ctypes.util.find_library("OSMesa")
+        os.environ["MUJOCO_GL"] = "osmesa" if (has_osmesa and not has_egl) else "egl"
+    return os.environ["MUJOCO_GL"]
+
+
+choose_gl_backend()
+
+# The 50 MetaWorld v3 tasks, in `metaworld.env_dict.ALL_V3_ENVIRONMENTS` order (checked in tests).
+TASKS: tuple[str, ...] = (
+    "assembly-v3", "basketball-v3", "bin-picking-v3", "box-close-v3", "button-press-topdown-v3",
+    "button-press-topdown-wall-v3", "button-press-v3", "button-press-wall-v3", "coffee-button-v3",
+    "coffee-pull-v3", "coffee-push-v3", "dial-turn-v3", "disassemble-v3", "door-close-v3",
+    "door-lock-v3", "door-open-v3", "door-unlock-v3", "hand-insert-v3", "drawer-close-v3",
+    "drawer-open-v3", "faucet-open-v3", "faucet-close-v3", "hammer-v3", "handle-press-side-v3",
+    "handle-press-v3", "handle-pull-side-v3", "handle-pull-v3", "lever-pull-v3",
+    "pick-place-wall-v3", "pick-out-of-hole-v3", "pick-place-v3", "plate-slide-v3",
+    "plate-slide-side-v3", "plate-slide-back-v3", "plate-slide-back-side-v3", "peg-insert-side-v3",
+    "peg-unplug-side-v3", "soccer-v3", "stick-push-v3", "stick-pull-v3", "push-v3", "push-wall-v3",
+    "push-back-v3", "reach-v3", "reach-wall-v3", "shelf-place-v3", "sweep-into-v3", "sweep-v3",
+    "window-open-v3", "window-close-v3",
+)
+CAMERAS: tuple[str, ...] = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+SCENE_CAMERAS: tuple[str, ...] = tuple(c for c in CAMERAS if c != "gripperPOV")
+FLIPPED_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})  # render upside down
+GRIPPER_CAMERA = "gripperPOV"
+VIEWS: tuple[str, ...] = ("agentview", "eye_in_hand")
+EVAL_VARIATION_START = 1_000_000  # variations >= this are held out for evaluation
+DEFAULT_EPISODE_LIMIT = 500  # MetaWorld's max_path_length; env.step raises beyond it
+ACTION_DIM = 4
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown MetaWorld task {task!r}; valid tasks: {', '.join(TASKS)}")
+    return task
+
+
+def check_camera(camera: str) -> str:
+    if camera not in SCENE_CAMERAS:
+        raise ValueError(f"unknown scene camera {camera!r}; valid cameras: {', '.join(SCENE_CAMERAS)}")
+    return camera
+
+
+def check_views(views: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    views = tuple(views)
+    if not views:
+        raise ValueError(f"views must name at least one of {', '.join(VIEWS)}")
+    for v in views:
+        if v not in VIEWS:
+            raise ValueError(f"unknown view {v!r}; valid views: {', '.join(VIEWS)}")
+    if len(set(views)) != len(views):
+        raise ValueError(f"views repeat a name: {','.join(views)}")
+    return views
+
+
+def variation_split(variation: int) -> str:
+    """'train' for variations in [0, EVAL_VARIATION_START), 'eval' above."""
+    if variation < 0:
+        raise ValueError(f"variation must be >= 0, got {variation!r}")
+    return "eval" if variation >= EVAL_VARIATION_START else "train"
+
+
+def assert_train_variation(variation: int) -> None:
+    if variation_split(variation) != "train":
+        raise ValueError(f"variation {variation} is a held-out evaluation variation (>= {EVAL_VARIATION_START}); training data may not use it")
+
+
+def assert_eval_variation(variation: int) -> None:
+    if variation_split(variation) != "eval":
+        raise ValueError(f"variation {variation} is a training variation; evaluation uses variations >= {EVAL_VARIATION_START}")
+
+
+def view_camera(view: str, scene_camera: str) -> str:
+    return GRIPPER_CAMERA if view == "eye_in_hand" else scene_camera
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    task: str
+    variation: int = 0
+    camera: str = "corner"  # scene camera behind the "agentview" view
+    views: tuple[str, ...] = VIEWS
+    image_size: int = 128
+    visual_seed: int | None = None  # None: MetaWorld's default look
+    max_steps: int | None = None  # None: the task's episode limit
+    with_depth: bool = False  # also return per-view depth (metres) in observations
+
+    def __post_init__(self) -> None:
+        check_task(self.task)
+        check_camera(self.camera)
+        object.__setattr__(self, "views", check_views(self.views))
+        variation_split(self.variation)
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size!r}")
+        if self.max_steps is not None and not (0 < self.max_steps <= DEFAULT_EPISODE_LIMIT):
+            raise ValueError(f"max_steps must be in 1..{DEFAULT_EPISODE_LIMIT}, got {self.max_steps!r}")
+        if self.visual_seed is not None and self.visual_seed < 0:
+            raise ValueError(f"visual_seed must be >= 0 or None, got {self.visual_seed!r}")
+
+
+def episode_limit(task: str) -> int:
+    """The task's closed-loop step limit (see TASK_EPISODE_LIMITS)."""
+    check_task(task)
+    return TASK_EPISODE_LIMITS[task]
+
+
+# Episode limits: twice the longest successful scripted-expert episode over variations 0..4,
+# rounded up to 50 steps, at least 150 and at most MetaWorld's 500 (closed-loop policies are
+# slower than the experts). Measured here: the experts solved 248/250 of those episodes
+# (box-close-v3 and push-back-v3 failed once each); median length 72 steps.
+TASK_EPISODE_LIMITS: dict[str, int] = {
+    "assembly-v3": 200, "basketball-v3": 250, "bin-picking-v3": 350, "box-close-v3": 300, "button-press-topdown-v3": 150,
+    "button-press-topdown-wall-v3": 150, "button-press-v3": 150, "button-press-wall-v3": 150, "coffee-button-v3": 150, "coffee-pull-v3": 200,
+    "coffee-push-v3": 150, "dial-turn-v3": 200, "disassemble-v3": 400, "door-close-v3": 200, "door-lock-v3": 300,
+    "door-open-v3": 200, "door-unlock-v3": 150, "hand-insert-v3": 150, "drawer-close-v3": 200, "drawer-open-v3": 200,
+    "faucet-open-v3": 150, "faucet-close-v3": 150, "hammer-v3": 150, "handle-press-side-v3": 150, "handle-press-v3": 150,
+    "handle-pull-side-v3": 250, "handle-pull-v3": 250, "lever-pull-v3": 200, "pick-place-wall-v3": 200, "pick-out-of-hole-v3": 250,
+    "pick-place-v3": 150, "plate-slide-v3": 150, "plate-slide-side-v3": 150, "plate-slide-back-v3": 200, "plate-slide-back-side-v3": 150,
+    "peg-insert-side-v3": 250, "peg-unplug-side-v3": 250, "soccer-v3": 200, "stick-push-v3": 200, "stick-pull-v3": 300,
+    "push-v3": 150, "push-wall-v3": 200, "push-back-v3": 500, "reach-v3": 150, "reach-wall-v3": 150,
+    "shelf-place-v3": 200, "sweep-into-v3": 150, "sweep-v3": 200, "window-open-v3": 200, "window-close-v3": 200,
+}
+
+
+_LIVE_RENDERERS: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_renderers() -> None:
+    """Free GL contexts at exit. Registered after the first context exists, so it runs before
+    mujoco.egl's own exit hook terminates the EGL display (atexit runs hooks last-in first-out)."""
+    for r in list(_LIVE_RENDERERS):
+        r.close()
+
+
+class FastRenderer:
+    """One offscreen OpenGL context + scene for a model; RGB and depth from one render pass."""
+
+    def __init__(self, model: Any, height: int, width: int) -> None:
+        import mujoco
+
+        _LIVE_RENDERERS.add(self)
+        self._ctx = self._gl = None
+
+        self._mj = mujoco
+        self.model = model
+        self.height, self.width = height, width
+        model.vis.quality.offsamples = 0  # no MSAA (must be set before the context is made)
+        if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
+            model.vis.global_.offwidth = max(width, model.vis.global_.offwidth)
+            model.vis.global_.offheight = max(height, model.vis.global_.offheight)
+        if mujoco.GLContext is None or "glfw" in getattr(mujoco.GLContext, "__module__", ""):
+            raise ValueError(
+                "MuJoCo was imported with a windowed OpenGL backend; set MUJOCO_GL=egl (or osmesa) before importing mujoco"
+            )
+        self._gl = mujoco.GLContext(width, height)
+        self._gl.make_current()
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            atexit.register(_close_renderers)
+            _ATEXIT_REGISTERED = True
+        self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        self.scene = mujoco.MjvScene(model, maxgeom=max(1000, 2 * model.ngeom))
+        self.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self.option = mujoco.MjvOption()
+        self.option.sitegroup[:] = 0  # hide sites: goal markers must not show in images
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._cams: dict[str, Any] = {}
+        extent = model.stat.extent
+        # Linearise the depth buffer exactly as mujoco.Renderer does (ZEROFAR depth map).
+        zfar, znear = np.float32(model.vis.map.zfar * extent), np.float32(model.vis.map.znear * extent)
+        c_coef = -(zfar + znear) / (zfar - znear)
+        d_coef = -(np.float32(2) * zfar * znear) / (zfar - znear)
+        self._c = np.float32(-0.5) * c_coef - np.float32(0.5)
+        self._d = np.float32(-0.5) * d_coef
+
+    def _camera(self, name: str) -> Any:
+        cam = self._cams.get(name)
+        if cam is None:
+            mj = self._mj
+            cid = mj.mj_name2id(self.model, mj.mjtObj.mjOBJ_CAMERA, name)
+            if cid < 0:
+                raise ValueError(f"camera {name!r} is not in the model")
+            cam = mj.MjvCamera()
+            cam.type = mj.mjtCamera.mjCAMERA_FIXED
+            cam.fixedcamid = cid
+            self._cams[name] = cam
+        return cam
+
+    def render(self, data: Any, camera: str, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W, 3) uint8 RGB and optionally (H, W) float32 depth in metres, image row 0 at the top."""
+        mj = self._mj
+        self._gl.make_current()
+        mj.mjv_updateScene(self.model, data, self.option, None, self._camera(camera), mj.mjtCatBit.mjCAT_ALL, self.scene)
+        mj.mjr_render(self._rect, self.scene, self._ctx)
+        rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        buf = np.empty((self.height, self.width), dtype=np.float32) if depth else None
+        mj.mjr_readPixels(rgb, buf, self._rect, self._ctx)
+        rgb = rgb[::-1]  # OpenGL rows start at the bottom
+        if buf is not None:
+            buf = (self._d / (buf.astype(np.float64) + self._c)).astype(np.float32)[::-1]
+        return rgb, buf
+
+    def render_segmentation(self, data: Any, camera: str) -> np.ndarray:
+        """(H, W) int32 geom ids, -1 where no geom is seen."""
+        mj = self._mj
+        self._gl.make_current()
+        mj.mjv_updateScene(self.model, data, self.option, None, self._camera(camera), mj.mjtCatBit.mjCAT_ALL, self.scene)
+        flags = self.scene.flags.copy()
+        self.scene.flags[mj.mjtRndFlag.mjRND_SEGMENT] = 1
+        self.scene.flags[mj.mjtRndFlag.mjRND_IDCOLOR] = 1
+        try:
+            mj.mjr_render(self._rect, self.scene, self._ctx)
+            rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+            mj.mjr_readPixels(rgb, None, self._rect, self._ctx)
+        finally:
+            np.copyto(self.scene.flags, flags)
+        rgb = rgb[::-1].astype(np.int64)
+        seg_plus1 = rgb[..., 0] + rgb[..., 1] * 256 + rgb[..., 2] * 65536  # 0 = background
+        ngeom = self.scene.ngeom
+        lut = np.full(ngeom + 2, -1, dtype=np.int32)
+        for g in self.scene.geoms[:ngeom]:
+            if g.segid >= 0 and g.objtype == mj.mjtObj.mjOBJ_GEOM:
+                lut[g.segid + 1] = g.objid
+        return lut[np.clip(seg_plus1, 0, ngeom + 1)]
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None) is not None:
+            self._ctx.free()
+            self._ctx = None
+        if getattr(self, "_gl", None) is not None:
+            self._gl.free()
+            self._gl = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+def _rotate180(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img[::-1, ::-1])
+
+
+class MetaWorldEnv:
+    """A MetaWorld v3 task with a fixed variation, views, fast rendering and its scripted expert."""
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        choose_gl_backend()
+        import metaworld  # noqa: F401  (registers the envs; needs `packaging`)
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
+        from metaworld.policies import ENV_POLICY_MAP
+
+        self.cfg = cfg
+        self._cls = ALL_V3_ENVIRONMENTS[cfg.task]
+        self._task_kwargs = {k: v for k, v in ML1_ARGS_KWARGS[cfg.task]["kwargs"].items() if k != "task_id"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.env = self._cls()
+        self.model, self.data = self.env.model, self.env.data
+        self.expert = ENV_POLICY_MAP[cfg.task]()
+        self.cameras = {v: view_camera(v, cfg.camera) for v in cfg.views}
+        self.renderer = FastRenderer(self.model, cfg.image_size, cfg.image_size)
+        self.model.site_rgba[:, 3] = 0.0  # goal markers invisible even if a site group is shown
+        self._defaults = _VisualDefaults.capture(self.model)
+        self.episode_limit = cfg.max_steps or episode_limit(cfg.task)
+        self.variation = cfg.variation
+        self.visual_seed = cfg.visual_seed
+        self.steps = 0
+        self.last_info: dict[str, Any] = {}
+        self._state: np.ndarray | None = None
+        self._rand_vecs: dict[int, np.ndarray] = {}
+        self._done = True
+        import mujoco
+
+        self._geom_body = np.asarray(self.model.geom_bodyid).copy()
+        self._body_static = np.asarray(self.model.body_weldid) == 0
+        self._cam_ids = {v: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for v, c in self.cameras.items()}
+
+    # ---- task / variation ------------------------------------------------------------------
+    def rand_vec(self, variation: int) -> np.ndarray:
+        """The task's rand_vec (object/goal placement) for `variation`, deterministic and cached.
+
+        Drawn by the task's own reset code (some tasks re-draw until objects do not overlap)
+        from a generator seeded with (task index, variation).
+        """
+        rv = self._rand_vecs.get(variation)
+        if rv is None:
+            env = self.env
+            env._set_task_called = True
+            env._freeze_rand_vec, env.seeded_rand_vec = False, True
+            env.np_random = np.random.default_rng([TASKS.index(self.cfg.task), int(variation)])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                env.reset_model()
+            rv = self._rand_vecs[variation] = np.array(env._last_rand_vec, dtype=np.float64)
+            env._freeze_rand_vec, env.seeded_rand_vec = True, False
+        return rv
+
+    def _set_variation(self, variation: int) -> None:
+        from metaworld.types import Task
+
+        variation_split(variation)
+        data = dict(self._task_kwargs, rand_vec=self.rand_vec(variation), env_cls=self._cls, partially_observable=False)
+        # metaworld's own Task record (it pickles its kwargs in memory; nothing is read from disk)
+        self.env.set_task(Task(env_name=self.cfg.task, data=pickle.dumps(data)))
+        self.variation = variation
+
+    # ---- episode ---------------------------------------------------------------------------
+    def set_visual_seed(self, seed: int | None) -> None:
+        """Colours/lighting for the following resets (None: MetaWorld's default look)."""
+        if seed is not None and seed < 0:
+            raise ValueError(f"visual_seed must be >= 0 or None, got {seed!r}")
+        self.visual_seed = seed
+
+    def reset(self, variation: int | None = None) -> dict[str, Any]:
+        """Reset to `variation` (default: the config's) and return the first observation."""
+        self._set_variation(self.cfg.variation if variation is None else variation)
+        self._defaults.restore(self.model)
+        if self.visual_seed is not None:
+            apply_visual_variation(self.model, self._body_static, self.visual_seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state, _ = self.env.reset()
+        self._state = state
+        self.steps = 0
+        self._done = False
+        self.last_info = {}
+        return self.observation()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool]:
+        """Apply a (4,) action (clipped to [-1, 1]) -> (obs, reward, success, done)."""
+        if self._done:
+            raise ValueError(f"step() called on a finished episode of {self.cfg.task} (reset first; limit {self.episode_limit} steps)")
+        action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have {ACTION_DIM} values, got shape {action.shape}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state, reward, _, _, info = self.env.step(action.astype(np.float32))
+        self._state = state
+        self.steps += 1
+        self.last_info = info
+        success = bool(info.get("success", False))
+        self._done = success or self.steps >= self.episode_limit
+        return self.observation(), float(reward), success, self._done
+
+    def expert_action(self) -> np.ndarray:
+        """The task's scripted expert action for the current state, clipped to [-1, 1], (4,) float32."""
+        if self._state is None:
+            raise ValueError("expert_action() before reset()")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experts warn when their gains saturate
+            a = self.expert.get_action(self._state)
+        return np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0)
+
+    # ---- observations ----------------------------------------------------------------------
+    def render_view(self, view: str, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        cam = self.cameras[view]
+        rgb, dep = self.renderer.render(self.data, cam, depth=depth)
+        if cam in FLIPPED_CAMERAS:
+            rgb = _rotate180(rgb)
+            dep = _rotate180(dep) if dep is not None else None
+        return rgb, dep
+
+    def render_segmentation(self, view: str) -> np.ndarray:
+        cam = self.cameras[view]
+        seg = self.renderer.render_segmentation(self.data, cam)
+        return _rotate180(seg) if cam in FLIPPED_CAMERAS else seg
+
+    def observation(self) -> dict[str, Any]:
+        assert self._state is not None
+        rgb, depth = {}, {}
+        for v in self.cfg.views:
+            rgb[v], d = self.render_view(v, depth=self.cfg.with_depth)
+            if d is not None:
+                depth[v] = d
+        obs: dict[str, Any] = {
+            "rgb": rgb,
+            "ee_pos": self._state[0:3].astype(np.float32),
+            "gripper": self._state[3:4].astype(np.float32),
+            "state": self._state.copy(),
+            "step": self.steps,
+        }
+        if self.cfg.with_depth:
+            obs["depth"] = depth
+        return obs
+
+    # ---- simulator state used by the exact track labeller ----------------------------------
+    def camera_model(self, view: str) -> CameraModel:
+        cam = self.cameras[view]
+        fovy = float(self.model.cam_fovy[self._cam_ids[view]])
+        return CameraModel(fovy_deg=fovy, height=self.cfg.image_size, width=self.cfg.image_size, flip=cam in FLIPPED_CAMERAS)
+
+    def camera_pose(self, view: str) -> tuple[np.ndarray, np.ndarray]:
+        cid = self._cam_ids[view]
+        return self.data.cam_xpos[cid].copy(), self.data.cam_xmat[cid].reshape(3, 3).copy()
+
+    def body_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3) positions and (B, 3, 3) rotation matrices of every body, world frame."""
+        return self.data.xpos.copy(), self.data.xmat.reshape(-1, 3, 3).copy()
+
+    @property
+    def geom_body(self) -> np.ndarray:
+        return self._geom_body
+
+    @property
+    def body_is_static(self) -> np.ndarray:
+        return self._body_static
+
+    def sim_state(self) -> dict[str, np.ndarray]:
+        """Everything the kinematics depend on (for replaying a frame exactly)."""
+        d = self.data
+        return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "mocap_pos": d.mocap_pos.copy(), "mocap_quat": d.mocap_quat.copy()}
+
+    def set_sim_state(self, state: dict[str, np.ndarray]) -> None:
+        import mujoco
+
+        d = self.data
+        d.qpos[:], d.qvel[:] = state["qpos"], state["qvel"]
+        d.mocap_pos[:], d.mocap_quat[:] = state["mocap_pos"], state["mocap_quat"]
+        mujoco.mj_forward(self.model, d)
+        self._done = True  # the episode cannot continue from a replayed state
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.env.close()
+
+    def __enter__(self) -> "MetaWorldEnv":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def make_env(task: str, variation: int = 0, **kwargs: Any) -> MetaWorldEnv:
+    return MetaWorldEnv(EnvConfig(task=task, variation=variation, **kwargs))
+
+
+def make_eval_env(task: str, variation: int, **kwargs: Any) -> MetaWorldEnv:
+    """An env on a held-out evaluation variation (>= EVAL_VARIATION_START); refuses training ones."""
+    assert_eval_variation(variation)
+    return make_env(task, variation, **kwargs)
+
+
+# ---- visual variation ---------------------------------------------------------------------
+
+
+@dataclass
+class _VisualDefaults:
+    geom_rgba: np.ndarray
+    light_diffuse: np.ndarray
+    light_ambient: np.ndarray
+    light_specular: np.ndarray
+    light_pos: np.ndarray
+    head_ambient: np.ndarray
+    head_diffuse: np.ndarray
+
+    @classmethod
+    def capture(cls, m: Any) -> "_VisualDefaults":
+        rgba = m.geom_rgba.copy()
+        # A geom with a material and MuJoCo's default rgba is drawn in the material colour.
+        default = np.all(np.isclose(rgba, [0.5, 0.5, 0.5, 1.0]), axis=1) & (m.geom_matid >= 0)
+        rgba[default] = m.mat_rgba[m.geom_matid[default]]
+        return cls(
+            rgba, m.light_diffuse.copy(), m.light_ambient.copy(), m.light_specular.copy(), m.light_pos.copy(),
+            m.vis.headlight.ambient.copy(), m.vis.headlight.diffuse.copy(),
+        )
+
+    def restore(self, m: Any) -> None:
+        m.geom_rgba[:] = self.geom_rgba
+        m.light_diffuse[:], m.light_ambient[:], m.light_specular[:] = self.light_diffuse, self.light_ambient, self.light_specular
+        m.light_pos[:] = self.light_pos
+        m.vis.headlight.ambient[:], m.vis.headlight.diffuse[:] = self.head_ambient, self.head_diffuse
+
+
+def apply_visual_variation(m: Any, body_is_static: np.ndarray, seed: int) -> None:
+    """Randomise colours and lighting in place (deterministic in `seed`).
+
+    Static scene geoms (table, walls, floor) get strong per-channel tints, moving bodies (objects,
+    robot) milder ones; lights get random intensities and jittered positions.
+    """
+    rng = np.random.default_rng([7919, int(seed)])
+    static_geom = body_is_static[m.geom_bodyid]
+    tint = np.where(static_geom[:, None], rng.uniform(0.45, 1.55, (m.ngeom, 3)), rng.uniform(0.7, 1.3, (m.ngeom, 3)))
+    # one random colour shift per static body, so a table top stays one colour
+    body_shift = rng.uniform(-0.15, 0.15, (m.nbody, 3))
+    rgb = m.geom_rgba[:, :3] * tint + np.where(static_geom[:, None], body_shift[m.geom_bodyid], 0.0)
+    m.geom_rgba[:, :3] = np.clip(rgb, 0.0, 1.0)
+    if m.nlight:
+        m.light_diffuse[:] = np.clip(m.light_diffuse * rng.uniform(0.5, 1.3, (m.nlight, 1)), 0.0, 1.0)
+        m.light_ambient[:] = rng.uniform(0.0, 0.3, (m.nlight, 3))
+        m.light_specular[:] = np.clip(m.light_specular * rng.uniform(0.3, 1.0, (m.nlight, 1)), 0.0, 1.0)
+        m.light_pos[:] = m.light_pos + rng.uniform(-0.5, 0.5, (m.nlight, 3))
+    m.vis.headlight.ambient[:] = rng.uniform(0.0, 0.35, 3)
+    m.vis.headlight.diffuse[:] = rng.uniform(0.3, 0.8, 3)
+

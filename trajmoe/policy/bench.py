@@ -1,0 +1,79 @@
+"""Latency of one closed-loop `select_action` call, track prediction included.
+
+Per call: the frozen track model predicts V x N tracks for the new frame, the trajectory mask is
+rasterised (mask modes), the new frame goes through the image encoders + spatial transformer, and
+the temporal transformer + head run over the frame-feature queue. Latency does not depend on the
+weights or pixel values, so the benchmark can run on an untrained policy / track model (a track
+preset) or on trained runs (`run_dir` / `track_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..bench.timing import resolve_device, time_ms
+from .config import PolicyConfig
+
+
+def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "default", track_preset: str = "tramoe",
+                 track_run: str | None = None, run_dir: str | None = None, repeats: int = 30,
+                 threads: int | None = None, seed: int = 0) -> dict:
+    from ..track import TrackConfig, TrackModel, load_track_model
+    from .model import TrajectoryPolicy, count_params
+
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    torch.manual_seed(seed)
+    if run_dir is not None:
+        from .io import load_policy
+
+        policy = load_policy(run_dir, device=dev, track_run=track_run)
+        if conditioning and conditioning != policy.cfg.conditioning:
+            raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
+        cfg = policy.cfg
+        track_name = str(policy.track_run) if cfg.uses_tracks else None
+    else:
+        cfg = dataclasses.replace(PolicyConfig.preset(preset), conditioning=conditioning or "adaptive_mask")
+        tm = None
+        track_name = None
+        if cfg.uses_tracks:
+            if track_run:
+                tm, track_name = load_track_model(track_run, device=dev), str(track_run)
+            else:
+                tm, track_name = TrackModel(TrackConfig.preset(track_preset)).eval(), f"preset:{track_preset}"
+            cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)
+        policy = TrajectoryPolicy(cfg, tm)
+    policy = policy.to(dev).eval()
+    H = cfg.img_size
+    obs = {
+        "rgb": {v: np.full((H, H, 3), 128, np.uint8) for v in cfg.views},
+        "ee_pos": np.zeros(3, np.float32),
+        "gripper": np.zeros(cfg.proprio_dim - 3, np.float32),
+        "task_emb": np.zeros(cfg.lang_dim, np.float32),
+    }
+    policy.reset()
+    step = time_ms(lambda: policy.select_action(obs), dev, warmup=cfg.frame_stack + 2, repeats=repeats)
+    result = {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "conditioning": cfg.conditioning, "preset": preset if run_dir is None else f"run:{run_dir}",
+        "track_model": track_name, "views": len(cfg.views), "num_points": cfg.num_points,
+        "frame_stack": cfg.frame_stack, "img_size": H, "policy_params": count_params(policy),
+        "select_action_ms": step["median_ms"], "select_action_min_ms": step["min_ms"],
+    }
+    if cfg.uses_tracks:
+        img = torch.full((len(cfg.views), 3, H, H), 0.5, device=dev)
+        emb = torch.zeros(len(cfg.views), cfg.lang_dim, device=dev)
+        tr = time_ms(lambda: policy.predict_tracks(img, emb), dev, repeats=repeats)
+        result["track_predict_ms"] = tr["median_ms"]
+        result["track_params"] = sum(p.numel() for p in policy.track_model.parameters())
+    else:
+        result["track_predict_ms"] = 0.0
+    result["policy_only_ms"] = result["select_action_ms"] - result["track_predict_ms"]
+    return result

@@ -1,0 +1,166 @@
+"""PolicyConfig: the ATM-style trajectory-guided BC policy and its conditioning mode.
+
+No torch import here so the CLI can validate configs before the heavy imports.
+
+Conditioning modes (seed 000 Sec. 3.2, Tab. 3; REFERENCE.md Sec. 2):
+  none           images + language + proprioception (plain BC, the floor)
+  atm            + one token per predicted track in the spatial transformer + late fusion of the
+                 flattened raw predicted tracks with the action token (ATM, Wen et al. 2023)
+  drawn_mask     atm + a 4th image channel with the tracks drawn in: first half of each track
+                 128/255, second half 255/255 (RT-Trajectory style, Tab. 3 "DM")
+  adaptive_mask  atm + the 4th channel where each track point carries a learnable value indexed
+                 by its timestep (track_len of them) (Tab. 3 "AM")
+
+Data-derived fields (views, img_size, action_dim, proprio_dim, lang_dim) are filled from the
+episode files by `trajmoe train policy`; an explicit value that disagrees with the data is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    conditioning: str = "adaptive_mask"
+    # Data-derived (checked against the episode files at training time).
+    views: tuple[str, ...] = ("agentview", "eye_in_hand")  # ATM / trajmoe.envs.metaworld view names
+    img_size: int = 128  # square H = W of the policy's input frames
+    action_dim: int = 4  # MetaWorld: dx, dy, dz, gripper
+    proprio_dim: int = 4  # ee_pos (3) + gripper (1)
+    lang_dim: int = 384  # task embedding (all-MiniLM-L6-v2)
+    # Tracks (must match the frozen track model: track_len).
+    num_points: int = 32  # fixed query grid per view (ATM: 32 points, grid sampling, Tab. 7)
+    track_len: int = 16
+    # Image encoder (ATM PatchEncoder): 7x7 s2 conv + BN + ReLU, then patch x patch conv stride patch.
+    conv_channels: int = 64
+    patch: int = 8
+    # Average-pool the frames by this factor before the image encoder (and rasterise the mask at
+    # that resolution); the frozen track model still sees full-resolution frames. 1 = ATM.
+    downsample: int = 1
+    # Transformers.
+    dim: int = 128
+    spatial_depth: int = 7
+    spatial_heads: int = 8
+    temporal_depth: int = 4
+    temporal_heads: int = 8
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    frame_stack: int = 10  # frames in the temporal window (ATM: 10)
+    head_hidden: int = 256  # MLP action head width (2 hidden layers)
+    # Trajectory mask (drawn_mask / adaptive_mask).
+    mask_interp: int = 3  # extra points drawn between consecutive track points (0 = points only)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"policy.{key} must be {rule}, got {getattr(self, key)!r}")
+
+        def pos_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        need(self.conditioning in CONDITIONINGS, "conditioning", f"one of {', '.join(CONDITIONINGS)}")
+        if isinstance(self.views, list):
+            object.__setattr__(self, "views", tuple(self.views))
+        need(isinstance(self.views, tuple) and len(self.views) >= 1 and all(isinstance(v, str) and v for v in self.views)
+             and len(set(self.views)) == len(self.views), "views", "a non-empty list of distinct camera names")
+        for key in ("img_size", "action_dim", "proprio_dim", "lang_dim", "num_points", "track_len", "conv_channels",
+                    "patch", "downsample", "dim", "spatial_depth", "spatial_heads", "temporal_depth", "temporal_heads",
+                    "frame_stack", "head_hidden"):
+            need(pos_int(getattr(self, key)), key, "an integer >= 1")
+        need(self.img_size % (2 * self.patch * self.downsample) == 0, "img_size",
+             f"divisible by 2 * patch * downsample = {2 * self.patch * self.downsample}")
+        need(self.dim % self.spatial_heads == 0, "spatial_heads", f"a divisor of dim={self.dim}")
+        need(self.dim % self.temporal_heads == 0, "temporal_heads", f"a divisor of dim={self.dim}")
+        need(self.dim % 4 == 0, "dim", "divisible by 4 (2D sin-cos position embedding)")
+        need(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool)
+             and math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0, "mlp_ratio", "a number > 0")
+        need(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+             and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
+        need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,
+             "mask_interp", "an integer in [0, 16]")
+
+    # Derived properties -------------------------------------------------------------------
+
+    @property
+    def uses_tracks(self) -> bool:
+        return self.conditioning != "none"
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.conditioning in ("drawn_mask", "adaptive_mask")
+
+    @property
+    def in_chans(self) -> int:
+        return 4 if self.uses_mask else 3
+
+    @property
+    def encoder_size(self) -> int:
+        """Side of the frames the image encoder sees (img_size / downsample)."""
+        return self.img_size // self.downsample
+
+    @property
+    def tokens_per_view(self) -> int:
+        return (self.encoder_size // 2 // self.patch) ** 2
+
+    @staticmethod
+    def preset(name: str) -> "PolicyConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown policy preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+
+# `default` follows ATM's LIBERO policy (dim 128, spatial 7 x 8 heads, temporal 4, frame stack 10,
+# 32 grid points, dropout 0.1, Tab. 7); `tiny` is the CPU/test model; `cpu` the budget used for the
+# CPU figures (small enough to train a few thousand steps on 2 cores).
+PRESETS: dict[str, PolicyConfig] = {
+    "default": PolicyConfig(),
+    "cpu": PolicyConfig(dim=64, spatial_depth=2, spatial_heads=4, temporal_depth=2, temporal_heads=4,
+                        frame_stack=4, num_points=16, conv_channels=16, patch=8, downsample=2,
+                        head_hidden=256, dropout=0.1),
+    "tiny": PolicyConfig(dim=32, spatial_depth=1, spatial_heads=2, temporal_depth=1, temporal_heads=2,
+                         frame_stack=3, num_points=8, conv_channels=8, patch=16, head_hidden=32, dropout=0.0),
+}
+
+
+@dataclass(frozen=True)
+class PolicyDataConfig:
+    """How training samples are drawn from the episode files (trajmoe.policy.dataset)."""
+
+    aug_shift: int = 4  # RandomShift pad in pixels at 128 px (DrQ / ATM); scaled to the image size; 0 = off
+    color_jitter: float = 0.2  # brightness / contrast / saturation factors in [1 - s, 1 + s]; 0 = off
+    # Predict every frame's tracks once with the frozen track model and reuse them (exact for
+    # un-augmented frames; under RandomShift the cached tracks are shifted with the image).
+    # False: the policy predicts them in every forward from the augmented frames (slow on CPU).
+    track_cache: bool = True
+    max_episodes_per_task: int = 0  # 0 = all episodes in the directory
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"data.{key} must be {rule}, got {getattr(self, key)!r}")
+
+        need(isinstance(self.aug_shift, int) and not isinstance(self.aug_shift, bool) and 0 <= self.aug_shift <= 32,
+             "aug_shift", "an integer in [0, 32]")
+        need(isinstance(self.color_jitter, (int, float)) and not isinstance(self.color_jitter, bool)
+             and 0 <= self.color_jitter < 1, "color_jitter", "a number in [0, 1)")
+        need(isinstance(self.track_cache, bool), "track_cache", "true or false")
+        need(isinstance(self.max_episodes_per_task, int) and not isinstance(self.max_episodes_per_task, bool)
+             and self.max_episodes_per_task >= 0, "max_episodes_per_task", "an integer >= 0 (0 = all)")
+
+
+def train_preset(name: str):
+    """Optimisation defaults per policy preset (paper Tab. 7: AdamW lr 5e-4, wd 1e-4, cosine,
+    no warm-up, clip 100, batch 384; `cpu` / `tiny` shrink batch and steps for 2 CPU cores)."""
+    from ..train.config import TrainConfig
+
+    PolicyConfig.preset(name)  # validates the name
+    common = dict(lr=5e-4, weight_decay=1e-4, warmup_steps=0, grad_clip=100.0, min_lr_ratio=0.0)
+    if name == "default":
+        return TrainConfig(steps=20000, batch_size=384, log_every=50, ckpt_every=2000, **common)
+    if name == "cpu":
+        return TrainConfig(steps=2000, batch_size=32, log_every=50, ckpt_every=500, **common)
+    return TrainConfig(steps=100, batch_size=8, log_every=10, ckpt_every=0, **common)

@@ -1,0 +1,66 @@
+"""Policy run directories: config.json (policy config, the track run it used) + safetensors weights.
+
+    RUN/config.json  {"kind": "policy", "model": PolicyConfig, "track_run": "/abs/path" | null,
+                      "track_model": TrackConfig | null, "data": {...}, "train": TrainConfig}
+    RUN/model.safetensors (and model_ema.safetensors when EMA was on), written by the Trainer.
+
+The frozen track model's weights are not copied into the policy run: it is loaded from the
+recorded track run (or an override), and its config must equal the one recorded at training time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import from_dict, to_dict
+from .config import PolicyConfig
+
+KIND = "policy"
+
+
+def policy_config_from_run(run_cfg: dict, where: str) -> PolicyConfig:
+    if run_cfg.get("kind") != KIND or "model" not in run_cfg:
+        raise ValueError(f"{where} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+    return from_dict(PolicyConfig, run_cfg["model"], f"{where} model")
+
+
+def load_track_for_policy(track_run: str | Path, device: str | torch.device = "cpu", expected: dict | None = None):
+    """The frozen track model of a policy; `expected` = the TrackConfig dict recorded in the policy run."""
+    from ..track import load_track_model
+
+    track_run = Path(track_run)
+    if not track_run.is_dir():
+        raise FileNotFoundError(f"track run directory not found: {track_run}")
+    tm = load_track_model(track_run, device=device)
+    if expected is not None and to_dict(tm.cfg) != expected:
+        diff = [k for k in expected if to_dict(tm.cfg).get(k) != expected[k]]
+        raise ValueError(f"track run {track_run} has a different track model config than the policy was trained with (keys: {', '.join(diff)})")
+    return tm
+
+
+def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_run: str | Path | None = None,
+                ema: bool = True):
+    """TrajectoryPolicy in eval mode from a policy run directory (EMA weights if present and `ema`).
+    `track_run` overrides the track run recorded in the policy run (e.g. after moving directories)."""
+    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
+    from .model import TrajectoryPolicy
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"policy run directory not found: {run_dir}")
+    run_cfg = load_run_config(run_dir)
+    cfg = policy_config_from_run(run_cfg, str(run_dir))
+    tm = None
+    if cfg.uses_tracks:
+        path = track_run or run_cfg.get("track_run")
+        if not path:
+            raise ValueError(f"{run_dir}/config.json records no track_run; pass one")
+        tm = load_track_for_policy(path, device, run_cfg.get("track_model"))
+    policy = TrajectoryPolicy(cfg, tm)
+    weights = run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
+    load_weights(policy, weights)
+    policy.track_run = None if tm is None else Path(path)
+    policy.run_config = run_cfg
+    return policy.to(device).eval()

@@ -1,0 +1,207 @@
+"""Closed-loop MetaWorld evaluation of a trained policy on held-out task variations.
+
+Episode e of task k runs on variation EVAL_VARIATION_START + first + e (never used by data
+generation, see trajmoe.envs.metaworld), with the task's episode limit (or --max-steps), the
+scene camera and image size of the training data. Success = MetaWorld's `success` flag at any
+step (the episode ends there). Worker processes (spawn) each load the policy once and run whole
+episodes with one torch thread; results do not depend on the number of workers (each episode is
+a pure function of its task, variation and the weights).
+
+Videos: `video_dir/<task>_v<variation>.gif`, every view side by side, upscaled 2x, with the
+tracks the frozen track model predicted at that step drawn on the frame (colour = track
+timestep, cyan at t=0 to yellow at t=T-1; 2x2-pixel dots on the upscaled frame).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_STATE: dict = {}
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    variation: int
+    video: str | None
+
+
+def draw_tracks(img_HW3: np.ndarray, tracks_TN2: np.ndarray, scale: int = 2, interp: int = 3) -> np.ndarray:
+    """Upscale by `scale` (nearest) and draw tracks (T, N, 2) in [0, 1] as 2x2 dots: later points
+    drawn over earlier ones, colour from cyan (t=0) to yellow (t=T-1), segments interpolated.
+    Vectorised (no loop over points or timesteps)."""
+    img = np.repeat(np.repeat(img_HW3, scale, axis=0), scale, axis=1).copy()
+    H, W = img.shape[:2]
+    T, N, _ = tracks_TN2.shape
+    S1 = interp + 1
+    frac = np.arange(S1, dtype=np.float32) / S1
+    p0, p1 = tracks_TN2[:-1], tracks_TN2[1:]
+    seg = p0[:, None] + frac[None, :, None, None] * (p1 - p0)[:, None]  # (T-1, S1, N, 2)
+    pts = np.concatenate([seg.reshape(-1, N, 2), tracks_TN2[-1:]], axis=0)  # (P, N, 2), ordered
+    t = np.concatenate([np.repeat(np.arange(T - 1), S1), [T - 1]]).astype(np.float32) / max(T - 1, 1)
+    colour = np.stack([255 * t, 255 * np.ones_like(t), 255 * (1 - t)], axis=-1).astype(np.uint8)  # (P, 3)
+    colour_PN3 = np.broadcast_to(colour[:, None], (*pts.shape[:2], 3))
+    col0 = np.floor(pts[..., 0] * W).astype(np.int64)
+    row0 = np.floor(pts[..., 1] * H).astype(np.int64)
+    for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the 4 pixels of a dot (not a loop over points)
+        row, col = row0 + dr, col0 + dc
+        ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)
+        img[row[ok], col[ok]] = colour_PN3[ok]  # numpy fancy assignment: the last (latest) write wins
+    return img
+
+
+def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    torch.set_num_threads(threads)
+    from ..train.checkpoint import read_tensors
+    from .io import load_policy
+    from .train import TASK_EMB_FILE
+
+    policy = load_policy(run_dir, device=device, track_run=track_run)
+    path = Path(run_dir) / TASK_EMB_FILE
+    _STATE.update(policy=policy, embs={k: v.numpy() for k, v in read_tensors(path).items()} if path.is_file() else {})
+
+
+def _task_emb(task: str) -> np.ndarray:
+    embs = _STATE["embs"]
+    if task not in embs:
+        from ..data.language import task_embedding
+
+        embs[task] = np.asarray(task_embedding(task), np.float32)
+    return embs[task]
+
+
+def run_episode(job: Job, max_steps: int | None = None) -> dict:
+    """One closed-loop episode in this process (after _init_worker)."""
+    from ..envs.metaworld import make_eval_env
+
+    policy = _STATE["policy"]
+    env_cfg = policy.run_config.get("env", {})
+    cfg = policy.cfg
+    frames = [] if job.video else None
+    latencies = []
+    with make_eval_env(job.task, job.variation, camera=env_cfg.get("camera", "corner"), views=tuple(cfg.views),
+                       image_size=cfg.img_size, max_steps=max_steps) as env:
+        obs = env.reset()
+        policy.reset(task_emb=_task_emb(job.task))
+        success, done, steps = False, False, 0
+        while not done:
+            t0 = time.perf_counter()
+            action = policy.select_action(obs)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            if frames is not None:
+                views = [obs["rgb"][v] for v in cfg.views]
+                if policy.last_tracks is not None:
+                    views = [draw_tracks(im, tr) for im, tr in zip(views, policy.last_tracks)]
+                else:
+                    views = [np.repeat(np.repeat(im, 2, 0), 2, 1) for im in views]
+                frames.append(np.concatenate(views, axis=1))
+            obs, _, success, done = env.step(action)
+            steps += 1
+        limit = env.episode_limit
+    if frames is not None:
+        _write_gif(job.video, frames)
+    return {"task": job.task, "variation": job.variation, "success": bool(success), "length": steps,
+            "limit": limit, "latency_ms": statistics.median(latencies), "video": job.video}
+
+
+def _run_job(args: tuple[Job, int | None]) -> dict:
+    return run_episode(*args)
+
+
+def _write_gif(path: str, frames: list[np.ndarray]) -> None:
+    import imageio.v2 as imageio
+
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        imageio.mimsave(tmp, frames, format="GIF", duration=0.05, loop=0)
+
+
+def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int = 10, workers: int = 2,
+                    video_dir: str | None = None, video_per_task: int = 1, max_steps: int | None = None,
+                    device: str = "cpu", track_run: str | None = None, first_variation: int = 0,
+                    progress: bool = True) -> dict:
+    from ..envs.metaworld import EVAL_VARIATION_START, check_task
+    from ..train.checkpoint import load_run_config
+
+    run_path = Path(run_dir)
+    if not run_path.is_dir():
+        raise FileNotFoundError(f"policy run directory not found: {run_dir}")
+    run_cfg = load_run_config(run_path)
+    if run_cfg.get("kind") != "policy":
+        raise ValueError(f"{run_dir} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+    tasks = list(tasks or run_cfg.get("tasks") or [])
+    if not tasks:
+        raise ValueError("no tasks to evaluate: pass --tasks")
+    for t in tasks:
+        check_task(t)
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if first_variation < 0:
+        raise ValueError(f"--first-variation must be >= 0, got {first_variation}")
+    jobs = []
+    for task in tasks:
+        for e in range(episodes):
+            var = EVAL_VARIATION_START + first_variation + e
+            video = str(Path(video_dir) / f"{task}_v{var}.gif") if video_dir and e < video_per_task else None
+            jobs.append(Job(task, var, video))
+    # Longest-first is unknown; interleave tasks so both workers get a mix.
+    jobs.sort(key=lambda j: (j.variation, j.task))
+    workers = min(workers, len(jobs))
+    init_args = (str(run_path), track_run, device, 1 if workers > 1 else max(1, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    results = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task_id = bar.add_task("rollouts", total=len(jobs))
+    try:
+        if workers == 1:
+            _init_worker(*init_args)
+            for job in jobs:
+                results.append(run_episode(job, max_steps))
+                if bar:
+                    bar.advance(task_id)
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+                for r in pool.imap_unordered(_run_job, [(j, max_steps) for j in jobs]):
+                    results.append(r)
+                    if bar:
+                        bar.advance(task_id)
+    finally:
+        if bar:
+            bar.stop()
+    wall = time.perf_counter() - t0
+    per_task = {}
+    for task in tasks:
+        rs = [r for r in results if r["task"] == task]
+        per_task[task] = {
+            "success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs),
+            "mean_length": sum(r["length"] for r in rs) / len(rs), "limit": rs[0]["limit"],
+        }
+    return {
+        "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"], "tasks": per_task,
+        "success_rate": sum(r["success"] for r in results) / len(results),
+        "mean_length": sum(r["length"] for r in results) / len(results),
+        "episodes": len(results), "episodes_per_task": episodes,
+        "variations": [EVAL_VARIATION_START + first_variation, EVAL_VARIATION_START + first_variation + episodes - 1],
+        "latency_ms": statistics.median(r["latency_ms"] for r in results),
+        "workers": workers, "wall_s": wall,
+        "videos": [r["video"] for r in results if r["video"]],
+    }

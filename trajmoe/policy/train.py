@@ -1,0 +1,96 @@
+"""`trajmoe train policy`: resolve the config against the data and the track run, then the Trainer.
+
+Sections (YAML file and `--set`): model (PolicyConfig), train (TrainConfig), data
+(PolicyDataConfig); a bare `--set key=value` goes to the one section that has `key`.
+The data-derived model fields (views, img_size, action_dim, proprio_dim, lang_dim) are taken from
+the episode files, and track_len from the track model, unless set explicitly; an explicit value
+that disagrees is an error naming both values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..config import load_yaml, parse_overrides, resolve_sections, to_dict
+from .config import CONDITIONINGS, PolicyConfig, PolicyDataConfig, train_preset
+
+DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
+TASK_EMB_FILE = "task_emb.safetensors"
+
+
+def _explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
+    keys = set((file_data or {}).get("model", {}) or {})
+    for k in overrides:
+        keys.add(k.split(".", 1)[1] if k.startswith("model.") else k)
+    return keys
+
+
+def resolve_policy_config(preset: str, conditioning: str | None, config_file: str | None, sets: list[str] | None):
+    """(PolicyConfig, TrainConfig, PolicyDataConfig, explicit model keys) before the data is seen."""
+    file_data = load_yaml(config_file) if config_file else None
+    overrides = parse_overrides(sets)
+    model = PolicyConfig.preset(preset)
+    if conditioning is not None:
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
+        model = dataclasses.replace(model, conditioning=conditioning)
+    secs = resolve_sections({"model": model, "train": train_preset(preset), "data": PolicyDataConfig()},
+                            file_data, overrides, "policy config")
+    if conditioning is not None and secs["model"].conditioning != conditioning:
+        raise ValueError(f"--conditioning {conditioning} conflicts with model.conditioning={secs['model'].conditioning} from --config/--set")
+    return secs["model"], secs["train"], secs["data"], _explicit_model_keys(file_data, overrides)
+
+
+def train_policy(preset: str, conditioning: str | None, track_run: str | None, data_dir: str, out: str,
+                 config_file: str | None = None, sets: list[str] | None = None, resume: bool = False,
+                 tasks: list[str] | None = None) -> dict:
+    import numpy as np
+    import torch
+
+    from ..train import Trainer
+    from ..train.checkpoint import save_tensors
+    from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, scan_data
+    from .io import load_track_for_policy
+    from .model import TrajectoryPolicy, count_params
+
+    cfg, train_cfg, data, explicit = resolve_policy_config(preset, conditioning, config_file, sets)
+    # Track run first: a missing one is the cheapest mistake to report.
+    tm = None
+    if cfg.uses_tracks:
+        if not track_run:
+            raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
+        tm = load_track_for_policy(track_run)
+        if "track_len" in explicit and cfg.track_len != tm.cfg.track_len:
+            raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tm.cfg.track_len})")
+        cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len)
+    metas = scan_data(data_dir, tasks, data.max_episodes_per_task)
+    fields = data_fields(metas)
+    fill = {k: v for k, v in fields.items() if k not in explicit}
+    cfg = dataclasses.replace(cfg, **fill)
+    check_against_data(cfg, fields, str(data_dir))
+    if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
+        raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
+
+    ds = PolicyDataset(metas, cfg, data, augment=True)
+    torch.manual_seed(train_cfg.seed)
+    policy = TrajectoryPolicy(cfg, tm)
+    task_names = sorted({m.task for m in metas})
+    first = metas[0].attrs
+    run_config = {
+        "kind": "policy", "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
+        "data_dir": str(Path(data_dir).resolve()), "tasks": task_names, "episodes": len(metas), "samples": len(ds),
+        "track_run": None if tm is None else str(Path(track_run).resolve()),
+        "track_model": None if tm is None else to_dict(tm.cfg),
+        "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
+                "visual_seed": None},
+        "params": count_params(policy),
+    }
+    trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume)
+    embs = {}
+    for e in ds.episodes:
+        embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
+    save_tensors(embs, Path(out) / TASK_EMB_FILE)
+    if cfg.uses_tracks and data.track_cache:
+        build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
+    return trainer.fit()
