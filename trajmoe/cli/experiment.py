@@ -12,6 +12,8 @@ def register(groups) -> None:
     parser.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "gpu"])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants")
+    parser.add_argument("--var", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a spec variable, e.g. --var data_dir=runs/shared-data")
     parser.set_defaults(func=run)
 
 
@@ -22,7 +24,10 @@ def run(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    from ..config import parse_overrides
+
     spec = load_spec(args.spec, args.scale)
+    spec.vars.update(parse_overrides(args.var))
     out = Path(args.out)
     results = run_experiment(spec, out, args.seeds, args.only)
     path = write_report(spec, results, out, args.seeds)
