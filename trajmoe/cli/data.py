@@ -75,7 +75,7 @@ def run_metaworld(args) -> int:
             raise ValueError("--tasks is empty")
         for t in tasks:
             check_task(t)
-        track = TrackConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 2) ** 0.5)))
+        track = TrackConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 8) ** 0.5)))
         spec = DomainSpec(
             name=args.domain, tasks=tuple(tasks), episodes=args.episodes or 10, camera=args.camera,
             views=tuple(v.strip() for v in args.views.split(",") if v.strip()), action_free=args.action_free,

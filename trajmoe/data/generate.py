@@ -293,6 +293,18 @@ def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _pool_worker_init() -> None:
+    """Pool workers turn SIGTERM (Pool.terminate on Ctrl-C) into KeyboardInterrupt, so an
+    interrupted atomic write deletes its temporary file instead of leaving it behind."""
+    import signal
+
+    def _raise(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+    _worker_init()
+
+
 def _run_chunk(chunk: list[tuple[WorkItem, np.ndarray, str]]) -> list[dict[str, Any]]:
     return [_run_item(a) for a in chunk]
 
@@ -420,7 +432,7 @@ def _map(args: list, workers: int, progress: bool, total: int):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # OpenGL contexts do not survive fork
-        with ctx.Pool(min(workers, total), initializer=_worker_init) as pool:
+        with ctx.Pool(min(workers, total), initializer=_pool_worker_init) as pool:
             for results in pool.imap_unordered(_run_chunk, _chunks(args, workers), chunksize=1):
                 for res in results:
                     bar.advance(job)
@@ -494,7 +506,6 @@ class Benchmark:
         assert not train & set(self.eval_variations), "evaluation variations overlap training variations"
 
 
-_DOMAIN_KEYS = {f for f in DomainSpec.__dataclass_fields__}
 
 
 def load_benchmark(path: str | Path) -> Benchmark:

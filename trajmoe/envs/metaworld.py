@@ -2,8 +2,9 @@
 
 Policy-facing API (closed-loop evaluation):
 
-    from trajmoe.envs.metaworld import EnvConfig, MetaWorldEnv, make_eval_env
-    env = make_eval_env("push-v3", variation=EVAL_VARIATION_START + 3)   # held-out variation
+    from trajmoe.envs.metaworld import EVAL_VARIATION_START, make_eval_env
+    env = make_eval_env("push-v3", variation=EVAL_VARIATION_START + 3,   # held-out variation
+                        camera="corner", views=("agentview", "eye_in_hand"), image_size=128)
     obs = env.reset()            # {"rgb": {"agentview": (H,W,3) uint8, "eye_in_hand": (H,W,3) uint8},
                                  #  "ee_pos": (3,) float32, "gripper": (1,) float32,
                                  #  "state": (39,) float64, "step": int}
@@ -19,11 +20,17 @@ episode files from both sources share one layout. Proprioception: `ee_pos` is th
 `extra_states/ee_pos` and `extra_states/gripper_states`.
 
 Task variations: MetaWorld randomises object and goal positions through a "rand_vec" drawn from
-the task's reset space. Here a variation is an integer: rand_vec = uniform(reset space) from
-`numpy.random.default_rng([task index, variation])`. Variations `>= EVAL_VARIATION_START` are
-held out for evaluation: data generation refuses them (`assert_train_variation`) and
-`make_eval_env` refuses the others (`assert_eval_variation`), so evaluation scenes never appear in
-training data.
+the task's reset space. Here a variation is an integer: the task's own reset code draws the
+rand_vec (re-drawing until objects do not overlap, as some tasks require) from
+`numpy.random.default_rng([task index, variation])`, so a variation is the same scene in every
+process. Variations `>= EVAL_VARIATION_START` are held out for evaluation: data generation refuses
+them (`assert_train_variation`) and `make_eval_env` refuses the others (`assert_eval_variation`),
+so evaluation scenes never appear in training data.
+
+Data generation uses the same env with `with_depth=True` (obs["depth"][view], metres), the
+scripted expert (`env.expert_action()`, clipped to [-1, 1]), `env.set_visual_seed(s)` for
+randomised colours/lighting, and the simulator-state accessors used by trajmoe.envs.tracks
+(`camera_model`, `camera_pose`, `body_poses`, `sim_state`/`set_sim_state`, `render_segmentation`).
 
 Rendering (REFERENCE.md section 6): one OpenGL context and one scene per env (EGL by default,
 `MUJOCO_GL=osmesa` as a fallback), `offsamples = 0` (no MSAA), no shadows or reflections, RGB and
