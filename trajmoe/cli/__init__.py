@@ -31,7 +31,7 @@ VERBLESS = ("experiment", "demo")
 COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "demo"]
 
 
-class UsageError(Exception):
+class UsageError(Exception):  # noqa: N818 - reads better at call sites
     """A user mistake; printed as one line by `main`."""
 
 

@@ -65,7 +65,9 @@ def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict
         rc = cli_main(argv)
     wall = time.perf_counter() - t0
     if rc:
-        raise RuntimeError(f"step {label} failed (exit {rc}): trajmoe {' '.join(argv)}")
+        from ..cli import UsageError
+
+        raise UsageError(f"experiment step {label} failed (exit {rc}); rerun resumes here: trajmoe {' '.join(argv)}")
     record = {"cmd": argv, "wall_s": wall, "json": _last_json(buf.getvalue())}
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, record)
