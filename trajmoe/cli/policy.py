@@ -16,7 +16,7 @@ def register(groups) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated subset of the data's tasks")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. steps=100, dim=64, data.track_cache=false")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 dim=64 data.track_cache=false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.set_defaults(func=run_train)
 

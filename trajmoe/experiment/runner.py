@@ -25,7 +25,8 @@ console = Console(stderr=True)
 
 def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    base_env = {**spec.vars, "dir": str(out)}
+    # built-ins: dir (the experiment directory), configs (the folder holding the spec's folder)
+    base_env = {"configs": str(spec.path.resolve().parent.parent), **spec.vars, "dir": str(out)}
     results: dict[str, Any] = {"data": {}, "runs": {}}
     t0 = time.perf_counter()
     for step in spec.data:
