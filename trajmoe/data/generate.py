@@ -437,6 +437,10 @@ def _map(args: list, workers: int, progress: bool, total: int):
                 for res in results:
                     bar.advance(job)
                     yield res
+            # Normal end: let workers exit on their own (Pool.__exit__ would SIGTERM them, which
+            # the handler above turns into KeyboardInterrupt noise during their atexit cleanup).
+            pool.close()
+            pool.join()
 
 
 def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
