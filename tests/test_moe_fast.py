@@ -64,7 +64,8 @@ def test_fast_path_matches_loop_fp32(kw, skew, path, request):
         request.getfixturevalue("force_grouped_mm")
     ref, fast = _pair(kw)
     if skew:
-        _skew_router(ref), _skew_router(fast)
+        _skew_router(ref)
+        _skew_router(fast)
     x = torch.randn(5, 13, 16)
     w = torch.randn(5, 13, 16)
     y_r, gx_r, g_r = _run(ref, x, w)

@@ -1,6 +1,8 @@
 """MoE layer vs a dense FFN with the same active FLOPs, forward + backward, in one run.
 
-ratio = dense_ms / moe_ms (1.0 = the MoE layer costs no more than the dense math it performs).
+ratio = dense_ms / moe_ms (1.0 = the MoE layer costs no more than the dense math it performs),
+the median over rounds in which dense and every implementation run back to back (round-robin),
+so a load that drifts during the run (a shared CPU) skews them alike.
 The dense reference has hidden size k * H so that its FLOPs equal the routed experts' FLOPs
 (REFERENCE.md sec. 7 measures the same ratio on an H100). Implementations timed:
   grouped  the layer's fast path (router + sort + grouped GEMMs + gated combine + aux losses)
@@ -17,7 +19,7 @@ import torch
 
 from ..moe import FeedForward, MoE, MoEConfig
 from ..moe import dispatch
-from .timing import device_name, resolve_device, time_ms
+from .timing import device_name, paired_ratio, resolve_device, time_interleaved
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 IMPLS = ("grouped", "loop", "gemms")
@@ -50,24 +52,26 @@ def _gemms_only(moe: MoE, x_TD: torch.Tensor, grad_TD: torch.Tensor):
 
 def bench_moe_one(dev: torch.device, tokens: int, dim: int, experts: int, top_k: int, dtype: str,
                   impls: tuple[str, ...], repeats: int, seed: int = 0) -> dict:
-    """One configuration: dense reference first, then each implementation, same inputs."""
+    """One configuration: the dense reference and each implementation timed round-robin on the same
+    inputs; ratio = median over rounds of dense_ms / impl_ms."""
     torch.manual_seed(seed)
     dt = DTYPES[dtype]
     x = torch.randn(tokens, dim, device=dev, dtype=dt)
     grad = torch.randn_like(x)
-    dense = FeedForward(dim, 4 * dim * top_k).to(dev, dt)
-    result = {"tokens": tokens, "dim": dim, "experts": experts, "top_k": top_k, "dtype": dtype,
-              "dense": time_ms(_fwd_bwd(dense, x, grad), dev, repeats=repeats)}
-    flops = 3 * 2 * tokens * dim * 4 * dim * top_k * 2  # (fwd + 2x bwd) x 2 GEMMs of 2*T*D*kH
-    result["dense"]["tflops"] = flops / result["dense"]["median_ms"] / 1e9
+    fns = {"dense": _fwd_bwd(FeedForward(dim, 4 * dim * top_k).to(dev, dt), x, grad)}
     for impl in impls:
         moe = MoE(MoEConfig(dim=dim, num_experts=experts, top_k=top_k, impl="loop" if impl == "loop" else "grouped"))
         moe = moe.to(dev, dt)
         moe.router.float()  # router math stays fp32 (as in training under bf16 weights)
-        fn = _gemms_only(moe, x, grad) if impl == "gemms" else _fwd_bwd(moe, x, grad)
-        r = time_ms(fn, dev, repeats=repeats)
-        r["ratio"] = result["dense"]["median_ms"] / r["median_ms"]
-        result[impl] = r
+        fns[impl] = _gemms_only(moe, x, grad) if impl == "gemms" else _fwd_bwd(moe, x, grad)
+    timed = time_interleaved(fns, dev, repeats=repeats)
+    result = {"tokens": tokens, "dim": dim, "experts": experts, "top_k": top_k, "dtype": dtype}
+    flops = 3 * 2 * tokens * dim * 4 * dim * top_k * 2  # (fwd + 2x bwd) x 2 GEMMs of 2*T*D*kH
+    for name, t in timed.items():
+        result[name] = {"median_ms": t["median_ms"], "min_ms": t["min_ms"]}
+        result[name]["tflops"] = flops / t["median_ms"] / 1e9  # active (dense-equivalent) math
+        if name != "dense":
+            result[name]["ratio"] = paired_ratio(timed["dense"]["times_ms"], t["times_ms"])
     return result
 
 

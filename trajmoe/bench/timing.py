@@ -24,6 +24,30 @@ def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3, rep
     return {"median_ms": statistics.median(times), "min_ms": min(times)}
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int = 2,
+                     repeats: int = 10) -> dict[str, dict[str, list[float] | float]]:
+    """Time several functions round-robin (A B C A B C ...), so load that drifts during the run
+    (a shared machine) hits all of them alike. Returns per name: median_ms, min_ms, times_ms."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for n, t in times.items()}
+
+
+def paired_ratio(ref_ms: list[float], ms: list[float]) -> float:
+    """Median over rounds of ref / candidate, each round timed back to back (robust to drift)."""
+    return statistics.median(r / m for r, m in zip(ref_ms, ms))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -58,8 +58,13 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, owns_group=owns)
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, sync: bool = True) -> None:
+    """Leave the process group. With sync, ranks first meet at a barrier so none tears gloo down
+    while another still talks to it (seen: 'terminate called without an active exception', exit -6).
+    No barrier on error paths: a rank that died would make it wait for the timeout."""
     if info.owns_group and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 

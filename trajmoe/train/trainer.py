@@ -393,6 +393,7 @@ class Trainer:
             D.cleanup(self.dist)
             return dict(self.last_metrics)
         writer = progress = None
+        ok = False
         try:
             if main:
                 from torch.utils.tensorboard import SummaryWriter
@@ -401,12 +402,14 @@ class Trainer:
                 if cfg.progress:
                     progress = _Progress(cfg.steps, self.step)
             self._loop(writer, progress)
+            ok = True
         finally:
             if progress is not None:
                 progress.close()
             if writer is not None:
                 writer.close()
-            D.cleanup(self.dist)
+            self.ddp_model = self._model  # release DDP's reducer before its process group goes
+            D.cleanup(self.dist, sync=ok)
         return dict(self.last_metrics)
 
     def _loop(self, writer, progress) -> None:
