@@ -7,6 +7,7 @@ Unknown keys are errors that list the valid ones; values are parsed with YAML ru
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,26 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` / `5E+2` as floats (YAML 1.2 rule; PyYAML follows YAML 1.1,
+    which needs a dot, so `lr=1e-3` would otherwise arrive as the string '1e-3')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -27,7 +48,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key] = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key] = raw
     return out
@@ -38,7 +59,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"missing config file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"corrupt YAML in {path}: {str(e).splitlines()[0]}") from None
     if data is None:
