@@ -187,3 +187,13 @@ def test_active_params_match_dense_ffn():
     assert cfg.active_params_per_token == sum(p.numel() for p in dense.parameters())
     moe = MoE(cfg)
     assert sum(p.numel() for p in moe.experts.parameters()) == 4 * cfg.active_params_per_token
+
+
+def test_layer_aux_losses_equal_the_reference_functions():
+    torch.manual_seed(5)
+    moe = MoE(MoEConfig(dim=8, num_experts=4, top_k=2, gate="renorm", num_shared_experts=1))
+    _, aux = moe(torch.randn(40, 8))
+    gates_TE = torch.zeros_like(aux["router_probs"]).scatter(-1, aux["expert_ids"], aux["gate_weights"])
+    torch.testing.assert_close(aux["cv2_loss"], cv2_balance_loss(gates_TE))
+    torch.testing.assert_close(aux["balance_loss"], load_balance_loss(aux["router_probs"], aux["expert_ids"]))
+    assert torch.equal(aux["tokens_per_expert"], torch.bincount(aux["expert_ids"].reshape(-1), minlength=4))

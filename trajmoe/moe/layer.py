@@ -15,7 +15,7 @@ import torch.nn as nn
 from . import dispatch
 from .config import MoEConfig
 from .experts import FeedForward, StackedExperts
-from .losses import cv2_balance_loss, load_balance_loss, router_z_loss
+from .losses import cv2_from_stats, expert_counts, load_balance_loss, router_z_loss
 from .router import Router
 from .stats import RoutingStats, expand_domain_ids
 
@@ -59,19 +59,20 @@ class MoE(nn.Module):
             y_TD = self._grouped(x_TD, ids_TK, gates_TK)
         for ffn in self.shared:
             y_TD = y_TD + ffn(x_TD)
-        self.stats.update(ids_TK, dom_T)
+        self.stats.update(ids_TK, dom_T)  # (under no_grad)
 
-        gates_TE = torch.zeros_like(probs_TE).scatter(-1, ids_TK, gates_TK)
-        counts_E = torch.zeros(self.cfg.num_experts, dtype=torch.int64, device=x.device)
-        counts_E.scatter_add_(0, ids_TK.reshape(-1), torch.ones_like(ids_TK.reshape(-1)))
+        E = self.cfg.num_experts
+        counts_E = expert_counts(ids_TK, E)  # counted once: stats, Q_i (eq. 5) and load L_e (eq. 3)
+        # importance I_e (seed 001 eq. 3): gate weights summed per expert, without a (T, E) matrix
+        importance_E = gates_TK.new_zeros(E, dtype=torch.float32).scatter_add(0, ids_TK.reshape(-1), gates_TK.reshape(-1).float())
         aux = {
             "router_logits": logits_TE,
             "router_probs": probs_TE,
             "expert_ids": ids_TK,
             "gate_weights": gates_TK,
             "z_loss": router_z_loss(logits_TE),
-            "balance_loss": load_balance_loss(probs_TE, ids_TK),
-            "cv2_loss": cv2_balance_loss(gates_TE),
+            "balance_loss": load_balance_loss(probs_TE, ids_TK, counts_E),
+            "cv2_loss": cv2_from_stats(importance_E, counts_E.float()),
             "tokens_per_expert": counts_E,
         }
         return y_TD.reshape(*lead, self.cfg.dim), aux

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 
-def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor) -> torch.Tensor:
+def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor,
+                      counts_E: torch.Tensor | None = None) -> torch.Tensor:
     """Switch / GShard load-balancing loss, seed 000 eqs. 5-7: L = N * sum_i Q_i * P_i.
 
     Q_i: fraction of token slots dispatched to expert i (eq. 5; for top-1 the argmax), not
@@ -17,9 +18,9 @@ def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor) -> to
     no gradient). Equals 1 at perfect balance, N when everything goes to one expert.
     """
     num_experts = probs_TE.shape[-1]
-    counts_E = torch.zeros(num_experts, device=probs_TE.device, dtype=torch.float32)
-    counts_E.scatter_add_(0, expert_ids_TK.reshape(-1), torch.ones_like(expert_ids_TK.reshape(-1), dtype=torch.float32))
-    q_E = counts_E / max(expert_ids_TK.numel(), 1)
+    if counts_E is None:  # slots per expert; the layer passes the counts it already has
+        counts_E = expert_counts(expert_ids_TK, num_experts)
+    q_E = counts_E.float() / max(expert_ids_TK.numel(), 1)
     p_E = probs_TE.float().mean(dim=0)
     return num_experts * torch.sum(q_E * p_E)
 
@@ -37,6 +38,17 @@ def cv_squared(v: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return v.var(correction=0) / (v.mean().pow(2) + eps)
 
 
+def expert_counts(expert_ids_TK: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """(E,) int64 slots routed to each expert (scatter_add: no host sync, unlike bincount on CUDA)."""
+    flat = expert_ids_TK.reshape(-1)
+    return torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
+
+
+def cv2_from_stats(importance_E: torch.Tensor, load_E: torch.Tensor) -> torch.Tensor:
+    """Seed 001 eq. 4 from the per-expert sums of eq. 3: CV^2(I) + CV^2(L)."""
+    return cv_squared(importance_E) + cv_squared(load_E)
+
+
 def cv2_balance_loss(gates_TE: torch.Tensor) -> torch.Tensor:
     """Importance + load balance loss, seed 001 eqs. 3-4 (after Shazeer et al. 2017).
 
@@ -47,6 +59,4 @@ def cv2_balance_loss(gates_TE: torch.Tensor) -> torch.Tensor:
     entry is > 0 and L_e would be the constant T, so P is read as the sparse gate matrix, as in
     Shazeer et al. (the paper's ref. [10]).
     """
-    importance_E = gates_TE.float().sum(dim=0)
-    load_E = (gates_TE > 0).float().sum(dim=0)
-    return cv_squared(importance_E) + cv_squared(load_E)
+    return cv2_from_stats(gates_TE.float().sum(dim=0), (gates_TE > 0).float().sum(dim=0))
