@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajmoe.config import from_dict, load_yaml, replace, to_dict
+from trajmoe.config import from_dict, load_yaml, replace, resolve_sections, to_dict
 from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
 from trajmoe.io import atomic_path, atomic_write_json
 
@@ -20,40 +20,22 @@ RUN_KIND = "trajmoe-drive-planner"
 
 
 def resolve_config(preset: str | None, config_file: str | None, overrides: dict) -> dict:
-    """preset -> YAML file -> --set overrides; returns {'model', 'data', 'train', 'grpo'} dataclasses."""
+    """preset -> YAML file -> --set overrides; returns {'model', 'data', 'train', 'grpo'} dataclasses.
+
+    Bare `--set` keys go to the one section that has them (`steps=N` -> train), as in every training verb.
+    """
     from trajmoe.train.config import TrainConfig
 
-    base: dict = {"model": {}, "data": {}, "train": {}, "grpo": {}}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        for k, v in PRESETS[preset].items():
-            base[k] = dict(v)
-    if config_file:
-        y = load_yaml(config_file)
-        bad = [k for k in y if k not in base]
-        if bad:
-            raise ValueError(f"{config_file}: unknown section(s) {bad}; valid: model, data, train, grpo")
-        for k, v in y.items():
-            base[k].update(v or {})
-    cfg = {
-        "model": from_dict(DriveModelConfig, base["model"], "model"),
-        "data": from_dict(DriveDataConfig, base["data"], "data"),
-        "train": from_dict(TrainConfig, base["train"], "train"),
-        "grpo": from_dict(GRPOConfig, base["grpo"], "grpo"),
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    base = PRESETS.get(preset, {}) if preset else {}
+    sections = {
+        "model": from_dict(DriveModelConfig, dict(base.get("model", {})), "model"),
+        "data": from_dict(DriveDataConfig, dict(base.get("data", {})), "data"),
+        "train": from_dict(TrainConfig, dict(base.get("train", {})), "train"),
+        "grpo": from_dict(GRPOConfig, dict(base.get("grpo", {})), "grpo"),
     }
-    # `--set steps=N` (and other bare keys) go to train, as every training verb does.
-    grouped: dict[str, dict] = {k: {} for k in cfg}
-    for key, val in overrides.items():
-        head, _, rest = key.partition(".")
-        if head in cfg and rest:
-            grouped[head][rest] = val
-        else:
-            grouped["train"][key] = val
-    for k, ov in grouped.items():
-        if ov:
-            cfg[k] = replace(cfg[k], ov, k)
-    return cfg
+    return resolve_sections(sections, load_yaml(config_file) if config_file else None, overrides, "drive config")
 
 
 def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
@@ -163,19 +145,9 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     base_train = dict(rc.get("train", {}))
     base_train.update({"steps": max(1, base_train.get("steps", 100) // 4), "warmup_steps": 0,
                        "lr": base_train.get("lr", 1e-4) * 0.2})
-    section = {"train": base_train, "grpo": {}}
-    if config_file:
-        y = load_yaml(config_file)
-        for k in ("train", "grpo"):
-            section[k].update(y.get(k) or {})
-    tcfg = from_dict(TrainConfig, section["train"], "train")
-    gcfg = from_dict(GRPOConfig, section["grpo"], "grpo")
-    tr_ov = {k: v for k, v in cfg_overrides.items() if not k.startswith("grpo.")}
-    gr_ov = {k[5:]: v for k, v in cfg_overrides.items() if k.startswith("grpo.")}
-    if tr_ov:
-        tcfg = replace(tcfg, {k.removeprefix("train."): v for k, v in tr_ov.items()}, "train")
-    if gr_ov:
-        gcfg = replace(gcfg, gr_ov, "grpo")
+    secs = resolve_sections({"train": from_dict(TrainConfig, base_train, "train"), "grpo": GRPOConfig()},
+                            load_yaml(config_file) if config_file else None, cfg_overrides, "finetune config")
+    tcfg, gcfg = secs["train"], secs["grpo"]
     mcfg = replace(from_dict(DriveModelConfig, rc["model"], "model"), {"gaussian_heads": True}, "model")
     model = GRPOPlanner(mcfg, gcfg)
     missing, unexpected = load_weights(model, run_p / "model.safetensors", strict=False)
