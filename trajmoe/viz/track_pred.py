@@ -41,7 +41,8 @@ def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, sample
             ax.plot(pred[0, n, 0] * S, pred[0, n, 1] * S, "o", color=colors[n], ms=2)
         ax.set_xlim(0, S)
         ax.set_ylim(S, 0)
-        ax.set_title(Path(it["source"].split(":")[0]).stem[:28] + f"\n{it['source'].split(':', 1)[1]}", fontsize=7)
+        src = Path(it["source"].split(":")[0])
+        ax.set_title(f"{src.parent.name}/{src.stem}"[:40] + f"\n{it['source'].split(':', 1)[1]}", fontsize=7)
         ax.axis("off")
     for ax in axes.flat[len(pick):]:
         ax.axis("off")
