@@ -70,3 +70,17 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     # a rerun skips every finished step
     assert main(["demo", "--out", str(out), "--scale", "smoke"]) == 0
     assert "skip" in capsys.readouterr().err
+
+
+def test_rerun_with_another_command_is_refused(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\nscales: {smoke: {n: 3}, cpu: {n: 4}}\nvariants: {a: {}}\n"
+        "steps: [{name: p, cmd: [train, track, --list-presets, --set, 'steps={n}']}]\n"
+        "tables: [{title: t, columns: [{name: c, step: p, path: x}]}]\n"
+    )
+    out = tmp_path / "o"
+    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke"]) == 0
+    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke"]) == 0  # same command: skipped
+    assert main(["experiment", str(spec), "--out", str(out), "--scale", "cpu"]) == 2
+    assert "another command" in capsys.readouterr().err

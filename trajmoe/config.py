@@ -91,8 +91,34 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             v = from_dict(sub, v, f"{where}.{k}")
         elif isinstance(v, list) and _is_tuple(hint):
             v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        _check_type(v, hint, f"{where}.{k}")
         kwargs[k] = v
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a value of the wrong kind reached __post_init__'s comparisons
+        raise ValueError(f"{where}: a value has the wrong type ({e})") from None
+
+
+def _check_type(v: Any, hint: Any, key: str) -> None:
+    """Scalar fields must get scalars of their kind (`--set dim=abc` is an error, not a crash)."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    if v is None and type(None) in allowed:
+        return
+    def ok(t: Any) -> bool:
+        if t is bool:
+            return isinstance(v, bool)
+        if t is int:
+            return isinstance(v, int) and not isinstance(v, bool)
+        if t is float:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if t is str:
+            return isinstance(v, str)
+        if typing.get_origin(t) is tuple or t is tuple:
+            return isinstance(v, (tuple, list))
+        return True  # other kinds (dicts, dataclasses, Any) are checked by the config itself
+    if not any(ok(t) for t in allowed):
+        names = " | ".join(getattr(t, "__name__", str(t)) for t in allowed)
+        raise ValueError(f"{key} must be {names}, got {v!r}")
 
 
 def replace(cfg: T, overrides: dict[str, Any], where: str = "config") -> T:

@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"trajmoe: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "TrainingError":  # a non-finite loss stops training with its own message
+            raise
+        print(f"trajmoe: error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("trajmoe: interrupted", file=sys.stderr)
         return 130

@@ -34,7 +34,7 @@ def register(groups) -> None:
     t.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s for MFU (default: a table by device, see docs/performance.md)")
     t.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrackConfig field")
+    t.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override TrackConfig fields")
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     t.set_defaults(func=run_train)
 

@@ -48,27 +48,32 @@ def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None
 
 
 def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any]:
+    from ..cli import UsageError
     from ..cli import main as cli_main
 
+    argv = substitute(step.cmd, env, f"step {label}")
     if marker.is_file():
         done = read_json(marker)
+        if done.get("cmd") != argv:
+            raise UsageError(
+                f"step {label} in {marker.parent} was done with another command (another --scale, --var or spec?): "
+                f"use a new --out, or delete {marker} to redo it"
+            )
         console.print(f"[dim]skip[/dim] {label} (done in {done.get('wall_s', 0):.0f}s)")
         return done
-    argv = substitute(step.cmd, env, f"step {label}")
-    if argv[:1] == ["train"] or (argv[:2] == ["drive", "train"]) or (argv[:2] == ["drive", "finetune"]):
+    run_argv = list(argv)
+    if argv[:1] == ["train"] or argv[:2] in (["drive", "train"], ["drive", "finetune"]):
         run_dir = _arg_after(argv, "--out")
         if run_dir and (Path(run_dir) / "state" / "latest.json").is_file() and "--resume" not in argv:
-            argv.append("--resume")
-    console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(argv)}", style="cyan")
+            run_argv.append("--resume")  # an interrupted training step continues where it stopped
+    console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(run_argv)}", style="cyan")
     buf = io.StringIO()
     t0 = time.perf_counter()
     with _tee_stdout(buf):
-        rc = cli_main(argv)
+        rc = cli_main(run_argv)
     wall = time.perf_counter() - t0
     if rc:
-        from ..cli import UsageError
-
-        raise UsageError(f"experiment step {label} failed (exit {rc}); rerun resumes here: trajmoe {' '.join(argv)}")
+        raise UsageError(f"experiment step {label} failed (exit {rc}); rerun resumes here: trajmoe {' '.join(run_argv)}")
     record = {"cmd": argv, "wall_s": wall, "json": _last_json(buf.getvalue())}
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, record)
