@@ -197,8 +197,11 @@ class HighwaySim:
         # highway-env's next_lane would wrap back into the network.
         on_route = {r[:2] for r in route}
         # The lane being followed: inside junctions the closest lane (`lane_index`) can be a
-        # crossing lane of another movement.
-        idx = self.ego.target_lane_index or self.ego.lane_index
+        # crossing lane of another movement, so the followed road comes from `target_lane_index`;
+        # but on the same road a different target lane is the expert's (MOBIL's) lane-change
+        # decision, which the planner must not be told: then the current lane is used.
+        cur, tgt = self.ego.lane_index, self.ego.target_lane_index
+        idx = cur if (tgt is None or (cur is not None and tgt[:2] == cur[:2])) else tgt
         seq = [idx]
         rng = np.random.RandomState(0)
         for _ in range(max_lanes):
