@@ -92,13 +92,24 @@ class GRPOPlanner(DrivePlanner):
             p.requires_grad = False
         self._ref = [ref]
 
+    def train(self, mode: bool = True) -> "GRPOPlanner":
+        """While fine-tuning, the frozen trunk stays in eval mode (no dropout, no routing statistics
+        drift), exactly like the reference, so the KL starts at 0 and only the heads move."""
+        super().train(mode)
+        if self._ref:
+            for name, child in self.named_children():
+                if name not in ("score_heads", "std_heads"):
+                    child.eval()
+        return self
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         if not self._ref:
             raise RuntimeError("call start_finetune() before training")
         ref = self._ref[0]
         if ref.vocab.device != self.vocab.device:
             ref.to(self.vocab.device)
-        feat, _ = self.decode(batch)
+        with torch.no_grad():  # the trunk is frozen: no graph needed through it
+            feat, _ = self.decode(batch)
         out = self.heads(feat)
         with torch.no_grad():
             ref_out = ref.heads(ref.decode(batch)[0])
