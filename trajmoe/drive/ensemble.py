@@ -70,6 +70,8 @@ def load_any(path: str | Path):
     path = Path(path)
     if (path / ENSEMBLE_FILE).is_file():
         spec = read_json(path / ENSEMBLE_FILE)
+        if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or "weights" not in spec:
+            raise ValueError(f"{path / ENSEMBLE_FILE} must hold {{'runs': [...], 'weights': [...]}}")
         return Ensemble([load_planner(r) for r in spec["runs"]], spec["weights"])
     if not path.is_dir():
         raise FileNotFoundError(f"missing run directory: {path}")

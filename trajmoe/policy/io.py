@@ -58,6 +58,15 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_r
         if not path:
             raise ValueError(f"{run_dir}/config.json records no track_run; pass one")
         tm = load_track_for_policy(path, device, run_cfg.get("track_model"))
+        pinned = run_cfg.get("track_weights_sha256")
+        if pinned and track_run is None:
+            from ..track.io import track_weights_path, weights_digest
+
+            if weights_digest(track_weights_path(path)) != pinned:
+                raise ValueError(
+                    f"the track model in {path} changed since {run_dir} was trained (weights differ); "
+                    "pass --track-run to use it anyway, or retrain the policy"
+                )
     policy = TrajectoryPolicy(cfg, tm)
     weights = run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
     load_weights(policy, weights)

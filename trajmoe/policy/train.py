@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from ..config import load_yaml, parse_overrides, resolve_sections, to_dict
+from ..track.io import track_weights_path, weights_digest
 from .config import CONDITIONINGS, PolicyConfig, PolicyDataConfig, train_preset
 
 DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
@@ -82,6 +83,7 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
         "data_dir": str(Path(data_dir).resolve()), "tasks": task_names, "episodes": len(metas), "samples": len(ds),
         "track_run": None if tm is None else str(Path(track_run).resolve()),
         "track_model": None if tm is None else to_dict(tm.cfg),
+        "track_weights_sha256": None if tm is None else weights_digest(track_weights_path(track_run)),
         "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
                 "visual_seed": None},
         "params": count_params(policy),

@@ -17,15 +17,33 @@ def track_config_from_run(run_cfg: dict, where: str) -> TrackConfig:
     return from_dict(TrackConfig, run_cfg["model"], f"{where} model")
 
 
+def track_weights_path(run_dir: str | Path, ema: bool = True) -> Path:
+    """The weights file `load_track_model` reads: EMA weights when present and asked for."""
+    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS
+
+    run_dir = Path(run_dir)
+    return run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
+
+
+def weights_digest(path: str | Path) -> str:
+    """sha256 of a weights file: lets a policy pin the exact track model it was trained with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_track_model(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrackModel:
     """TrackModel in eval mode from RUN/config.json + RUN/model[_ema].safetensors (EMA if present)."""
-    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
+    from ..train.checkpoint import load_run_config, load_weights
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"track run directory not found: {run_dir}")
     cfg = track_config_from_run(load_run_config(run_dir), str(run_dir))
     model = TrackModel(cfg)
-    weights = run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
-    load_weights(model, weights)
+    load_weights(model, track_weights_path(run_dir, ema))
     return model.to(device).eval()
