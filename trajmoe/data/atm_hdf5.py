@@ -382,14 +382,16 @@ def list_episodes(directory: str | Path, success_only: bool = True) -> list[Path
     A benchmark directory's manifest names domain sub-directories (`"domains": {name: subdir}`),
     each with its own manifest; a dataset manifest lists `"episodes": [{"path": ..., "success": ...}]`
     (paths relative to the directory). A directory without a manifest (e.g. ATM's preprocessed
-    LIBERO folders) falls back to every `*.hdf5` below it, sorted.
+    LIBERO folders, `<task>/demo_<i>.hdf5`) falls back to the `*.hdf5` files at most one folder
+    down, sorted (not a recursive search: pointing at a parent folder must not mix datasets).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"missing dataset directory: {directory}")
     mpath = directory / MANIFEST
     if not mpath.is_file():
-        return sorted(p for p in directory.rglob("*.hdf5") if not p.name.startswith("."))
+        found = [*directory.glob("*.hdf5"), *directory.glob("*/*.hdf5")]
+        return sorted(p for p in found if not p.name.startswith("."))
     manifest = read_json(mpath)
     if not isinstance(manifest, dict):
         raise ValueError(f"{mpath}: expected a JSON object")
