@@ -15,6 +15,7 @@ import torch
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.dataset import collate, scene_features
+from trajmoe.drive.metrics import interpolate_plan
 from trajmoe.drive.scenes import HIST_STEPS, MAP_RADIUS, current_fields
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
 
@@ -68,7 +69,8 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
         if k % REPLAN_STEPS == 0 and planner is not None:
             scene, origin = _live(sim, states, t)
             out = planner.plan(collate([scene_features(scene)]))
-            p40 = out["plan40"][0].numpy().astype(np.float64)
+            # the planner's output is 8 poses at 0.5 s (NAVSIM); track their 0.1 s interpolation, as scored
+            p40 = interpolate_plan(out["plan8"][:1].numpy().astype(np.float64))[0]
             p40 = np.concatenate([np.zeros((1, 3)), p40])
             pw, ph = geo.from_frame(p40[:, :2], p40[:, 2], origin)
             plan_world = np.concatenate([pw, ph[:, None]], -1)
