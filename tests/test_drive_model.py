@@ -168,3 +168,18 @@ def test_resolve_config_yaml_and_overrides():
     assert cfg["model"] == resolve_config("cpu-moe", None, {"model.top_k": 1})["model"]
     with pytest.raises(ValueError, match="valid keys"):
         resolve_config("tiny-moe", None, {"model.nope": 1})
+
+
+def test_grpo_trunk_stays_in_eval_mode_so_kl_starts_at_zero(batch):
+    from trajmoe.drive.grpo import GRPOConfig, GRPOPlanner
+
+    torch.manual_seed(0)
+    cfg = from_dict(DriveModelConfig, {**PRESETS["tiny-moe"]["model"], "vocab_size": V, "gaussian_heads": True,
+                                       "dropout": 0.3})
+    m = GRPOPlanner(cfg, GRPOConfig(), _vocab())
+    m.start_finetune()
+    m.train()
+    trunk = [mod for name, mod in m.named_children() if name not in ("score_heads", "std_heads")]
+    assert all(not mod.training for mod in trunk) and m.score_heads.training
+    _, logs = m(batch)
+    assert float(logs["kl"]) == pytest.approx(0.0, abs=1e-6)
