@@ -84,3 +84,18 @@ def test_rerun_with_another_command_is_refused(tmp_path, capsys):
     assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke"]) == 0  # same command: skipped
     assert main(["experiment", str(spec), "--out", str(out), "--scale", "cpu"]) == 2
     assert "another command" in capsys.readouterr().err
+
+
+def test_report_only_collects_finished_steps_and_runs_nothing(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\nscales: {smoke: {}}\nvariants: {a: {}, b: {}}\n"
+        "steps: [{name: p, cmd: [train, track, --list-presets]}]\n"
+        "tables: [{title: t, columns: [{name: c, step: p, path: x}]}]\n"
+    )
+    out = tmp_path / "o"
+    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke", "--only", "a"]) == 0
+    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke", "--report-only"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]["a"]["0"]) == {"p"} and results["runs"]["b"]["0"] == {}
+    assert not (out / "runs" / "b").exists()

@@ -12,6 +12,8 @@ def register(groups) -> None:
     parser.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "gpu"])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write report.md from the steps finished so far, run nothing")
     parser.add_argument("--var", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override a spec variable, e.g. --var data_dir=runs/shared-data")
     parser.set_defaults(func=run)
@@ -29,7 +31,7 @@ def run(args) -> int:
     spec = load_spec(args.spec, args.scale)
     spec.vars.update(parse_overrides(args.var))
     out = Path(args.out)
-    results = run_experiment(spec, out, args.seeds, args.only)
+    results = run_experiment(spec, out, args.seeds, args.only, report_only=args.report_only)
     path = write_report(spec, results, out, args.seeds)
     print(f"report: {path}")
     return 0

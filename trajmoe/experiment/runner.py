@@ -23,28 +23,40 @@ from .spec import Spec, Step, substitute
 console = Console(stderr=True)
 
 
-def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None = None) -> dict[str, Any]:
+def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None = None,
+                   report_only: bool = False) -> dict[str, Any]:
+    """Run (or, with report_only, just collect the finished steps of) every data step and variant x seed."""
     out.mkdir(parents=True, exist_ok=True)
     # built-ins: dir (the experiment directory), configs (the folder holding the spec's folder)
     base_env = {"configs": str(spec.path.resolve().parent.parent), **spec.vars, "dir": str(out)}
     results: dict[str, Any] = {"data": {}, "runs": {}}
     t0 = time.perf_counter()
+    run = _collect if report_only else _run_step
     for step in spec.data:
-        results["data"][step.name] = _run_step(step, base_env, out / "data" / f"{step.name}.done.json", f"data/{step.name}")
+        rec = run(step, base_env, out / "data" / f"{step.name}.done.json", f"data/{step.name}")
+        if rec is not None:
+            results["data"][step.name] = rec
     variants = [v for v in spec.variants if not only or v in only]
     if only and len(variants) != len(only):
         raise ValueError(f"unknown variant(s) {sorted(set(only) - set(spec.variants))}; spec has {list(spec.variants)}")
     for variant in variants:
         for seed in range(seeds):
-            run = out / "runs" / variant / f"seed{seed}"
-            env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run)}
+            run_dir = out / "runs" / variant / f"seed{seed}"
+            env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run_dir)}
             per = results["runs"].setdefault(variant, {}).setdefault(seed, {})
             for step in spec.steps:
                 if (step.when and not env.get(step.when)) or (step.unless and env.get(step.unless)):
                     continue
-                per[step.name] = _run_step(step, env, run / f"{step.name}.done.json", f"{variant}/seed{seed}/{step.name}")
+                rec = run(step, env, run_dir / f"{step.name}.done.json", f"{variant}/seed{seed}/{step.name}")
+                if rec is not None:
+                    per[step.name] = rec
     results["wall_s"] = time.perf_counter() - t0
     return results
+
+
+def _collect(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any] | None:
+    """A finished step's record, or None (report-only mode runs nothing)."""
+    return read_json(marker) if marker.is_file() else None
 
 
 def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any]:
