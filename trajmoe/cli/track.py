@@ -65,9 +65,12 @@ def run_eval(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{'domain':24s} {'samples':>8s} {'track_mse':>10s} {'ADE px':>8s} {'FDE px':>8s}")
+    print(f"{'domain':24s} {'samples':>8s} {'':10s} {'track_mse':>10s} {'ADE px':>8s} {'FDE px':>8s}")
     for dom, m in res["metrics"].items():
-        print(f"{dom:24s} {m['samples']:8d} {m['track_mse']:10.3e} {m['ade_px']:8.2f} {m['fde_px']:8.2f}")
+        print(f"{dom:24s} {m['samples']:8d} {'model':10s} {m['track_mse']:10.3e} {m['ade_px']:8.2f} {m['fde_px']:8.2f}")
+        print(f"{'':24s} {'':8s} {'no-motion':10s} {m['track_mse_static']:10.3e} {m['ade_px_static']:8.2f} {m['fde_px_static']:8.2f}")
+        print(f"{'':24s} {'':8s} {'skill':10s} {m['skill_mse']:10.3f} {m['skill_ade']:8.3f} {m['skill_fde']:8.3f}")
+    print("skill = 1 - model error / no-motion error on the same samples (> 0: the model beats 'no point moves')")
     for layer, r in res["routing"].items():
         print(f"{layer}: tokens/expert {r['tokens_per_expert']}")
     return 0

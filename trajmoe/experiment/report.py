@@ -102,6 +102,7 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
     path = fig_dir / f"fig{fi}_{kind}.png"
     if kind == "curves":
         f, ax = plt.subplots(figsize=(6, 3.6))
+        base_key, base_vals = fig.get("baseline_key"), []
         for variant, seeds_d in results["runs"].items():
             for seed in sorted(seeds_d):
                 mfile = out / "runs" / variant / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
@@ -116,9 +117,14 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
                     if fig["key"] in rec:
                         xs.append(rec["step"])
                         ys.append(rec[fig["key"]])
+                    if base_key and base_key in rec:
+                        base_vals.append(rec[base_key])
                 if xs:
                     ax.plot(xs, ys, label=f"{variant} s{seed}" if seed == 0 else None, alpha=0.9 if seed == 0 else 0.4,
                             color=f"C{list(results['runs']).index(variant) % 10}")
+        if base_vals:  # the trivial baseline on the same training batches, averaged over the runs
+            ax.axhline(sum(base_vals) / len(base_vals), color="0.3", ls="--", lw=1.2,
+                       label=fig.get("baseline_label", f"baseline ({base_key})"))
         ax.set_xlabel("step")
         ax.set_ylabel(fig["key"])
         if fig.get("log", True):

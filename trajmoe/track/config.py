@@ -31,6 +31,7 @@ class TrackConfig:
     lang_dim: int = 384
     img_mask_ratio: float = 0.5  # MAE-like patch masking in training (ATM)
     residual_tracks: bool = True  # predict offsets from the query point (ATM predicts absolute)
+    zero_init_head: bool = True  # track head starts at 0: a fresh model predicts "no point moves"
     # MoE
     moe_layers: tuple[int, ...] = (0, 4, 7)
     num_experts: int = 4
@@ -44,6 +45,7 @@ class TrackConfig:
     w_img: float = 1.0
     w_z: float = 1e-4
     w_lb: float = 0.0
+    w_occluded: float = 1.0  # weight of occluded points in the track MSE (public Tra-MoE code: 0.1)
 
     def __post_init__(self) -> None:
         def bad(key, why):
@@ -70,9 +72,11 @@ class TrackConfig:
                 bad("moe_layers", f"layer {i} is outside 0..{self.depth - 1}")
         if len(set(self.moe_layers)) != len(self.moe_layers):
             bad("moe_layers", "has duplicates")
-        for k in ("w_track", "w_img", "w_z", "w_lb"):
+        for k in ("w_track", "w_img", "w_z", "w_lb", "w_occluded"):
             if getattr(self, k) < 0:
                 bad(k, "must be >= 0")
+        if self.zero_init_head and not self.residual_tracks:
+            bad("zero_init_head", "needs residual_tracks=true (a zero head then predicts the query points)")
         if self.moe_layers:
             self.moe_config()  # validates num_experts / top_k / gate / impl
 

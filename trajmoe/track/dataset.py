@@ -30,7 +30,8 @@ class _Index:
 class TrackDataset:
     def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
                  views: list[str] | None = None, augment: bool = True, frame_stride: int = 1,
-                 domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None) -> None:
+                 domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None,
+                 cache: bool = True) -> None:
         if not dirs:
             raise ValueError("no data directory given (--data DIR ...)")
         self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
@@ -41,6 +42,9 @@ class TrackDataset:
                 raise ValueError(f"data directory {d} holds no episodes")
             self.paths += eps[:max_episodes_per_dir] if max_episodes_per_dir else eps
         self._handles: dict[int, object] = {}
+        self.cache = cache  # decoded episodes kept in memory (uint8 frames): no HDF5 read per sample
+        self._mem: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._emb: dict[int, np.ndarray] = {}
         self._pid = os.getpid()
         metas = [self._open(i).meta for i in range(len(self.paths))]
         found = sorted({m.domain for m in metas})
@@ -95,13 +99,12 @@ class TrackDataset:
 
     def get(self, index: int, rng: np.random.Generator) -> dict:
         i, j, t = int(self.index.episode[index]), int(self.index.view[index]), int(self.index.frame[index])
-        ep = self._open(i)
         view = self.view_names[j]
         T = self.track_len
-        img = ep.frames(view, [t], channels_last=True)[0].astype(np.float32) / 255.0  # (H, W, 3)
+        frames_LHW3, tracks_all, vis_all, task_emb = self._episode_view(i, view)  # (L, H, W, 3), (L, N, 2), (L, N)
+        img = frames_LHW3[t].astype(np.float32) / 255.0  # (H, W, 3)
         if img.shape[0] != self.img_size or img.shape[1] != self.img_size:
             raise ValueError(f"{self.paths[i]} view {view!r} frames are {img.shape[:2]}, the model expects {self.img_size}")
-        tracks_all, vis_all = ep.tracks(view), ep.vis(view)  # (L, N, 2), (L, N)
         steps = np.minimum(np.arange(t, t + T), len(tracks_all) - 1)  # end padding by repetition
         tracks, vis = tracks_all[steps], vis_all[steps].astype(np.float32)
         visible = np.nonzero(vis_all[t])[0]
@@ -114,12 +117,29 @@ class TrackDataset:
             "image": np.ascontiguousarray(img.transpose(2, 0, 1)),
             "tracks": tracks,
             "vis": vis,
-            "task_emb": ep.task_emb().astype(np.float32),
+            "task_emb": task_emb,
             "domain": np.int64(self.episode_domain[i]),
             "source": f"{self.paths[i]}:{view}:{t}",
         }
 
     # -------------------------------------------------------------------------------------
+    def _episode_view(self, i: int, view: str):
+        """(frames (L, H, W, 3) uint8, tracks (L, N, 2) float32, vis (L, N) bool, task_emb (D,) float32).
+
+        With `cache`, an episode view is decoded once and kept (uint8); otherwise only the frame
+        needed is read from the HDF5 file, at the cost of one read per sample."""
+        key = (i, view)
+        hit = self._mem.get(key)
+        if hit is not None:
+            return (*hit, self._emb[i])
+        ep = self._open(i)
+        if i not in self._emb:
+            self._emb[i] = ep.task_emb().astype(np.float32)
+        if not self.cache:
+            return _LazyFrames(ep, view), ep.tracks(view), ep.vis(view), self._emb[i]
+        hit = self._mem[key] = (ep.frames(view, channels_last=True), ep.tracks(view), ep.vis(view))
+        return (*hit, self._emb[i])
+
     def _open(self, i: int):
         if os.getpid() != self._pid:  # DataLoader worker: never share HDF5 handles across fork
             self._handles, self._pid = {}, os.getpid()
@@ -139,5 +159,15 @@ class TrackDataset:
 
     def __getstate__(self):
         s = dict(self.__dict__)
-        s["_handles"] = {}
+        s["_handles"], s["_mem"] = {}, {}  # a spawned worker decodes its own copy
         return s
+
+
+class _LazyFrames:
+    """`frames[t]` read from the file on demand (the uncached path)."""
+
+    def __init__(self, ep, view: str) -> None:
+        self.ep, self.view = ep, view
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return self.ep.frames(self.view, [t], channels_last=True)[0]

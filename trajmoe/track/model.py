@@ -40,6 +40,9 @@ class TrackModel(nn.Module):
         self.norm = nn.LayerNorm(D)
         self.track_head = nn.Linear(D, 2 * cfg.track_patch)
         self.img_head = nn.Linear(D, 3 * cfg.patch * cfg.patch)
+        if cfg.zero_init_head:  # residual head at 0: the first prediction is "no point moves"
+            nn.init.zeros_(self.track_head.weight)
+            nn.init.zeros_(self.track_head.bias)
 
     # ---------------------------------------------------------------- core
     def encode(self, img_B3HW: torch.Tensor, query_BN2: torch.Tensor, task_emb_BL: torch.Tensor,
@@ -72,21 +75,33 @@ class TrackModel(nn.Module):
         return tracks_BTN2, x[:, :P], auxes
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """batch: image (B,3,H,W) in [0,1], tracks (B,T,N,2) in [0,1], task_emb (B,L), optional domain (B,)."""
+        """Training loss and logs.
+
+        batch: image (B,3,H,W) in [0,1], tracks (B,T,N,2) in [0,1], task_emb (B,L), optional
+        domain (B,) ids and vis (B,T,N) (needed when w_occluded != 1). Logs the track MSE and the
+        no-motion MSE of the same batch (`track_mse_static`), so curves show the baseline.
+        Raises ValueError on wrongly shaped inputs.
+        """
         cfg = self.cfg
         img, tracks, lang = batch["image"], batch["tracks"], batch["task_emb"]
         self._check(img, tracks, lang)
         pred, img_tok, auxes = self.encode(
             img, tracks[:, 0], lang, batch.get("domain"), cfg.img_mask_ratio if self.training else 0.0
         )
-        track_mse = F.mse_loss(pred.float(), tracks.float())
+        sq = (pred.float() - tracks.float()).pow(2)  # (B, T, N, 2)
+        track_mse = sq.mean()
+        track_loss = track_mse
+        if cfg.w_occluded != 1.0 and "vis" in batch:  # occluded points weighted as the public code does
+            w_BTN = torch.where(batch["vis"].bool(), 1.0, cfg.w_occluded).to(sq.dtype)
+            track_loss = (sq * w_BTN[..., None]).mean()
+        static_mse = (tracks[:, :1].float() - tracks.float()).pow(2).mean()  # no-motion on this batch
         target = rearrange(img * 2.0 - 1.0, "b c (h p) (w q) -> b (h w) (p q c)", p=cfg.patch, q=cfg.patch)
         img_mse = F.mse_loss(self.img_head(img_tok).float(), target.float())
         moe = collect_moe_aux(auxes)
-        loss = cfg.w_track * track_mse + cfg.w_img * img_mse
+        loss = cfg.w_track * track_loss + cfg.w_img * img_mse
         if cfg.moe_layers:
             loss = loss + cfg.w_z * moe["z_loss"].to(loss.device) + cfg.w_lb * moe["balance_loss"].to(loss.device)
-        logs = {"track_mse": track_mse.detach(), "img_mse": img_mse.detach()}
+        logs = {"track_mse": track_mse.detach(), "track_mse_static": static_mse.detach(), "img_mse": img_mse.detach()}
         if cfg.moe_layers:
             logs.update(z_loss=moe["z_loss"].detach(), balance_loss=moe["balance_loss"].detach())
         return loss, logs
