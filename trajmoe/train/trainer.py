@@ -30,15 +30,21 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from trajmoe.config import to_dict
-from trajmoe.io import atomic_write_json, read_json
+from trajmoe.io import DirLock, atomic_write_json, diff_keys, read_json, remove_stale_temps
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train import distributed as D
 from trajmoe.train.config import TrainConfig
+from trajmoe.train.faults import crash_point
 from trajmoe.train.schedule import lr_at
 
 # Independent random streams derived from (seed, step, ...): never reuse a stream id.
 _STREAM_BATCH, _STREAM_SAMPLE, _STREAM_MODEL = 0, 1, 2
 _RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl")
+# What a resume may change without --allow-change (recorded in the run's history when it does):
+# how the run is operated, not what it computes. `steps` extends (or shortens) a run.
+RESUME_MAY_CHANGE_TRAIN = ("steps", "progress", "num_workers", "log_every", "ckpt_every", "eval_every", "device",
+                           "ddp_find_unused")
+RESUME_VOLATILE = ("timings", "history")  # run_config keys that are measurements, never compared
 
 
 class TrainingError(RuntimeError):
@@ -93,13 +99,35 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:  # steps are indexed by the sampler; no natural length
         return 2**62
 
-    def __getitem__(self, step: int) -> tuple[int, list[int], Any]:
+    def __getitem__(self, step: int) -> tuple[int, list[int], Any] | "_WorkerError":
         idx = global_batch_indices(self.seed, step, self.n, self.global_batch, self.cdf)[self.lo : self.hi]
-        samples = [
-            self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
-            for slot, i in zip(range(self.lo, self.hi), idx)
-        ]
+        try:
+            samples = [
+                self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
+                for slot, i in zip(range(self.lo, self.hi), idx)
+            ]
+        except (ValueError, OSError) as e:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # In a DataLoader worker: hand the data error back as a value, so the main process
+            # raises it with its own one-line message (not torch's 16-line worker traceback).
+            return _WorkerError(type(e), str(e))
         return step, [int(i) for i in idx], self.collate_fn(samples)
+
+
+@dataclasses.dataclass
+class _WorkerError:
+    """A data error (ValueError / OSError) raised by `dataset.get` inside a DataLoader worker."""
+
+    kind: type
+    message: str
+
+    def reraise(self):
+        try:
+            err = self.kind(self.message)
+        except Exception:  # an exception type that wants other arguments
+            err = ValueError(self.message)
+        raise err from None
 
 
 def _identity(x):
@@ -135,18 +163,7 @@ def _brief(items: Sequence[Any], limit: int = 12) -> str:
     return "[" + ", ".join(map(str, items[:limit])) + more + "]"
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two JSON-like configs differ ("dim (384 != 512)")."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in list(a) + [k for k in b if k not in a]:
-            key = f"{prefix}{k}"
-            if k not in a or k not in b:
-                out.append(f"{key} ({'absent' if k not in a else json.dumps(a[k])} != {'absent' if k not in b else json.dumps(b[k])})")
-            else:
-                out.extend(_diff_keys(a[k], b[k], key + "."))
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.') or 'model'} ({json.dumps(a)} != {json.dumps(b)})"]
+_diff_keys = diff_keys  # kept for callers of the old private name
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -202,6 +219,7 @@ class Trainer:
         collate_fn=None,
         eval_fn: Callable[[nn.Module, int], dict] | None = None,
         resume: bool = False,
+        allow_change: bool = False,
     ):
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -231,37 +249,47 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
             torch.backends.cudnn.allow_tf32 = True
 
-        # Every rank checks the run directory before anyone writes to it.
+        # Rank 0 locks the run directory (one writer); every rank checks it before anyone writes to it.
         self.step = 0
         self.last_metrics: dict[str, float] = {}
-        saved = self._check_out_dir(resume)
-        D.barrier(self.dist)
-
-        self._model = model.to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
-        )
-        self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.ema: dict[str, torch.Tensor] | None = None
-        if cfg.ema_decay > 0:
-            self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
-        self.resumed = resume
-        if saved is not None:
-            self._load_state(*saved)
-        elif resume and self.dist.is_main:  # started but never checkpointed: start over cleanly
-            ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", 0)
-
-        self.ddp_model: nn.Module = self._model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.ddp_model = DDP(
-                self._model,
-                device_ids=[self.device.index] if dev_type == "cuda" else None,
-                find_unused_parameters=cfg.ddp_find_unused,
-            )
+        self._lock: DirLock | None = None
         if self.dist.is_main:
-            atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg)})
+            if self.out_dir.exists() and not self.out_dir.is_dir():
+                raise ValueError(f"output path {self.out_dir} exists and is not a directory")
+            self._lock = DirLock.acquire(self.out_dir, what="run folder")
+        try:
+            saved, history = self._check_out_dir(resume, allow_change)
+        except BaseException:
+            self.close()
+            raise
+        D.barrier(self.dist)
+        try:
+            self._model = model.to(self.device)
+            self.optimizer = torch.optim.AdamW(
+                param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
+            )
+            self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self.ema: dict[str, torch.Tensor] | None = None
+            if cfg.ema_decay > 0:
+                self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+            self.resumed = resume
+            if saved is not None:
+                self._load_state(*saved)
+
+            self.ddp_model: nn.Module = self._model
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                self.ddp_model = DDP(
+                    self._model,
+                    device_ids=[self.device.index] if dev_type == "cuda" else None,
+                    find_unused_parameters=cfg.ddp_find_unused,
+                )
+            if self.dist.is_main:
+                atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": history})
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def model(self) -> nn.Module:
@@ -271,23 +299,64 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Run directory, resume
 
-    def _check_out_dir(self, resume: bool) -> tuple[int, Path] | None:
+    def _check_out_dir(self, resume: bool, allow_change: bool) -> tuple[tuple[int, Path] | None, list]:
+        """(latest checkpoint to resume from or None, the run's history to record in config.json).
+
+        No --resume: a folder with a checkpoint is refused; one whose run died before its first
+        checkpoint is cleared (a failed run never blocks its rerun). --resume: a folder with no run
+        is an error; a run whose recorded settings differ is refused naming the keys, unless
+        `allow_change` (then the change is appended to the history).
+        """
         out = self.out_dir
         if out.exists() and not out.is_dir():
             raise ValueError(f"output path {out} exists and is not a directory")
+        if self.dist.is_main:  # temporaries of a killed writer (we hold the lock: none is live)
+            remove_stale_temps(out)
+            remove_stale_temps(ckpt.state_dir(out))
+        latest = ckpt.latest_checkpoint(out)
         started = [f for f in _RUN_FILES if (out / f).exists()]
         if not resume:
-            if started:
-                raise ValueError(f"{out} already holds a run ({', '.join(started)}); pass --resume to continue it or choose another --out")
-            return None
-        # resume=True on an empty / new directory starts fresh (auto-resume for preemptible jobs).
-        if (out / ckpt.CONFIG).is_file():
-            old_model = ckpt.load_run_config(out).get("model")
-            new_model = self.run_config.get("model")
-            diffs = _diff_keys(old_model, new_model)
-            if diffs:
-                raise ValueError(f"cannot resume {out}: run_config['model'] differs from the saved config.json at {', '.join(diffs)}")
-        return ckpt.latest_checkpoint(out)
+            if latest is not None:
+                raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it "
+                                 "or choose another --out")
+            if started and self.dist.is_main:  # died before its first checkpoint: nothing worth keeping
+                self._clear_unfinished_run()
+            return None, []
+        if not (out / ckpt.CONFIG).is_file():
+            raise ValueError(f"nothing to resume in {out}: no run there (no {ckpt.CONFIG}); drop --resume to start a new run")
+        old = ckpt.load_run_config(out)
+        history = list(old.get("history") or [])
+        if latest is None:  # started but never checkpointed: start over with the new settings
+            if self.dist.is_main:
+                ckpt.truncate_metrics(out / "metrics.jsonl", 0)
+            return None, history
+        new = {**self.run_config, "train": to_dict(self.cfg)}
+        diffs = diff_keys(_comparable(old, strict=True), _comparable(new, strict=True))
+        if diffs and not allow_change:
+            raise ValueError(f"cannot resume {out}: settings differ from its config.json at {', '.join(diffs)} "
+                             "(pass --allow-change to change them deliberately, or choose another --out)")
+        changed = diff_keys(_comparable(old, strict=False), _comparable(new, strict=False))
+        if changed:
+            history.append({"resumed_at_step": latest[0], "changed": changed, "allowed": bool(diffs),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        return latest, history
+
+    def _clear_unfinished_run(self) -> None:
+        import shutil
+
+        out = self.out_dir
+        for name in (*_RUN_FILES, ckpt.EMA_WEIGHTS, "tb"):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def close(self) -> None:
+        """Release the run folder's lock (fit() does it at the end; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _load_state(self, step: int, cdir: Path) -> None:
         ckpt.load_weights(self._model, cdir / ckpt.WEIGHTS)
@@ -391,6 +460,7 @@ class Trainer:
         cfg, main = self.cfg, self.dist.is_main
         if self.step >= cfg.steps:
             D.cleanup(self.dist)
+            self.close()
             return dict(self.last_metrics)
         writer = progress = None
         ok = False
@@ -410,6 +480,7 @@ class Trainer:
                 writer.close()
             self.ddp_model = self._model  # release DDP's reducer before its process group goes
             D.cleanup(self.dist, sync=ok)
+            self.close()
         return dict(self.last_metrics)
 
     def _loop(self, writer, progress) -> None:
@@ -419,7 +490,10 @@ class Trainer:
         # Throughput clock: training time only (data wait included; eval and checkpoints excluded).
         t_mark, train_time, steps_in_window, eval_logs = time.perf_counter(), 0.0, 0, {}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        for step, indices, batch in self._loader(self.step + 1):
+        for item in self._loader(self.step + 1):
+            if isinstance(item, _WorkerError):
+                item.reraise()
+            step, indices, batch = item
             lr = lr_at(step, cfg)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -452,6 +526,7 @@ class Trainer:
             self.step = step
             if self.ema is not None:
                 self._ema_update()
+            crash_point("step", step)
 
             for k, v in {"loss": loss_v, "grad_norm": gnorm_v, **_float_logs(logs)}.items():
                 acc = window.setdefault(k, [0.0, 0])
@@ -518,6 +593,14 @@ class Trainer:
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
         return D.broadcast_object(logs, self.dist)
+
+
+def _comparable(config: dict, strict: bool) -> dict:
+    """A run's config without measurements; strict also drops what a resume may change freely."""
+    out = {k: v for k, v in config.items() if k not in RESUME_VOLATILE}
+    if strict and isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in RESUME_MAY_CHANGE_TRAIN}
+    return json.loads(json.dumps(out, default=str))
 
 
 class _Progress:
