@@ -300,57 +300,8 @@ class Trainer:
     # Run directory, resume
 
     def _check_out_dir(self, resume: bool, allow_change: bool) -> tuple[tuple[int, Path] | None, list]:
-        """(latest checkpoint to resume from or None, the run's history to record in config.json).
-
-        No --resume: a folder with a checkpoint is refused; one whose run died before its first
-        checkpoint is cleared (a failed run never blocks its rerun). --resume: a folder with no run
-        is an error; a run whose recorded settings differ is refused naming the keys, unless
-        `allow_change` (then the change is appended to the history).
-        """
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"output path {out} exists and is not a directory")
-        if self.dist.is_main:  # temporaries of a killed writer (we hold the lock: none is live)
-            remove_stale_temps(out)
-            remove_stale_temps(ckpt.state_dir(out))
-        latest = ckpt.latest_checkpoint(out)
-        started = [f for f in _RUN_FILES if (out / f).exists()]
-        if not resume:
-            if latest is not None:
-                raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it "
-                                 "or choose another --out")
-            if started and self.dist.is_main:  # died before its first checkpoint: nothing worth keeping
-                self._clear_unfinished_run()
-            return None, []
-        if not (out / ckpt.CONFIG).is_file():
-            raise ValueError(f"nothing to resume in {out}: no run there (no {ckpt.CONFIG}); drop --resume to start a new run")
-        old = ckpt.load_run_config(out)
-        history = list(old.get("history") or [])
-        if latest is None:  # started but never checkpointed: start over with the new settings
-            if self.dist.is_main:
-                ckpt.truncate_metrics(out / "metrics.jsonl", 0)
-            return None, history
         new = {**self.run_config, "train": to_dict(self.cfg)}
-        diffs = diff_keys(_comparable(old, strict=True), _comparable(new, strict=True))
-        if diffs and not allow_change:
-            raise ValueError(f"cannot resume {out}: settings differ from its config.json at {', '.join(diffs)} "
-                             "(pass --allow-change to change them deliberately, or choose another --out)")
-        changed = diff_keys(_comparable(old, strict=False), _comparable(new, strict=False))
-        if changed:
-            history.append({"resumed_at_step": latest[0], "changed": changed, "allowed": bool(diffs),
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        return latest, history
-
-    def _clear_unfinished_run(self) -> None:
-        import shutil
-
-        out = self.out_dir
-        for name in (*_RUN_FILES, ckpt.EMA_WEIGHTS, "tb"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main)
 
     def close(self) -> None:
         """Release the run folder's lock (fit() does it at the end; idempotent)."""
@@ -593,6 +544,63 @@ class Trainer:
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
         return D.broadcast_object(logs, self.dist)
+
+
+def check_run_dir(out: str | Path, config: dict, resume: bool, allow_change: bool = False,
+                  writer: bool = True) -> tuple[tuple[int, Path] | None, list]:
+    """Check a run folder against the run about to use it; returns (checkpoint to resume from or
+    None, the run's history for config.json). Call it holding the folder's lock (`DirLock`).
+
+    `config` is the full config.json to be (run_config + {"train": ...}). Without `resume`: a
+    folder with a checkpoint is refused; one whose run died before its first checkpoint is cleared
+    (a failed run never blocks its rerun). With `resume`: a folder with no run is an error; a run
+    whose recorded settings differ (other than `RESUME_MAY_CHANGE_TRAIN` and measurements) is
+    refused with a one-line ValueError naming the keys, unless `allow_change`; every change is
+    appended to the history. `writer` (rank 0) also removes temporaries left by a killed writer.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory")
+    if writer:  # we hold the lock: no temporary file here belongs to a live writer
+        remove_stale_temps(out)
+        remove_stale_temps(ckpt.state_dir(out))
+    latest = ckpt.latest_checkpoint(out)
+    started = [f for f in (*_RUN_FILES, "tb") if (out / f).exists()]
+    if not resume:
+        if latest is not None:
+            raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it "
+                             "or choose another --out")
+        if started and writer:  # died before its first checkpoint: nothing worth keeping
+            _clear_unfinished_run(out)
+        return None, []
+    if not (out / ckpt.CONFIG).is_file():
+        raise ValueError(f"nothing to resume in {out}: no run there (no {ckpt.CONFIG}); drop --resume to start a new run")
+    old = ckpt.load_run_config(out)
+    history = list(old.get("history") or [])
+    if latest is None:  # started but never checkpointed: start over with the new settings
+        if writer:
+            ckpt.truncate_metrics(out / "metrics.jsonl", 0)
+        return None, history
+    diffs = diff_keys(_comparable(old, strict=True), _comparable(config, strict=True))
+    if diffs and not allow_change:
+        raise ValueError(f"cannot resume {out}: settings differ from its config.json at {', '.join(diffs)} "
+                         "(pass --allow-change to change them deliberately, or choose another --out)")
+    changed = diff_keys(_comparable(old, strict=False), _comparable(config, strict=False))
+    if changed:
+        history.append({"resumed_at_step": latest[0], "changed": changed, "allowed": bool(diffs),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return latest, history
+
+
+def _clear_unfinished_run(out: Path) -> None:
+    import shutil
+
+    for name in (*_RUN_FILES, ckpt.EMA_WEIGHTS, "tb"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def _comparable(config: dict, strict: bool) -> dict:
