@@ -365,8 +365,17 @@ def generate(
     shard: tuple[int, int] = (0, 1),
     retry_failed: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> RunSummary:
-    """Generate every (domain spec, output dir) pair; resumable, shardable, parallel over processes."""
+    """Generate every (domain spec, output dir) pair; resumable, shardable, parallel over processes.
+
+    Each folder is locked per shard, records its generation settings (a rerun with other settings
+    is refused naming the keys; only `episodes` may grow) and loses the temporaries a killed run
+    left for this shard's episodes. `verify` reads every dataset of the finished episodes, so a
+    damaged one is generated again.
+    """
+    import contextlib
+
     from trajmoe.data.language import embed_texts, instruction
 
     if workers <= 0:
@@ -374,9 +383,44 @@ def generate(
     for _spec, out in specs:
         _check_writable(Path(out))
     items = work_items(specs, shard)
+    with contextlib.ExitStack() as locks:
+        for spec, out in specs:
+            locks.enter_context(_prepare_folder(Path(out), spec, shard, [it for it in items if it.out_dir == out]))
+        return _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction)
+
+
+def _prepare_folder(out: Path, spec: DomainSpec, shard: tuple[int, int], items: list[WorkItem]):
+    """Lock `out` for this shard, check / record its settings, remove this shard's stale temporaries."""
+    from trajmoe.config import to_dict
+    from trajmoe.data.atm_hdf5 import MANIFEST
+    from trajmoe.io import DirLock, check_settings, is_temp_name, read_json, remove_stale_temps
+
+    lock = DirLock.acquire(out, ".lock" if shard == (0, 1) else f".lock-shard-{shard[0]}-of-{shard[1]}", "dataset folder")
+    try:
+        mpath = out / MANIFEST
+        old = read_json(mpath).get("spec") if mpath.is_file() else None
+        settings = {**to_dict(spec), "generator_version": GENERATOR_VERSION}
+        fallback = {**old, "generator_version": read_json(mpath).get("generator_version")} if isinstance(old, dict) else None
+        check_settings(out / "generation.json", settings, "dataset", may_differ=("episodes",), fallback=fallback)
+        if shard == (0, 1):
+            remove_stale_temps(out)
+        mine: dict[Path, set[str]] = {}
+        for it in items:
+            mine.setdefault(it.path.parent, set()).add(it.path.stem)
+        for d, stems in mine.items():
+            for p in d.iterdir() if d.is_dir() else []:
+                if is_temp_name(p.name) and p.name[1:].split(".")[0] in stems:
+                    p.unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction) -> RunSummary:
     todo, summary = [], RunSummary()
     for it in items:
-        if _is_done(it.path) or (it.failed_path.exists() and not retry_failed):
+        if _is_done(it.path, verify) or (it.failed_path.exists() and not retry_failed):
             summary.skipped += 1
         else:
             todo.append(it)
@@ -410,10 +454,10 @@ def _check_writable(out: Path) -> None:
         raise PermissionError(f"output directory is not writable: {out}")
 
 
-def _is_done(path: Path) -> bool:
+def _is_done(path: Path, verify: bool = False) -> bool:
     from trajmoe.data.atm_hdf5 import is_complete_episode
 
-    return path.is_file() and is_complete_episode(path)
+    return path.is_file() and is_complete_episode(path, verify)
 
 
 def _map(args: list, workers: int, progress: bool, total: int):
@@ -451,7 +495,7 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
 
     episodes, failed = [], []
     for p in sorted(out.glob("*/demo_*.hdf5"), key=_natural_key):
-        if p.name.startswith("."):
+        if p.name.startswith(".") or p.parent.name.startswith("."):
             continue
         try:
             with open_episode(p) as ep:
@@ -465,6 +509,8 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
         except ValueError:
             continue  # an unreadable file is not listed; rerunning generation rewrites it
     for p in sorted(out.glob("*/demo_*.failed.json"), key=_natural_key):
+        if p.parent.name.startswith("."):
+            continue
         rec = read_json(p)
         failed.append(dict(rec, path=str(p.relative_to(out))))
     manifest = {
