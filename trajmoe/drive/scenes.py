@@ -247,7 +247,7 @@ def load_scene(path: str | os.PathLike) -> dict:
             out = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"corrupt or truncated scene file {path}: {first}") from None
+        raise ValueError(f"corrupt scene file {path} (truncated or damaged): {first}") from None
     missing = [k for k in ("scenario", "domain", "seed", "t0", "command") if k not in out]
     if missing:
         raise ValueError(f"scene file {path}: key {missing[0]!r} is missing")
