@@ -180,6 +180,17 @@ class DirLock:
         self.release()
 
 
+def close_inherited_locks() -> None:
+    """In a forked child (DataLoader worker): close the inherited lock descriptors without unlocking,
+    so that a child outliving its killed parent does not keep the parent's folder locked."""
+    for lock in list(_HELD_LOCKS.values()):
+        if lock._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+    _HELD_LOCKS.clear()
+
+
 def safe_relative(base: str | os.PathLike, rel: str, where: str) -> Path:
     """`base / rel` for a path read from a file (manifest entry, spec name) that must stay inside `base`.
 

@@ -376,6 +376,8 @@ def generate(
     """
     import contextlib
 
+    from trajmoe.config import to_dict
+    from trajmoe.data.folders import prepare_dataset_folder
     from trajmoe.data.language import embed_texts, instruction
 
     if workers <= 0:
@@ -385,36 +387,13 @@ def generate(
     items = work_items(specs, shard)
     with contextlib.ExitStack() as locks:
         for spec, out in specs:
-            locks.enter_context(_prepare_folder(Path(out), spec, shard, [it for it in items if it.out_dir == out]))
+            stems = {it.path.parent: set() for it in items if it.out_dir == out}
+            for it in items:
+                if it.out_dir == out:
+                    stems[it.path.parent].add(it.path.stem)
+            settings = {**to_dict(spec), "generator_version": GENERATOR_VERSION}
+            locks.enter_context(prepare_dataset_folder(Path(out), settings, shard, stems))
         return _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction)
-
-
-def _prepare_folder(out: Path, spec: DomainSpec, shard: tuple[int, int], items: list[WorkItem]):
-    """Lock `out` for this shard, check / record its settings, remove this shard's stale temporaries."""
-    from trajmoe.config import to_dict
-    from trajmoe.data.atm_hdf5 import MANIFEST
-    from trajmoe.io import DirLock, check_settings, is_temp_name, read_json, remove_stale_temps
-
-    lock = DirLock.acquire(out, ".lock" if shard == (0, 1) else f".lock-shard-{shard[0]}-of-{shard[1]}", "dataset folder")
-    try:
-        mpath = out / MANIFEST
-        old = read_json(mpath).get("spec") if mpath.is_file() else None
-        settings = {**to_dict(spec), "generator_version": GENERATOR_VERSION}
-        fallback = {**old, "generator_version": read_json(mpath).get("generator_version")} if isinstance(old, dict) else None
-        check_settings(out / "generation.json", settings, "dataset", may_differ=("episodes",), fallback=fallback)
-        if shard == (0, 1):
-            remove_stale_temps(out)
-        mine: dict[Path, set[str]] = {}
-        for it in items:
-            mine.setdefault(it.path.parent, set()).add(it.path.stem)
-        for d, stems in mine.items():
-            for p in d.iterdir() if d.is_dir() else []:
-                if is_temp_name(p.name) and p.name[1:].split(".")[0] in stems:
-                    p.unlink(missing_ok=True)
-    except BaseException:
-        lock.release()
-        raise
-    return lock
 
 
 def _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction) -> RunSummary:

@@ -76,7 +76,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
     from trajmoe.drive.vocab import kmeans_vocab, trajectory_samples
     from trajmoe.io import DirLock
     from trajmoe.train import Trainer
-    from trajmoe.train.trainer import check_run_dir
+    from trajmoe.train.rundir import check_run_dir
 
     out_p = Path(out)
     mcfg: DriveModelConfig = cfg["model"]
@@ -122,26 +122,34 @@ def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: i
     targets of the first process. The cache is used only for the same scenes and the same vocabulary;
     an unreadable cache is recomputed.
     """
-    import zipfile
-
     from trajmoe.drive.vocab import precompute_targets
 
-    tpath = out_p / "targets.npz"
+    targets = read_cached_targets(out_p, paths, vocab)
+    if targets is not None:
+        return targets
     names = np.array([p.stem for p in paths])
-    vocab = np.asarray(vocab, np.float32)
-    if tpath.is_file():
-        try:
-            with np.load(tpath, allow_pickle=False) as z:
-                if (z["names"].tolist() == names.tolist() and "vocab" in z.files and np.array_equal(z["vocab"], vocab)
-                        and z["targets"].shape[1] == len(vocab)):
-                    return z["targets"].astype(np.float16)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # damaged cache: recompute below
     targets = precompute_targets([str(p) for p in paths], vocab, workers, progress).astype(np.float16)
     out_p.mkdir(parents=True, exist_ok=True)
-    with atomic_path(tpath, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, targets=targets, names=names, vocab=vocab)
+    with atomic_path(out_p / "targets.npz", suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, targets=targets, names=names, vocab=np.asarray(vocab, np.float32))
     return targets
+
+
+def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np.ndarray | None:
+    """The float16 targets cached in run_p/targets.npz for exactly these scenes and vocabulary, else None."""
+    import zipfile
+
+    tpath = run_p / "targets.npz"
+    if not tpath.is_file():
+        return None
+    try:
+        with np.load(tpath, allow_pickle=False) as z:
+            if (z["names"].tolist() == [p.stem for p in paths] and "vocab" in z.files
+                    and np.array_equal(z["vocab"], np.asarray(vocab, np.float32))):
+                return z["targets"].astype(np.float16)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # damaged cache: recompute
+    return None
 
 
 def load_planner(run_dir: str | Path):
@@ -174,7 +182,7 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     from trajmoe.train import Trainer
     from trajmoe.train.checkpoint import load_run_config, load_weights
     from trajmoe.train.config import TrainConfig
-    from trajmoe.train.trainer import check_run_dir
+    from trajmoe.train.rundir import check_run_dir
 
     run_p, out_p = Path(run), Path(out)
     rc = load_run_config(run_p)
@@ -196,14 +204,17 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     dcfg = from_dict(DriveDataConfig, rc["data"], "data")
     paths, _ = _scene_paths(rc["data_dir"], dcfg.max_scenes)
     vocab = model.vocab.numpy()
-    targets = cached_targets(run_p, paths, vocab, dcfg.workers, progress)
     if not progress:
         tcfg = replace(tcfg, {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
-                  "grpo": to_dict(gcfg), "init_run": str(run_p)}
+                  "grpo": to_dict(gcfg), "init_run": str(run_p), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
         check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        # The supervised run's cached targets when valid; never written into that (unlocked) run folder.
+        targets = read_cached_targets(run_p, paths, vocab)
+        if targets is None:
+            targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
         ds = DriveDataset([load_scene(p) for p in paths], targets)
         trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change)
@@ -213,6 +224,17 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     t = time.perf_counter()
     metrics = trainer.fit()
     return {**metrics, "train_s": time.perf_counter() - t}
+
+
+def _sha256(path: Path) -> str:
+    """Digest of the weights a fine-tuning run starts from (a resume refuses changed init weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, obj) -> None:

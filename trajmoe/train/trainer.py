@@ -30,21 +30,16 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from trajmoe.config import to_dict
-from trajmoe.io import DirLock, atomic_write_json, diff_keys, read_json, remove_stale_temps
+from trajmoe.io import DirLock, atomic_write_json, read_json
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train import distributed as D
 from trajmoe.train.config import TrainConfig
 from trajmoe.train.faults import crash_point
+from trajmoe.train.rundir import check_run_dir
 from trajmoe.train.schedule import lr_at
 
 # Independent random streams derived from (seed, step, ...): never reuse a stream id.
 _STREAM_BATCH, _STREAM_SAMPLE, _STREAM_MODEL = 0, 1, 2
-_RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl")
-# What a resume may change without --allow-change (recorded in the run's history when it does):
-# how the run is operated, not what it computes. `steps` extends (or shortens) a run.
-RESUME_MAY_CHANGE_TRAIN = ("steps", "progress", "num_workers", "log_every", "ckpt_every", "eval_every", "device",
-                           "ddp_find_unused")
-RESUME_VOLATILE = ("timings", "history")  # run_config keys that are measurements, never compared
 
 
 class TrainingError(RuntimeError):
@@ -134,6 +129,12 @@ def _identity(x):
     return x
 
 
+def _worker_init(_worker_id: int) -> None:
+    from trajmoe.io import close_inherited_locks
+
+    close_inherited_locks()  # a worker outliving a killed trainer must not hold its run folder
+
+
 def to_device(x: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move tensors (nested in dicts / lists / tuples / dataclasses) to `device`; leave the rest."""
     if torch.is_tensor(x):
@@ -161,9 +162,6 @@ def _brief(items: Sequence[Any], limit: int = 12) -> str:
     items = list(dict.fromkeys(items))  # unique, order kept
     more = f", ... (+{len(items) - limit} more)" if len(items) > limit else ""
     return "[" + ", ".join(map(str, items[:limit])) + more + "]"
-
-
-_diff_keys = diff_keys  # kept for callers of the old private name
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -376,6 +374,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # keeps the global torch RNG untouched
             prefetch_factor=4 if workers else None,
+            worker_init_fn=_worker_init if workers else None,
         )
 
     def _seed_model_rng(self, seed: int) -> None:
@@ -544,71 +543,6 @@ class Trainer:
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
         return D.broadcast_object(logs, self.dist)
-
-
-def check_run_dir(out: str | Path, config: dict, resume: bool, allow_change: bool = False,
-                  writer: bool = True) -> tuple[tuple[int, Path] | None, list]:
-    """Check a run folder against the run about to use it; returns (checkpoint to resume from or
-    None, the run's history for config.json). Call it holding the folder's lock (`DirLock`).
-
-    `config` is the full config.json to be (run_config + {"train": ...}). Without `resume`: a
-    folder with a checkpoint is refused; one whose run died before its first checkpoint is cleared
-    (a failed run never blocks its rerun). With `resume`: a folder with no run is an error; a run
-    whose recorded settings differ (other than `RESUME_MAY_CHANGE_TRAIN` and measurements) is
-    refused with a one-line ValueError naming the keys, unless `allow_change`; every change is
-    appended to the history. `writer` (rank 0) also removes temporaries left by a killed writer.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a directory")
-    if writer:  # we hold the lock: no temporary file here belongs to a live writer
-        remove_stale_temps(out)
-        remove_stale_temps(ckpt.state_dir(out))
-    latest = ckpt.latest_checkpoint(out)
-    started = [f for f in (*_RUN_FILES, "tb") if (out / f).exists()]
-    if not resume:
-        if latest is not None:
-            raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it "
-                             "or choose another --out")
-        if started and writer:  # died before its first checkpoint: nothing worth keeping
-            _clear_unfinished_run(out)
-        return None, []
-    if not (out / ckpt.CONFIG).is_file():
-        raise ValueError(f"nothing to resume in {out}: no run there (no {ckpt.CONFIG}); drop --resume to start a new run")
-    old = ckpt.load_run_config(out)
-    history = list(old.get("history") or [])
-    if latest is None:  # started but never checkpointed: start over with the new settings
-        if writer:
-            ckpt.truncate_metrics(out / "metrics.jsonl", 0)
-        return None, history
-    diffs = diff_keys(_comparable(old, strict=True), _comparable(config, strict=True))
-    if diffs and not allow_change:
-        raise ValueError(f"cannot resume {out}: settings differ from its config.json at {', '.join(diffs)} "
-                         "(pass --allow-change to change them deliberately, or choose another --out)")
-    changed = diff_keys(_comparable(old, strict=False), _comparable(config, strict=False))
-    if changed:
-        history.append({"resumed_at_step": latest[0], "changed": changed, "allowed": bool(diffs),
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return latest, history
-
-
-def _clear_unfinished_run(out: Path) -> None:
-    import shutil
-
-    for name in (*_RUN_FILES, ckpt.EMA_WEIGHTS, "tb"):
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-def _comparable(config: dict, strict: bool) -> dict:
-    """A run's config without measurements; strict also drops what a resume may change freely."""
-    out = {k: v for k, v in config.items() if k not in RESUME_VOLATILE}
-    if strict and isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in RESUME_MAY_CHANGE_TRAIN}
-    return json.loads(json.dumps(out, default=str))
 
 
 class _Progress:
