@@ -33,6 +33,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
     try:
         yield tmp_path
+        if os.environ.get("TRAJMOE_CRASH_AT"):  # kill -9 tests (trajmoe.train.faults)
+            from trajmoe.train.faults import crash_point
+
+            crash_point("write", path.name)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -80,3 +84,162 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Leftovers of killed writers, folder locks, paths that must stay inside their folder
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the hidden temporary names `atomic_path` creates (`.NAME.XXXX.tmp`, `.NAME.XXXX.tmp.npz`)
+    and the checkpoint's temporary step directories (`.step_N.tmp`)."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.npz"))
+
+
+def remove_stale_temps(directory: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """Delete the temporary files / folders a killed writer left in `directory` (not recursive).
+
+    Only call it while holding the folder's lock (`DirLock`): a live writer's temporary file looks
+    the same. `prefix` limits it to temporaries of one target (`.demo_3.hdf5.` -> prefix "demo_3.hdf5.").
+    Returns what was removed.
+    """
+    import shutil
+
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        if is_temp_name(p.name) and p.name[1:].startswith(prefix):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            removed.append(p)
+    return removed
+
+
+_HELD_LOCKS: dict[str, "DirLock"] = {}
+
+
+class DirLock:
+    """An exclusive advisory lock on a folder (`fcntl.flock` on `<folder>/<name>`), one writer at a time.
+
+    The kernel drops the lock when the holder exits, however it dies (kill -9 included), so a
+    crashed run never blocks its own rerun. A second process gets a one-line ValueError naming the
+    folder and the holder's pid. Re-entrant within a process: locking a folder this process
+    already holds returns the held lock.
+    """
+
+    def __init__(self, directory: str | os.PathLike, name: str = ".lock"):
+        self.path = Path(directory) / name
+        self._fd: int | None = None
+
+    @classmethod
+    def acquire(cls, directory: str | os.PathLike, name: str = ".lock", what: str = "folder") -> "DirLock":
+        import fcntl
+
+        lock = cls(directory, name)
+        key = str(lock.path.resolve()) if lock.path.parent.exists() else str(lock.path.absolute())
+        held = _HELD_LOCKS.get(key)
+        if held is not None and held._fd is not None:
+            return held
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise ValueError(f"{what} {lock.path.parent} is in use by another process (pid {holder}); "
+                             "wait for it to finish or use another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        lock._fd = fd
+        _HELD_LOCKS[str(lock.path.resolve())] = lock
+        return lock
+
+    def release(self) -> None:
+        """Give the lock back (idempotent); the lock file itself stays."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            _HELD_LOCKS.pop(str(self.path.resolve()), None)
+            os.close(fd)  # closing the descriptor drops the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "DirLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (DataLoader worker): close the inherited lock descriptors without unlocking,
+    so that a child outliving its killed parent does not keep the parent's folder locked."""
+    for lock in list(_HELD_LOCKS.values()):
+        if lock._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+    _HELD_LOCKS.clear()
+
+
+def safe_relative(base: str | os.PathLike, rel: str, where: str) -> Path:
+    """`base / rel` for a path read from a file (manifest entry, spec name) that must stay inside `base`.
+
+    Refuses (one-line ValueError naming `where` and the value) absolute paths, `..` components,
+    backslashes and empty names; symlinks inside `base` are the user's business and are followed.
+    """
+    from pathlib import PurePosixPath
+
+    text = str(rel)
+    parts = PurePosixPath(text).parts
+    if not text or "\\" in text or PurePosixPath(text).is_absolute() or ".." in parts or "\x00" in text:
+        raise ValueError(f"{where}: path {text!r} must be a relative path inside {base} (no '..', not absolute)")
+    return Path(base) / text
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON-like values differ, with both values: ["train.lr (0.001 != 0.01)"]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            key = f"{prefix}{k}"
+            if k not in a or k not in b:
+                out.append(f"{key} ({'absent' if k not in a else json.dumps(a[k], default=_json_default)} != "
+                           f"{'absent' if k not in b else json.dumps(b[k], default=_json_default)})")
+            else:
+                out.extend(diff_keys(a[k], b[k], key + "."))
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b):
+        return []
+    return [] if a == b else [f"{prefix.rstrip('.') or 'value'} ({json.dumps(a, default=_json_default)} != {json.dumps(b, default=_json_default)})"]
+
+
+def check_settings(path: str | os.PathLike, settings: dict, what: str, may_differ: tuple[str, ...] = (),
+                   fallback: dict | None = None) -> None:
+    """Record `settings` (JSON) in `path` the first time; on later runs refuse other settings.
+
+    `may_differ` are top-level keys allowed to change (e.g. the number of episodes). When `path` is
+    absent but an older record exists (`fallback`, e.g. a manifest's spec), that is compared instead
+    and `path` is written. Raises a one-line ValueError naming every differing key.
+    """
+    path = Path(path)
+    old = read_json(path) if path.is_file() else fallback
+    if old is not None:
+        if not isinstance(old, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        strip = lambda d: {k: v for k, v in json.loads(json.dumps(d, default=_json_default)).items() if k not in may_differ}  # noqa: E731
+        diffs = diff_keys(strip(old), strip(settings))
+        if diffs:
+            raise ValueError(f"{path.parent} holds a {what} made with other settings: {', '.join(diffs)} "
+                             "(use another output folder)")
+    if not path.is_file() or old != settings:
+        atomic_write_json(path, settings)

@@ -30,6 +30,7 @@ def register(groups) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit for the expert (default: the task's limit)")
     p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
     p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
+    p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
     p.add_argument("--no-progress", action="store_true")
@@ -83,7 +84,8 @@ def run_metaworld(args) -> int:
             max_steps=args.max_steps, keep_failed=args.keep_failed, track=track,
         )
         specs = [(spec, str(out))]
-    summary = generate(specs, workers=args.workers, shard=shard, retry_failed=args.retry_failed, progress=not args.no_progress)
+    summary = generate(specs, workers=args.workers, shard=shard, retry_failed=args.retry_failed, progress=not args.no_progress,
+                       verify=args.verify)
     if bench is not None:
         write_benchmark_manifest(out, bench)
     res = summary.as_dict()

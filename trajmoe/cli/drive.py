@@ -16,6 +16,7 @@ def register(groups) -> None:
     p.add_argument("--seed", type=int, default=0, help="first episode seed (use a distant one for held-out data)")
     p.add_argument("--stride", type=int, default=20, help="steps (0.1 s) between scenes of one episode")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verify", action="store_true", help="read every finished scene; simulate damaged episodes again")
     p.set_defaults(func=run_data)
 
     for verb, helptext in (("train", "supervised training of the vocabulary scorer"),):
@@ -25,7 +26,8 @@ def register(groups) -> None:
         p.add_argument("--config", default=None, help="YAML with sections model/data/train")
         p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
         p.add_argument("--out", required=True)
-        p.add_argument("--resume", action="store_true")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+        p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=run_train)
 
@@ -34,7 +36,8 @@ def register(groups) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set steps=50 grpo.beta=0.1")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_finetune)
 
@@ -74,7 +77,7 @@ def run_data(args) -> int:
     from trajmoe.drive.scenes import SceneGenConfig, generate
 
     m = generate(args.out, _split(args.scenarios), args.scenes, SceneGenConfig(seed=args.seed, stride=args.stride),
-                 workers=args.workers, progress=not args.no_progress)
+                 workers=args.workers, progress=not args.no_progress, verify=args.verify)
     print(f"{m['n_scenes']} scenes in {args.out} ({m['generated_now']} new, "
           f"{m['scenes_per_second_now'] or 0:.2f} scenes/s)")
     return 0
@@ -87,7 +90,7 @@ def run_train(args) -> int:
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
     cfg = resolve_config(args.preset, args.config, parse_overrides(args.set))
-    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress)
+    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change)
     print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
     return 0
 
@@ -96,7 +99,8 @@ def run_finetune(args) -> int:
     from trajmoe.config import parse_overrides
     from trajmoe.drive.run import finetune
 
-    res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress)
+    res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
+                   allow_change=args.allow_change)
     print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
     return 0
 

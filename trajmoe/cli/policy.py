@@ -18,6 +18,7 @@ def register(groups) -> None:
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 dim=64 data.track_cache=false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.set_defaults(func=run_train)
 
     p = groups["eval"].add_parser("policy", help="closed-loop MetaWorld success on held-out variations")
@@ -55,7 +56,7 @@ def run_train(args) -> int:
     from ..policy.train import train_policy
 
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
-                           args.config, args.set, args.resume, _split(args.tasks))
+                           args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change)
     print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return 0
 

@@ -13,6 +13,7 @@ def register(groups) -> None:
     p.add_argument("--data", nargs="+", default=None, help="episode directories (each a domain set)")
     p.add_argument("--out", default=None, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.add_argument("--list-presets", action="store_true", help="print presets with parameter counts and exit")
     p.set_defaults(func=run_train)
 
@@ -53,13 +54,19 @@ def run_train(args) -> int:
         raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")
     from ..track.run import train_track
 
-    metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume)
+    metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
+                          allow_change=args.allow_change)
     print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return 0
 
 
 def run_eval(args) -> int:
     from ..track.run import evaluate_track
+
+    if args.max_samples < 1:
+        raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
 
     res = evaluate_track(args.run, args.data, args.max_samples, args.batch, args.device)
     if args.json:
@@ -86,6 +93,9 @@ def run_viz_pred(args) -> int:
 def run_viz_routing(args) -> int:
     from ..track.run import evaluate_track
     from ..viz.routing import plot_routing
+
+    if args.max_samples < 1:
+        raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
 
     res = evaluate_track(args.run, args.data, args.max_samples)
     if not res["routing"]:

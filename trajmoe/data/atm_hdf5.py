@@ -26,8 +26,10 @@ gripper_states (T,2), joint_states, ...}` and no attributes; task and instructio
 from the parent folder name as ATM does (`KITCHEN_SCENE3_turn_on_the_stove_demo` ->
 "turn on the stove"), domain from the folder above it.
 
-Every problem with a file (unreadable, truncated, missing key, wrong shape, NaN in tracks) raises
-a one-line ValueError naming the file and the key.
+Every problem with a file (unreadable, truncated, missing key, wrong shape, NaN/inf in tracks,
+actions or states, tracks outside the plausible normalised range, e.g. pixel units) raises a
+one-line ValueError naming the file, the key and the value. Every dataset is written with HDF5's
+Fletcher-32 checksum, so `verify_episode` finds damaged (e.g. zeroed) chunks.
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from trajmoe.io import atomic_path, read_json
+from trajmoe.io import atomic_path, read_json, safe_relative
 
 FORMAT = "trajmoe-episode"
 MANIFEST = "manifest.json"
 KNOWN_VIEWS = ("agentview", "eye_in_hand")
+# Tracks are (x / W, y / H); points a little off-screen are legitimate (ATM's CoTracker tracks are
+# not clipped), pixel coordinates (tens to hundreds) are not.
+TRACK_RANGE = (-1.0, 2.0)
 TASK_EMB_KEYS = ("task_emb", "task_emb_bert")
 
 
@@ -111,19 +116,20 @@ def write_episode(path: str | Path, ep: EpisodeData) -> Path:
                 g = root.create_group(name)
                 g.attrs["camera"] = v.camera
                 video = np.ascontiguousarray(v.frames_THW3.transpose(0, 3, 1, 2))[None]  # (1, T, 3, H, W)
-                g.create_dataset("video", data=video, chunks=(1, 1, *video.shape[2:]), compression="gzip", compression_opts=1)
-                g.create_dataset("tracks", data=v.tracks_TN2.astype(np.float32)[None])
-                g.create_dataset("vis", data=v.vis_TN.astype(bool)[None])
+                g.create_dataset("video", data=video, chunks=(1, 1, *video.shape[2:]), compression="gzip", compression_opts=1,
+                                 fletcher32=True)
+                g.create_dataset("tracks", data=v.tracks_TN2.astype(np.float32)[None], fletcher32=True)
+                g.create_dataset("vis", data=v.vis_TN.astype(bool)[None], fletcher32=True)
                 if v.query_frame_N is not None:
-                    g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32))
+                    g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32), fletcher32=True)
             if ep.actions_TA is not None:
-                root.create_dataset("actions", data=ep.actions_TA.astype(np.float32))
+                root.create_dataset("actions", data=ep.actions_TA.astype(np.float32), fletcher32=True)
             es = root.create_group("extra_states")
-            es.create_dataset("ee_pos", data=ep.ee_pos_T3.astype(np.float32))
-            es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32))
+            es.create_dataset("ee_pos", data=ep.ee_pos_T3.astype(np.float32), fletcher32=True)
+            es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32), fletcher32=True)
             if ep.state_TS is not None:
-                es.create_dataset("state", data=ep.state_TS.astype(np.float32))
-            root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32))
+                es.create_dataset("state", data=ep.state_TS.astype(np.float32), fletcher32=True)
+            root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32), fletcher32=True)
             attrs = dict(ep.attrs, format=FORMAT, length=ep.length, action_free=ep.actions_TA is None)
             for k, val in attrs.items():
                 root.attrs[k] = -1 if val is None else val
@@ -229,6 +235,11 @@ class EpisodeFile:
             tr = self._read(f"root/{v}/tracks")
             if not np.isfinite(tr).all():
                 raise self._err(f"root/{v}/tracks", "contains NaN or inf")
+            lo, hi = float(tr.min(initial=0.0)), float(tr.max(initial=0.0))
+            if lo < TRACK_RANGE[0] or hi > TRACK_RANGE[1]:
+                raise self._err(f"root/{v}/tracks", f"has values in [{lo:.4g}, {hi:.4g}], outside the plausible range "
+                                f"{list(TRACK_RANGE)} of normalised (x / W, y / H) coordinates (pixel units? divide by "
+                                f"the image size {video.shape[4]}x{video.shape[3]})")
         has_actions = "actions" in keys
         action_dim = None
         if has_actions:
@@ -236,6 +247,12 @@ class EpisodeFile:
             if act.ndim != 2 or act.shape[0] != T:
                 raise self._err("root/actions", f"must be (T={T}, A), got {act.shape}")
             action_dim = int(act.shape[1])
+            self._check_finite("root/actions")
+        es = root.get("extra_states") if "extra_states" in keys else None
+        if es is not None and hasattr(es, "keys"):
+            for k in es.keys():
+                if hasattr(es[k], "dtype") and es[k].dtype.kind == "f":
+                    self._check_finite(f"root/extra_states/{k}")
         if not any(k in keys for k in TASK_EMB_KEYS):
             raise self._err("root/task_emb", "is missing (neither task_emb nor task_emb_bert found)")
         fmt = attrs.get("format", "atm")
@@ -256,6 +273,23 @@ class EpisodeFile:
             has_actions=has_actions, action_dim=action_dim, num_points=num_points, image_size=size,
             success=success, format=fmt, attrs=attrs,
         )
+
+    def _check_finite(self, key: str) -> None:
+        arr = self._read(key)
+        if not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+            raise self._err(key, f"contains NaN or inf (first at index {bad}: {arr[tuple(bad)]})")
+
+    def verify(self) -> None:
+        """Read every dataset of the file in full (checksums, decompression): a damaged chunk is a
+        one-line ValueError naming the key. Files we write carry Fletcher-32 checksums, so zeroed
+        chunks are found even in uncompressed datasets."""
+        names: list[str] = []
+        self._f.visit(lambda name: names.append(name))
+        for name in names:
+            obj = self._get(name)
+            if hasattr(obj, "dtype") and hasattr(obj, "shape"):
+                self._read(name)
 
     # -- data --------------------------------------------------------------------------------
     def _view(self, view: str) -> str:
@@ -363,10 +397,13 @@ def load_episode(path: str | Path) -> Episode:
         )
 
 
-def is_complete_episode(path: str | Path) -> bool:
-    """True if `path` opens and validates (used to skip finished episodes on resume)."""
+def is_complete_episode(path: str | Path, verify: bool = False) -> bool:
+    """True if `path` opens and validates (used to skip finished episodes on resume); with `verify`,
+    every dataset is also read in full (see `EpisodeFile.verify`)."""
     try:
-        with open_episode(path):
+        with open_episode(path) as ep:
+            if verify:
+                ep.verify()
             return True
     except (ValueError, FileNotFoundError):
         return False
@@ -389,21 +426,21 @@ def list_episodes(directory: str | Path, success_only: bool = True) -> list[Path
     if not directory.is_dir():
         raise FileNotFoundError(f"missing dataset directory: {directory}")
     mpath = directory / MANIFEST
-    if not mpath.is_file():
+    if not mpath.is_file():  # hidden files and folders (.ipynb_checkpoints/, temporaries) are skipped
         found = [*directory.glob("*.hdf5"), *directory.glob("*/*.hdf5")]
-        return sorted(p for p in found if not p.name.startswith("."))
+        return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(directory).parts))
     manifest = read_json(mpath)
     if not isinstance(manifest, dict):
         raise ValueError(f"{mpath}: expected a JSON object")
     out: list[Path] = []
     for name, sub in (manifest.get("domains") or {}).items():
-        out.extend(list_episodes(directory / sub, success_only=success_only))
+        out.extend(list_episodes(safe_relative(directory, sub, f"{mpath}: key 'domains.{name}'"), success_only=success_only))
     for i, rec in enumerate(manifest.get("episodes") or []):
         if not isinstance(rec, dict) or "path" not in rec:
             raise ValueError(f"{mpath}: key 'episodes[{i}].path' is missing")
         if success_only and not rec.get("success", True):
             continue
-        out.append(directory / rec["path"])
+        out.append(safe_relative(directory, rec["path"], f"{mpath}: key 'episodes[{i}].path'"))
     return out
 
 

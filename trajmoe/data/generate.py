@@ -365,8 +365,19 @@ def generate(
     shard: tuple[int, int] = (0, 1),
     retry_failed: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> RunSummary:
-    """Generate every (domain spec, output dir) pair; resumable, shardable, parallel over processes."""
+    """Generate every (domain spec, output dir) pair; resumable, shardable, parallel over processes.
+
+    Each folder is locked per shard, records its generation settings (a rerun with other settings
+    is refused naming the keys; only `episodes` may grow) and loses the temporaries a killed run
+    left for this shard's episodes. `verify` reads every dataset of the finished episodes, so a
+    damaged one is generated again.
+    """
+    import contextlib
+
+    from trajmoe.config import to_dict
+    from trajmoe.data.folders import prepare_dataset_folder
     from trajmoe.data.language import embed_texts, instruction
 
     if workers <= 0:
@@ -374,9 +385,21 @@ def generate(
     for _spec, out in specs:
         _check_writable(Path(out))
     items = work_items(specs, shard)
+    with contextlib.ExitStack() as locks:
+        for spec, out in specs:
+            stems = {it.path.parent: set() for it in items if it.out_dir == out}
+            for it in items:
+                if it.out_dir == out:
+                    stems[it.path.parent].add(it.path.stem)
+            settings = {**to_dict(spec), "generator_version": GENERATOR_VERSION}
+            locks.enter_context(prepare_dataset_folder(Path(out), settings, shard, stems))
+        return _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction)
+
+
+def _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction) -> RunSummary:
     todo, summary = [], RunSummary()
     for it in items:
-        if _is_done(it.path) or (it.failed_path.exists() and not retry_failed):
+        if _is_done(it.path, verify) or (it.failed_path.exists() and not retry_failed):
             summary.skipped += 1
         else:
             todo.append(it)
@@ -410,10 +433,10 @@ def _check_writable(out: Path) -> None:
         raise PermissionError(f"output directory is not writable: {out}")
 
 
-def _is_done(path: Path) -> bool:
+def _is_done(path: Path, verify: bool = False) -> bool:
     from trajmoe.data.atm_hdf5 import is_complete_episode
 
-    return path.is_file() and is_complete_episode(path)
+    return path.is_file() and is_complete_episode(path, verify)
 
 
 def _map(args: list, workers: int, progress: bool, total: int):
@@ -451,7 +474,7 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
 
     episodes, failed = [], []
     for p in sorted(out.glob("*/demo_*.hdf5"), key=_natural_key):
-        if p.name.startswith("."):
+        if p.name.startswith(".") or p.parent.name.startswith("."):
             continue
         try:
             with open_episode(p) as ep:
@@ -465,6 +488,8 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
         except ValueError:
             continue  # an unreadable file is not listed; rerunning generation rewrites it
     for p in sorted(out.glob("*/demo_*.failed.json"), key=_natural_key):
+        if p.parent.name.startswith("."):
+            continue
         rec = read_json(p)
         failed.append(dict(rec, path=str(p.relative_to(out))))
     manifest = {

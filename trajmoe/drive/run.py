@@ -39,11 +39,11 @@ def resolve_config(preset: str | None, config_file: str | None, overrides: dict)
 
 
 def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
-    from trajmoe.drive.scenes import read_manifest
+    from trajmoe.drive.scenes import read_manifest, scene_path
 
     m = read_manifest(data_dir)
     items = m["scenes"][:max_scenes] if max_scenes else m["scenes"]
-    return [Path(data_dir) / "scenes" / f"{it['name']}.npz" for it in items], m
+    return [scene_path(data_dir, it) for it in items], m
 
 
 def save_vocab(path: Path, vocab: np.ndarray) -> None:
@@ -59,58 +59,97 @@ def load_vocab(path: Path) -> np.ndarray:
     return read_tensors(path)["vocab"].numpy()
 
 
-def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True) -> dict:
-    """Supervised training of a planner on the scenes of `data_dir`."""
+def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True,
+          allow_change: bool = False) -> dict:
+    """Supervised training of a planner on the scenes of `data_dir` into the run folder `out`.
+
+    Exact and resumable: torch is seeded with train.seed before the model is built, and the score
+    targets are the float16 values cached in targets.npz in the first process and after a resume
+    alike. The folder is locked for the whole run; see `trajmoe.train.trainer.check_run_dir` for
+    what `resume` / `allow_change` accept.
+    """
+    import torch
+
     from trajmoe.drive.dataset import DriveDataset, collate
     from trajmoe.drive.model import DrivePlanner
     from trajmoe.drive.scenes import load_scene
     from trajmoe.drive.vocab import kmeans_vocab, trajectory_samples
+    from trajmoe.io import DirLock
     from trajmoe.train import Trainer
+    from trajmoe.train.rundir import check_run_dir
 
     out_p = Path(out)
     mcfg: DriveModelConfig = cfg["model"]
     dcfg: DriveDataConfig = cfg["data"]
     paths, manifest = _scene_paths(data_dir, dcfg.max_scenes)
-    if not resume and (out_p / "config.json").exists():
-        raise ValueError(f"{out_p} already holds a run (config.json); pass --resume or choose another --out")
-    scenes = [load_scene(p) for p in paths]
-    timings = {}
-    t = time.perf_counter()
-    vpath = out_p / "vocab.safetensors"
-    if vpath.is_file():
-        vocab = load_vocab(vpath)
-    else:
-        vocab = kmeans_vocab(trajectory_samples(scenes, dcfg.vocab_use_agents), mcfg.vocab_size, dcfg.vocab_iters, dcfg.vocab_seed)
-        save_vocab(vpath, vocab)
-    timings["vocab_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
-    timings["targets_s"] = time.perf_counter() - t
-    ds = DriveDataset(scenes, targets)
-    model = DrivePlanner(mcfg, vocab)
-    run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
-                  "data_dir": str(data_dir), "n_scenes": len(scenes), "timings": timings}
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
-    trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume)
+    run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
+                  "data_dir": str(data_dir), "n_scenes": len(paths)}
+    lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
+    try:
+        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        scenes = [load_scene(p) for p in paths]
+        timings = {}
+        t = time.perf_counter()
+        vpath = out_p / "vocab.safetensors"
+        if latest is not None and vpath.is_file():  # resuming: the run's own vocabulary
+            vocab = load_vocab(vpath)
+        else:  # a new run never reuses a vocabulary a failed run left behind
+            vocab = kmeans_vocab(trajectory_samples(scenes, dcfg.vocab_use_agents), mcfg.vocab_size, dcfg.vocab_iters,
+                                 dcfg.vocab_seed)
+            save_vocab(vpath, vocab)
+        timings["vocab_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
+        timings["targets_s"] = time.perf_counter() - t
+        ds = DriveDataset(scenes, targets)
+        torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
+        model = DrivePlanner(mcfg, vocab)
+        trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate, resume=resume,
+                          allow_change=allow_change)
+    except BaseException:
+        lock.release()
+        raise
     t = time.perf_counter()
     metrics = trainer.fit()
     return {**metrics, **timings, "train_s": time.perf_counter() - t}
 
 
 def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: int, progress: bool) -> np.ndarray:
+    """(S, V, M) float16 vocabulary sub-scores of the scenes, cached in out_p/targets.npz.
+
+    Always the float16 values (computed now or read back), so a resumed run trains on exactly the
+    targets of the first process. The cache is used only for the same scenes and the same vocabulary;
+    an unreadable cache is recomputed.
+    """
     from trajmoe.drive.vocab import precompute_targets
 
-    tpath = out_p / "targets.npz"
+    targets = read_cached_targets(out_p, paths, vocab)
+    if targets is not None:
+        return targets
     names = np.array([p.stem for p in paths])
-    if tpath.is_file():
-        with np.load(tpath, allow_pickle=False) as z:
-            if z["names"].tolist() == names.tolist() and z["targets"].shape[1] == len(vocab):
-                return z["targets"]
-    targets = precompute_targets([str(p) for p in paths], vocab, workers, progress)
+    targets = precompute_targets([str(p) for p in paths], vocab, workers, progress).astype(np.float16)
     out_p.mkdir(parents=True, exist_ok=True)
-    with atomic_path(tpath, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, targets=targets.astype(np.float16), names=names)
+    with atomic_path(out_p / "targets.npz", suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, targets=targets, names=names, vocab=np.asarray(vocab, np.float32))
     return targets
+
+
+def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np.ndarray | None:
+    """The float16 targets cached in run_p/targets.npz for exactly these scenes and vocabulary, else None."""
+    import zipfile
+
+    tpath = run_p / "targets.npz"
+    if not tpath.is_file():
+        return None
+    try:
+        with np.load(tpath, allow_pickle=False) as z:
+            if (z["names"].tolist() == [p.stem for p in paths] and "vocab" in z.files
+                    and np.array_equal(z["vocab"], np.asarray(vocab, np.float32))):
+                return z["targets"].astype(np.float16)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # damaged cache: recompute
+    return None
 
 
 def load_planner(run_dir: str | Path):
@@ -129,14 +168,21 @@ def load_planner(run_dir: str | Path):
 
 
 def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
-             progress: bool = True) -> dict:
-    """GRPO fine-tuning (seed 001 eqs. 5-10) of the scoring heads of a supervised run."""
+             progress: bool = True, allow_change: bool = False) -> dict:
+    """GRPO fine-tuning (TrajMoE, Xing et al., eqs. 5-10) of the scoring heads of a supervised run.
+
+    Exact and resumable like `train` (torch seeded before the model is built; float16 targets).
+    """
+    import torch
+
+    from trajmoe.io import DirLock
     from trajmoe.drive.dataset import DriveDataset, collate
     from trajmoe.drive.grpo import GRPOPlanner
     from trajmoe.drive.scenes import load_scene
     from trajmoe.train import Trainer
     from trajmoe.train.checkpoint import load_run_config, load_weights
     from trajmoe.train.config import TrainConfig
+    from trajmoe.train.rundir import check_run_dir
 
     run_p, out_p = Path(run), Path(out)
     rc = load_run_config(run_p)
@@ -149,6 +195,7 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
                             load_yaml(config_file) if config_file else None, cfg_overrides, "finetune config")
     tcfg, gcfg = secs["train"], secs["grpo"]
     mcfg = replace(from_dict(DriveModelConfig, rc["model"], "model"), {"gaussian_heads": True}, "model")
+    torch.manual_seed(tcfg.seed)
     model = GRPOPlanner(mcfg, gcfg)
     missing, unexpected = load_weights(model, run_p / "model.safetensors", strict=False)
     if unexpected or any(not k.startswith("std_heads.") for k in missing):
@@ -157,19 +204,37 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     dcfg = from_dict(DriveDataConfig, rc["data"], "data")
     paths, _ = _scene_paths(rc["data_dir"], dcfg.max_scenes)
     vocab = model.vocab.numpy()
-    targets = cached_targets(run_p, paths, vocab, dcfg.workers, progress)
-    if not resume and (out_p / "config.json").exists():
-        raise ValueError(f"{out_p} already holds a run (config.json); pass --resume or choose another --out")
-    out_p.mkdir(parents=True, exist_ok=True)
-    save_vocab(out_p / "vocab.safetensors", vocab)
-    ds = DriveDataset([load_scene(p) for p in paths], targets)
     if not progress:
         tcfg = replace(tcfg, {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
-                  "grpo": to_dict(gcfg), "init_run": str(run_p)}
+                  "grpo": to_dict(gcfg), "init_run": str(run_p), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
+    lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
+    try:
+        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        # The supervised run's cached targets when valid; never written into that (unlocked) run folder.
+        targets = read_cached_targets(run_p, paths, vocab)
+        if targets is None:
+            targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
+        save_vocab(out_p / "vocab.safetensors", vocab)
+        ds = DriveDataset([load_scene(p) for p in paths], targets)
+        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change)
+    except BaseException:
+        lock.release()
+        raise
     t = time.perf_counter()
-    metrics = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume).fit()
+    metrics = trainer.fit()
     return {**metrics, "train_s": time.perf_counter() - t}
+
+
+def _sha256(path: Path) -> str:
+    """Digest of the weights a fine-tuning run starts from (a resume refuses changed init weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path, obj) -> None:

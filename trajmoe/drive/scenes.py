@@ -225,15 +225,35 @@ def save_scene(path: str | os.PathLike, scene: dict) -> None:
         np.savez_compressed(tmp, **arrays)
 
 
+def scene_path(data_dir: str | os.PathLike, item: dict) -> Path:
+    """`data_dir/scenes/<name>.npz` for a manifest entry; a name that leaves the folder is refused."""
+    from trajmoe.io import safe_relative
+
+    name = item.get("name") if isinstance(item, dict) else None
+    if not isinstance(name, str) or "/" in name:
+        raise ValueError(f"{Path(data_dir) / 'manifest.json'}: scene name {name!r} must be a plain file name")
+    return safe_relative(Path(data_dir) / "scenes", f"{name}.npz", f"{Path(data_dir) / 'manifest.json'}")
+
+
 def load_scene(path: str | os.PathLike) -> dict:
+    """A scene file -> dict of arrays; a missing, truncated or damaged file is a one-line error naming it."""
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing scene file: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"corrupt scene file {path}: {e}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"corrupt scene file {path} (truncated or damaged): {first}") from None
+    missing = [k for k in ("scenario", "domain", "seed", "t0", "command") if k not in out]
+    if missing:
+        raise ValueError(f"scene file {path}: key {missing[0]!r} is missing")
+    bad = [k for k, v in out.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"scene file {path}: key {bad[0]!r} contains NaN or inf")
     out["scenario"] = str(out["scenario"])
     for k in ("domain", "seed", "t0", "command"):
         out[k] = int(out[k])
@@ -256,11 +276,15 @@ def _episode_job(args: tuple) -> dict:
 
 
 def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: SceneGenConfig,
-             workers: int = 1, progress: bool = True) -> dict:
+             workers: int = 1, progress: bool = True, verify: bool = False) -> dict:
     """Generate about `n_scenes` scenes split evenly over `scenarios`; resumable; writes the manifest.
 
     Episode seeds are cfg.seed, cfg.seed+1, ... per scenario, so results do not depend on `workers`;
     the manifest keeps exactly the first ceil(n / len(scenarios)) scenes of each scenario in seed order.
+    The folder is locked (one generator at a time), records its settings in generation.json (a rerun
+    with another stride / seed / episode length is refused naming the keys), and loses the
+    temporaries of a killed run. `verify` reads every scene of the finished episodes; an episode
+    with a damaged scene is simulated again.
     """
     for s in scenarios:
         if s not in SCENARIOS:
@@ -274,8 +298,31 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
     per = -(-n_scenes // len(scenarios))
     per_ep = len(cfg.t0s())
     cfg_dict = {"episode_steps": cfg.episode_steps, "first_t0": cfg.first_t0, "stride": cfg.stride, "seed": cfg.seed}
+    from trajmoe.io import DirLock, check_settings, remove_stale_temps
+
+    with DirLock.acquire(out, what="scene folder"):
+        for d in (out, out / "scenes", out / "episodes"):
+            remove_stale_temps(d)
+        old = out / "manifest.json"
+        fallback = {"config": read_json(old).get("config")} if old.is_file() else None
+        check_settings(out / "generation.json", {"config": cfg_dict}, "scene set", fallback=fallback)
+        return _generate_locked(out, scenarios, per, per_ep, cfg_dict, workers, progress, verify)
+
+
+def _episode_ok(out: Path, rec: dict) -> bool:
+    """Every scene of an episode record reads back (used by --verify)."""
+    try:
+        for name in rec["scenes"]:
+            load_scene(out / "scenes" / f"{name}.npz")
+    except (ValueError, FileNotFoundError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg_dict: dict, workers: int,
+                     progress: bool, verify: bool) -> dict:
     records: dict[str, list[dict]] = {s: [] for s in scenarios}
-    next_seed = {s: cfg.seed for s in scenarios}
+    next_seed = {s: cfg_dict["seed"] for s in scenarios}
     t_start = time.perf_counter()
     n_new = 0
 
@@ -300,8 +347,9 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
                         seed = next_seed[s]
                         next_seed[s] += 1
                         rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
-                        if rec_path.is_file():
-                            records[s].append(read_json(rec_path))
+                        rec = read_json(rec_path) if rec_path.is_file() else None
+                        if rec is not None and (not verify or _episode_ok(out, rec)):
+                            records[s].append(rec)
                         else:
                             jobs.append((s, seed, cfg_dict, str(out)))
                 if not jobs and all(sum(len(r["scenes"]) for r in records[s]) >= per for s in scenarios):
@@ -350,4 +398,4 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[dict]:
     m = read_manifest(data_dir)
     items = m["scenes"][:limit] if limit else m["scenes"]
-    return [load_scene(Path(data_dir) / "scenes" / f"{it['name']}.npz") for it in items]
+    return [load_scene(scene_path(data_dir, it)) for it in items]

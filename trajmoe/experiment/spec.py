@@ -79,6 +79,8 @@ def load_spec(path: str | Path, scale: str) -> Spec:
         if not raw.get(key):
             raise ValueError(f"spec {path}: {key!r} is missing or empty")
     vars_ = {**(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
+    for v in raw["variants"]:
+        _plain_name(v, f"spec {path}: variant")
     return Spec(
         path=path, name=str(raw.get("name", path.stem)), title=str(raw.get("title", path.stem)), vars=vars_,
         data=[_step(s, path) for s in raw.get("data") or []],
@@ -97,7 +99,19 @@ def _step(raw: Any, path: Path) -> Step:
     extra = set(raw) - {"name", "cmd", "when", "unless"}
     if extra:
         raise ValueError(f"spec {path}: step {raw['name']!r} has unknown key(s) {sorted(extra)}")
+    _plain_name(raw["name"], f"spec {path}: step")
     return Step(str(raw["name"]), [str(a) for a in raw["cmd"]], raw.get("when"), raw.get("unless"))
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
+def _plain_name(name: Any, where: str) -> None:
+    """Variant and step names become folder / file names under --out: letters, digits, _ . + = -,
+    not starting with a dot, never '..' or a path."""
+    text = str(name)
+    if not _PLAIN.fullmatch(text) or ".." in text:
+        raise ValueError(f"{where} name {text!r} must be a plain name (letters, digits, _ . + = -; no '/', no '..')")
 
 
 def substitute(cmd: list[str], env: dict[str, Any], where: str) -> list[str]:

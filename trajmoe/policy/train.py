@@ -45,7 +45,7 @@ def resolve_policy_config(preset: str, conditioning: str | None, config_file: st
 
 def train_policy(preset: str, conditioning: str | None, track_run: str | None, data_dir: str, out: str,
                  config_file: str | None = None, sets: list[str] | None = None, resume: bool = False,
-                 tasks: list[str] | None = None) -> dict:
+                 tasks: list[str] | None = None, allow_change: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -88,11 +88,15 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
                 "visual_seed": None},
         "params": count_params(policy),
     }
-    trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume)
-    embs = {}
-    for e in ds.episodes:
-        embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
-    save_tensors(embs, Path(out) / TASK_EMB_FILE)
-    if cfg.uses_tracks and data.track_cache:
-        build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
+    trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume, allow_change=allow_change)
+    try:
+        embs = {}
+        for e in ds.episodes:
+            embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
+        save_tensors(embs, Path(out) / TASK_EMB_FILE)
+        if cfg.uses_tracks and data.track_cache:
+            build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
+    except BaseException:
+        trainer.close()  # release the run folder's lock
+        raise
     return trainer.fit()

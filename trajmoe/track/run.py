@@ -58,7 +58,13 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, augment: bool
 
 
 def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | None = None,
-                sets: list[str] | None = None, resume: bool = False) -> dict:
+                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False) -> dict:
+    """Train a track model on episode folders into the run folder `out` (see `trajmoe train track`).
+
+    The language input size is taken from the data's task embeddings (384 for our files, 768 for
+    ATM's LIBERO files with BERT embeddings) unless `model.lang_dim` is set explicitly; an explicit
+    value that disagrees with the data is a one-line error naming both.
+    """
     from ..train import Trainer
     from .model import TrackModel, count_params
 
@@ -66,6 +72,11 @@ def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | 
     ds = build_dataset(data_dirs, model_cfg, data)
     if len(ds.domain_names) > model_cfg.num_domains:
         model_cfg = dataclasses.replace(model_cfg, num_domains=len(ds.domain_names))
+    lang_dim = task_emb_dim(ds.paths)
+    if lang_dim != model_cfg.lang_dim:
+        if _explicitly_set("lang_dim", config_file, sets):
+            raise ValueError(f"model.lang_dim={model_cfg.lang_dim} but the task embeddings in the data have size {lang_dim}")
+        model_cfg = dataclasses.replace(model_cfg, lang_dim=lang_dim)
     torch.manual_seed(train_cfg.seed)
     model = TrackModel(model_cfg)
     run_config = {
@@ -74,8 +85,28 @@ def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | 
         "params": count_params(model),
     }
     trainer = Trainer(model, ds, train_cfg, out, run_config,
-                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume)
+                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change)
     return trainer.fit()
+
+
+def task_emb_dim(paths) -> int:
+    """The one task-embedding size of these episode files; mixed sizes are a one-line error naming two files."""
+    from ..data.atm_hdf5 import open_episode
+
+    dims: dict[int, object] = {}
+    for p in paths:
+        with open_episode(p) as ep:
+            dims.setdefault(int(ep.task_emb().shape[0]), p)
+    if len(dims) > 1:
+        (d1, p1), (d2, p2) = list(dims.items())[:2]
+        raise ValueError(f"task embeddings of different sizes in one training set: {d1} in {p1}, {d2} in {p2}")
+    return next(iter(dims))
+
+
+def _explicitly_set(key: str, config_file: str | None, sets: list[str] | None) -> bool:
+    file_data = load_yaml(config_file) if config_file else None
+    in_file = isinstance(file_data, dict) and isinstance(file_data.get("model"), dict) and key in file_data["model"]
+    return in_file or any(k in (key, f"model.{key}") for k in parse_overrides(sets))
 
 
 @torch.no_grad()

@@ -11,8 +11,9 @@ Run directory layout (written by `trajmoe.train.Trainer`, rank 0 only):
                                     rng.safetensors, trainer.json (step, scheduler, RNG, metrics)
 
 A checkpoint is written into a temporary directory that is renamed into place, then the marker is
-replaced (atomically) to point at it; only then are the top-level weights updated (hard links) and
-older step directories removed. A crash at any moment leaves the previous checkpoint valid.
+replaced (atomically) to point at it; only then are the top-level weights updated (copies, so that
+editing the exported weights never touches the resume state) and older step directories removed.
+A crash at any moment leaves the previous checkpoint valid; the next run removes the temporaries.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from trajmoe.train.faults import crash_point
 
 STATE_DIR = "state"
 MARKER = "latest.json"
@@ -193,19 +195,16 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path] | None:
     return step, ckpt
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Atomically make `dst` a hard link to `src` (a copy where links are not supported)."""
+def _export_copy(src: Path, dst: Path) -> None:
+    """Atomically make `dst` a copy of `src` (never a hard link: a user who overwrites the exported
+    weights in place must not corrupt the resume state)."""
     with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
 
 
 def commit_checkpoint(run_dir: str | Path, step: int, write_files) -> Path:
     """Write a checkpoint for `step`: `write_files(dir)` fills a temporary directory, which is
-    renamed to state/step_N, then the marker is replaced, then top-level weights are linked and
+    renamed to state/step_N, then the marker is replaced, then top-level weights are copied and
     older step directories removed. Returns the checkpoint directory."""
     sdir = state_dir(run_dir)
     sdir.mkdir(parents=True, exist_ok=True)
@@ -220,11 +219,14 @@ def commit_checkpoint(run_dir: str | Path, step: int, write_files) -> Path:
             shutil.rmtree(stale)
     tmp.mkdir()
     write_files(tmp)
+    crash_point("ckpt_written", step)
     os.replace(tmp, final)
+    crash_point("ckpt_renamed", step)
     atomic_write_json(sdir / MARKER, {"step": step, "dir": name})  # the commit point
+    crash_point("ckpt_committed", step)
     for fname in (WEIGHTS, EMA_WEIGHTS):
         if (final / fname).is_file():
-            _link_or_copy(final / fname, Path(run_dir) / fname)
+            _export_copy(final / fname, Path(run_dir) / fname)
     for old in sdir.iterdir():
         if old.is_dir() and old.name.startswith("step_") and old != final:
             shutil.rmtree(old, ignore_errors=True)

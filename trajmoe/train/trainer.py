@@ -30,15 +30,16 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from trajmoe.config import to_dict
-from trajmoe.io import atomic_write_json, read_json
+from trajmoe.io import DirLock, atomic_write_json, read_json
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train import distributed as D
 from trajmoe.train.config import TrainConfig
+from trajmoe.train.faults import crash_point
+from trajmoe.train.rundir import check_run_dir
 from trajmoe.train.schedule import lr_at
 
 # Independent random streams derived from (seed, step, ...): never reuse a stream id.
 _STREAM_BATCH, _STREAM_SAMPLE, _STREAM_MODEL = 0, 1, 2
-_RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl")
 
 
 class TrainingError(RuntimeError):
@@ -93,17 +94,45 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:  # steps are indexed by the sampler; no natural length
         return 2**62
 
-    def __getitem__(self, step: int) -> tuple[int, list[int], Any]:
+    def __getitem__(self, step: int) -> tuple[int, list[int], Any] | "_WorkerError":
         idx = global_batch_indices(self.seed, step, self.n, self.global_batch, self.cdf)[self.lo : self.hi]
-        samples = [
-            self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
-            for slot, i in zip(range(self.lo, self.hi), idx)
-        ]
+        try:
+            samples = [
+                self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
+                for slot, i in zip(range(self.lo, self.hi), idx)
+            ]
+        except (ValueError, OSError) as e:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # In a DataLoader worker: hand the data error back as a value, so the main process
+            # raises it with its own one-line message (not torch's 16-line worker traceback).
+            return _WorkerError(type(e), str(e))
         return step, [int(i) for i in idx], self.collate_fn(samples)
+
+
+@dataclasses.dataclass
+class _WorkerError:
+    """A data error (ValueError / OSError) raised by `dataset.get` inside a DataLoader worker."""
+
+    kind: type
+    message: str
+
+    def reraise(self):
+        try:
+            err = self.kind(self.message)
+        except Exception:  # an exception type that wants other arguments
+            err = ValueError(self.message)
+        raise err from None
 
 
 def _identity(x):
     return x
+
+
+def _worker_init(_worker_id: int) -> None:
+    from trajmoe.io import close_inherited_locks
+
+    close_inherited_locks()  # a worker outliving a killed trainer must not hold its run folder
 
 
 def to_device(x: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -133,20 +162,6 @@ def _brief(items: Sequence[Any], limit: int = 12) -> str:
     items = list(dict.fromkeys(items))  # unique, order kept
     more = f", ... (+{len(items) - limit} more)" if len(items) > limit else ""
     return "[" + ", ".join(map(str, items[:limit])) + more + "]"
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two JSON-like configs differ ("dim (384 != 512)")."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in list(a) + [k for k in b if k not in a]:
-            key = f"{prefix}{k}"
-            if k not in a or k not in b:
-                out.append(f"{key} ({'absent' if k not in a else json.dumps(a[k])} != {'absent' if k not in b else json.dumps(b[k])})")
-            else:
-                out.extend(_diff_keys(a[k], b[k], key + "."))
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.') or 'model'} ({json.dumps(a)} != {json.dumps(b)})"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -202,6 +217,7 @@ class Trainer:
         collate_fn=None,
         eval_fn: Callable[[nn.Module, int], dict] | None = None,
         resume: bool = False,
+        allow_change: bool = False,
     ):
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -231,37 +247,47 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
             torch.backends.cudnn.allow_tf32 = True
 
-        # Every rank checks the run directory before anyone writes to it.
+        # Rank 0 locks the run directory (one writer); every rank checks it before anyone writes to it.
         self.step = 0
         self.last_metrics: dict[str, float] = {}
-        saved = self._check_out_dir(resume)
-        D.barrier(self.dist)
-
-        self._model = model.to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
-        )
-        self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.ema: dict[str, torch.Tensor] | None = None
-        if cfg.ema_decay > 0:
-            self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
-        self.resumed = resume
-        if saved is not None:
-            self._load_state(*saved)
-        elif resume and self.dist.is_main:  # started but never checkpointed: start over cleanly
-            ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", 0)
-
-        self.ddp_model: nn.Module = self._model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.ddp_model = DDP(
-                self._model,
-                device_ids=[self.device.index] if dev_type == "cuda" else None,
-                find_unused_parameters=cfg.ddp_find_unused,
-            )
+        self._lock: DirLock | None = None
         if self.dist.is_main:
-            atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg)})
+            if self.out_dir.exists() and not self.out_dir.is_dir():
+                raise ValueError(f"output path {self.out_dir} exists and is not a directory")
+            self._lock = DirLock.acquire(self.out_dir, what="run folder")
+        try:
+            saved, history = self._check_out_dir(resume, allow_change)
+        except BaseException:
+            self.close()
+            raise
+        D.barrier(self.dist)
+        try:
+            self._model = model.to(self.device)
+            self.optimizer = torch.optim.AdamW(
+                param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
+            )
+            self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self.ema: dict[str, torch.Tensor] | None = None
+            if cfg.ema_decay > 0:
+                self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+            self.resumed = resume
+            if saved is not None:
+                self._load_state(*saved)
+
+            self.ddp_model: nn.Module = self._model
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                self.ddp_model = DDP(
+                    self._model,
+                    device_ids=[self.device.index] if dev_type == "cuda" else None,
+                    find_unused_parameters=cfg.ddp_find_unused,
+                )
+            if self.dist.is_main:
+                atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": history})
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def model(self) -> nn.Module:
@@ -271,23 +297,15 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Run directory, resume
 
-    def _check_out_dir(self, resume: bool) -> tuple[int, Path] | None:
-        out = self.out_dir
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"output path {out} exists and is not a directory")
-        started = [f for f in _RUN_FILES if (out / f).exists()]
-        if not resume:
-            if started:
-                raise ValueError(f"{out} already holds a run ({', '.join(started)}); pass --resume to continue it or choose another --out")
-            return None
-        # resume=True on an empty / new directory starts fresh (auto-resume for preemptible jobs).
-        if (out / ckpt.CONFIG).is_file():
-            old_model = ckpt.load_run_config(out).get("model")
-            new_model = self.run_config.get("model")
-            diffs = _diff_keys(old_model, new_model)
-            if diffs:
-                raise ValueError(f"cannot resume {out}: run_config['model'] differs from the saved config.json at {', '.join(diffs)}")
-        return ckpt.latest_checkpoint(out)
+    def _check_out_dir(self, resume: bool, allow_change: bool) -> tuple[tuple[int, Path] | None, list]:
+        new = {**self.run_config, "train": to_dict(self.cfg)}
+        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main)
+
+    def close(self) -> None:
+        """Release the run folder's lock (fit() does it at the end; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _load_state(self, step: int, cdir: Path) -> None:
         ckpt.load_weights(self._model, cdir / ckpt.WEIGHTS)
@@ -356,6 +374,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # keeps the global torch RNG untouched
             prefetch_factor=4 if workers else None,
+            worker_init_fn=_worker_init if workers else None,
         )
 
     def _seed_model_rng(self, seed: int) -> None:
@@ -391,6 +410,7 @@ class Trainer:
         cfg, main = self.cfg, self.dist.is_main
         if self.step >= cfg.steps:
             D.cleanup(self.dist)
+            self.close()
             return dict(self.last_metrics)
         writer = progress = None
         ok = False
@@ -410,6 +430,7 @@ class Trainer:
                 writer.close()
             self.ddp_model = self._model  # release DDP's reducer before its process group goes
             D.cleanup(self.dist, sync=ok)
+            self.close()
         return dict(self.last_metrics)
 
     def _loop(self, writer, progress) -> None:
@@ -419,7 +440,10 @@ class Trainer:
         # Throughput clock: training time only (data wait included; eval and checkpoints excluded).
         t_mark, train_time, steps_in_window, eval_logs = time.perf_counter(), 0.0, 0, {}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        for step, indices, batch in self._loader(self.step + 1):
+        for item in self._loader(self.step + 1):
+            if isinstance(item, _WorkerError):
+                item.reraise()
+            step, indices, batch = item
             lr = lr_at(step, cfg)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -452,6 +476,7 @@ class Trainer:
             self.step = step
             if self.ema is not None:
                 self._ema_update()
+            crash_point("step", step)
 
             for k, v in {"loss": loss_v, "grad_norm": gnorm_v, **_float_logs(logs)}.items():
                 acc = window.setdefault(k, [0.0, 0])
