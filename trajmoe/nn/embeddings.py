@@ -25,6 +25,25 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     return torch.from_numpy(emb).float()
 
 
+def sincos_2d_at(dim: int, xy_N2: torch.Tensor, grid: int) -> torch.Tensor:
+    """`sincos_2d` evaluated at continuous image points: (..., 2) as (x, y) in [0, 1] -> (..., dim).
+
+    A point at the centre of patch (row i, col j) of a `grid` x `grid` patch grid gets exactly row
+    i * grid + j of `sincos_2d(dim, grid, grid)`, so attention can match a point to its patch with
+    one dot product. Raises ValueError if dim is not divisible by 4.
+    """
+    if dim % 4:
+        raise ValueError(f"2D sin-cos embedding dim must be divisible by 4, got {dim}")
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half // 2, dtype=torch.float32, device=xy_N2.device) / (half / 2.0))
+    pos = xy_N2.float() * grid - 0.5  # patch-centre coordinates
+    out = []
+    for c in (1, 0):  # rows (y) first, then columns (x), as sincos_2d
+        a = pos[..., c : c + 1] * omega
+        out += [torch.sin(a), torch.cos(a)]
+    return torch.cat(out, dim=-1)
+
+
 class PatchEmbed(nn.Module):
     """(B, C, H, W) -> (B, H/p * W/p, D) with a strided conv (ViT)."""
 

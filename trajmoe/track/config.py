@@ -31,6 +31,7 @@ class TrackConfig:
     lang_dim: int = 384
     img_mask_ratio: float = 0.5  # MAE-like patch masking in training (ATM)
     residual_tracks: bool = True  # predict offsets from the query point (ATM predicts absolute)
+    query_pos_embed: bool = False  # add the image's 2D sin-cos embedding at each query point to its track tokens
     zero_init_head: bool = True  # track head starts at 0: a fresh model predicts "no point moves"
     # MoE
     moe_layers: tuple[int, ...] = (0, 4, 7)

@@ -41,13 +41,16 @@ class TrackMetrics:
                 "fde_num": (dist_BTN[:, -1] * vis[:, -1]).sum(dim=1)}
 
     @torch.no_grad()
-    def update(self, pred_BTN2: torch.Tensor, gt_BTN2: torch.Tensor, vis_BTN: torch.Tensor, domain_B: torch.Tensor) -> None:
-        """Add a batch: pred/gt (B, T, N, 2) in [0, 1], vis (B, T, N) in {0, 1}, domain (B,) ids."""
+    def update(self, pred_BTN2: torch.Tensor, gt_BTN2: torch.Tensor, vis_BTN: torch.Tensor, domain_B: torch.Tensor,
+               groups_B: list[str] | None = None) -> None:
+        """Add a batch: pred/gt (B, T, N, 2) in [0, 1], vis (B, T, N) in {0, 1}, domain (B,) ids;
+        `groups_B` optionally names one more group per sample (e.g. "view:agentview")."""
         pred, gt, vis = pred_BTN2.float().cpu(), gt_BTN2.float().cpu(), vis_BTN.float().cpu()
         model, static = self._errors(pred, gt, vis), self._errors(static_tracks(gt), gt, vis)
         ade_den_B, fde_den_B = vis.sum(dim=(1, 2)), vis[:, -1].sum(dim=1)
         for b, d in enumerate(domain_B.tolist()):
-            for key in (self.domain_names[d], "overall"):
+            keys = (self.domain_names[d], "overall") + ((groups_B[b],) if groups_B else ())
+            for key in keys:
                 s = self.sums[key]
                 s["n"] += 1
                 s["ade_den"] += float(ade_den_B[b])
@@ -69,4 +72,4 @@ class TrackMetrics:
             r["skill_ade"] = skill(r["ade_px"], r["ade_px_static"])
             r["skill_fde"] = skill(r["fde_px"], r["fde_px_static"])
             out[key] = r
-        return dict(sorted(out.items(), key=lambda kv: (kv[0] == "overall", kv[0])))
+        return dict(sorted(out.items(), key=lambda kv: (kv[0] == "overall", ":" in kv[0], kv[0])))

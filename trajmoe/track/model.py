@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..nn import Block, PatchEmbed, collect_moe_aux, sincos_2d
+from ..nn import Block, PatchEmbed, collect_moe_aux, sincos_2d, sincos_2d_at
 from .config import TrackConfig
 
 
@@ -59,6 +59,8 @@ class TrackModel(nn.Module):
         first_BN2T = query_BN2.unsqueeze(-1).expand(B, N, 2, cfg.track_len)
         x_trk = self.track_embed(rearrange(first_BN2T, "b n c t -> (b n) c t"))  # (B*N, D, T/4)
         x_trk = rearrange(x_trk, "(b n) d s -> b n s d", b=B) + self.track_time_emb
+        if cfg.query_pos_embed:  # where the point is, in the image patches' own position code
+            x_trk = x_trk + sincos_2d_at(cfg.dim, query_BN2, self.patch_embed.grid).to(x_trk.dtype)[:, :, None]
         x_trk = rearrange(x_trk, "b n s d -> b (n s) d")
         x_lang = self.lang_proj(task_emb_BL).unsqueeze(1)
         x = torch.cat([x_img, x_trk, x_lang], dim=1)

@@ -131,7 +131,8 @@ def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, b
         batch = {k: torch.as_tensor(np.stack([it[k] for it in items])).to(device) for k in ("image", "tracks", "vis", "task_emb", "domain")}
         dom = batch["domain"] if model.cfg.moe_layers and len(ds.domain_names) <= model.cfg.num_domains else None
         pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], dom)
-        metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"])
+        metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"],
+                       [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])
     routing = {}
     for i, moe in model.moe_layers():
         counts = moe.domain_counts.cpu().numpy()[: len(ds.domain_names)]
