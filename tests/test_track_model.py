@@ -79,7 +79,7 @@ def test_loss_weights_and_aux_losses_enter_the_loss():
     torch.manual_seed(0)
     m = TrackModel(cfg).eval()
     loss, logs = m(b)
-    expected = 10 * logs["track_mse"] + logs["img_mse"] + 1e-4 * logs["z_loss"]
+    expected = 10 * logs["track_mse"] + cfg.w_img * logs["img_mse"] + 1e-4 * logs["z_loss"]
     torch.testing.assert_close(loss.detach(), expected)
     m2 = TrackModel(dataclasses.replace(cfg, w_lb=0.5)).eval()
     m2.load_state_dict(m.state_dict())

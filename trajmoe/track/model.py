@@ -71,7 +71,7 @@ class TrackModel(nn.Module):
         x = self.norm(x)
         P = x_img.shape[1]
         out_trk = self.track_head(x[:, P : P + x_trk.shape[1]])  # (B, N*S, 2*track_patch)
-        tracks_BTN2 = rearrange(out_trk, "b (n s) (p c) -> b (s p) n c", n=N, c=2)
+        tracks_BTN2 = rearrange(out_trk, "b (n s) (p c) -> b (s p) n c", n=N, c=2) * cfg.track_out_scale
         if cfg.residual_tracks:
             tracks_BTN2 = tracks_BTN2 + query_BN2.unsqueeze(1)
         return tracks_BTN2, x[:, :P], auxes
@@ -90,12 +90,15 @@ class TrackModel(nn.Module):
         pred, img_tok, auxes = self.encode(
             img, tracks[:, 0], lang, batch.get("domain"), cfg.img_mask_ratio if self.training else 0.0
         )
-        sq = (pred.float() - tracks.float()).pow(2)  # (B, T, N, 2)
-        track_mse = sq.mean()
-        track_loss = track_mse
+        diff = pred.float() - tracks.float()  # (B, T, N, 2)
+        track_mse = diff.pow(2).mean()
+        if cfg.track_loss == "mse":  # Tra-MoE / ATM
+            per_BTN = diff.pow(2).mean(-1)
+        else:  # "l1": mean absolute coordinate error, less pull from the few large (occluded) errors
+            per_BTN = diff.abs().mean(-1)
         if cfg.w_occluded != 1.0 and "vis" in batch:  # occluded points weighted as the public code does
-            w_BTN = torch.where(batch["vis"].bool(), 1.0, cfg.w_occluded).to(sq.dtype)
-            track_loss = (sq * w_BTN[..., None]).mean()
+            per_BTN = per_BTN * torch.where(batch["vis"].bool(), 1.0, cfg.w_occluded).to(per_BTN.dtype)
+        track_loss = per_BTN.mean()
         static_mse = (tracks[:, :1].float() - tracks.float()).pow(2).mean()  # no-motion on this batch
         target = rearrange(img * 2.0 - 1.0, "b c (h p) (w q) -> b (h w) (p q c)", p=cfg.patch, q=cfg.patch)
         img_mse = F.mse_loss(self.img_head(img_tok).float(), target.float())
