@@ -71,8 +71,12 @@ def test_train_eval_cli_and_routing_report(mw_data, tmp_path, capsys):
     assert main(["eval", "track", "--run", str(run), "--data", str(mw_data["id"]), str(mw_data["ood"]),
                  "--max-samples", "16", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(res["metrics"]) == {"id", "ood", "overall"}
+    views = {f"view:{v}" for v in ("agentview", "eye_in_hand")}
+    assert set(res["metrics"]) == {"id", "ood", "overall"} | views
     assert res["metrics"]["overall"]["samples"] == 16
+    assert sum(res["metrics"][v]["samples"] for v in views) == 16
+    o = res["metrics"]["overall"]  # the no-motion baseline on the same samples, and the skills from it
+    assert o["track_mse_static"] > 0 and o["skill_mse"] == pytest.approx(1 - o["track_mse"] / o["track_mse_static"])
     assert res["metrics"]["overall"]["ade_px"] > 0
     assert set(res["routing"]) == {"layer0", "layer2", "layer3"}
     for layer in res["routing"].values():

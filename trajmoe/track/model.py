@@ -27,8 +27,8 @@ class TrackModel(nn.Module):
         D = cfg.dim
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch, 3, D)
         self.register_buffer("img_pos_PD", sincos_2d(D, self.patch_embed.grid, self.patch_embed.grid), persistent=False)
-        self.mask_token = nn.Parameter(torch.zeros(D))
-        nn.init.normal_(self.mask_token, std=0.02)
+        # MAE-style mask token, only when training masks image patches (else it would get no gradient)
+        self.mask_token = nn.Parameter(torch.randn(D) * 0.02) if cfg.img_mask_ratio > 0 else None
         self.track_embed = nn.Conv1d(2, D, kernel_size=cfg.track_patch, stride=cfg.track_patch)
         self.track_time_emb = nn.Parameter(torch.randn(cfg.track_len // cfg.track_patch, D) * 0.02)
         self.lang_proj = nn.Linear(cfg.lang_dim, D)
@@ -51,7 +51,7 @@ class TrackModel(nn.Module):
         cfg = self.cfg
         B, N = query_BN2.shape[:2]
         x_img = self.patch_embed(img_B3HW * 2.0 - 1.0)  # ATM scales pixels to [-1, 1]
-        if mask_ratio > 0:
+        if mask_ratio > 0 and self.mask_token is not None:
             drop_BP = torch.rand(x_img.shape[:2], device=x_img.device) < mask_ratio
             x_img = torch.where(drop_BP[..., None], self.mask_token.to(x_img.dtype), x_img)
         x_img = x_img + self.img_pos_PD
