@@ -48,7 +48,7 @@ class TrackConfig:
     w_z: float = 1e-4
     w_lb: float = 0.0
     track_loss: str = "mse"  # "mse" (Tra-MoE / ATM) | "l1"
-    w_occluded: float = 1.0  # weight of occluded points in the track MSE (public Tra-MoE code: 0.1)
+    w_occluded: float = 0.1  # weight of occluded points in the track loss (as the public Tra-MoE code)
 
     def __post_init__(self) -> None:
         def bad(key, why):
