@@ -10,6 +10,10 @@ Conditioning modes (seed 000 Sec. 3.2, Tab. 3; REFERENCE.md Sec. 2):
                  128/255, second half 255/255 (RT-Trajectory style, Tab. 3 "DM")
   adaptive_mask  atm + the 4th channel where each track point carries a learnable value indexed
                  by its timestep (track_len of them) (Tab. 3 "AM")
+  oracle         the atm pathway fed the EXACT future tracks of the query grid (trajmoe.envs.oracle:
+                 stored by the generator with --oracle-points, computed in closed loop by a
+                 scripted-expert lookahead on a copy of the simulator); no track model. The ceiling
+                 of what tracks can give the policy, and a test of its track pathway on its own.
 
 Data-derived fields (views, img_size, action_dim, proprio_dim, lang_dim) are filled from the
 episode files by `trajmoe train policy`; an explicit value that disagrees with the data is an error.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask")
+CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class PolicyConfig:
     @property
     def uses_tracks(self) -> bool:
         return self.conditioning != "none"
+
+    @property
+    def uses_track_model(self) -> bool:
+        """Tracks come from a frozen track model (not from the simulator, as for `oracle`)."""
+        return self.conditioning in ("atm", "drawn_mask", "adaptive_mask")
 
     @property
     def uses_mask(self) -> bool:

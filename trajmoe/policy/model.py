@@ -127,6 +127,8 @@ class TrajectoryPolicy(nn.Module):
         """Frozen track model on the fixed query grid: images in [0, 1] -> (B, T, N, 2)."""
         tm = self.track_model
         if tm is None:
+            if self.cfg.conditioning == "oracle":
+                raise ValueError("conditioning='oracle' takes the exact grid tracks from the batch ('tracks') or the observation ('oracle_tracks'), never from a track model")
             raise ValueError(f"conditioning={self.cfg.conditioning!r} needs a track model (or cached tracks in the batch)")
         size = tm.cfg.img_size
         if img_B3HW.shape[-1] != size or img_B3HW.shape[-2] != size:
@@ -271,7 +273,10 @@ class TrajectoryPolicy(nn.Module):
         if proprio.shape[0] != cfg.proprio_dim:
             raise ValueError(f"observation proprio (ee_pos + gripper) has dim {proprio.shape[0]} but policy proprio_dim={cfg.proprio_dim}")
         tracks_1VTN2 = None
-        if cfg.uses_tracks:
+        if cfg.conditioning == "oracle":
+            tracks_1VTN2 = self._oracle_obs(obs).to(device).unsqueeze(0)
+            self.last_tracks = tracks_1VTN2[0].cpu().numpy()
+        elif cfg.uses_tracks:
             tracks_1VTN2 = self.predict_tracks(img_V3HW.float() / 255.0, emb_1L.expand(len(cfg.views), -1)).unsqueeze(0)
             self.last_tracks = tracks_1VTN2[0].cpu().numpy()
         feat_1D = self.encode_frames(img_V3HW.unsqueeze(0), emb_1L, tracks_1VTN2)
@@ -289,6 +294,19 @@ class TrajectoryPolicy(nn.Module):
         tracks_1F = torch.stack(list(self._track_q), dim=1) if cfg.uses_tracks else None
         act = self.decode_actions(feat_1FD, prop_1FP, tracks_1F)[0, -1]
         return act.clamp(-1.0, 1.0).cpu().numpy()
+
+
+    def _oracle_obs(self, obs: dict[str, Any]) -> torch.Tensor:
+        """obs['oracle_tracks'] (V, T, N, 2) in [0, 1], checked against the config."""
+        cfg = self.cfg
+        tr = obs.get("oracle_tracks")
+        want = (len(cfg.views), cfg.track_len, cfg.num_points, 2)
+        if tr is None:
+            raise ValueError("conditioning='oracle' needs obs['oracle_tracks'] (trajmoe.envs.oracle.oracle_tracks)")
+        tr = torch.as_tensor(np.asarray(tr), dtype=torch.float32)
+        if tuple(tr.shape) != want:
+            raise ValueError(f"obs['oracle_tracks'] must be {want} (views, track_len, num_points, 2), got {tuple(tr.shape)}")
+        return tr
 
 
 def count_params(policy: TrajectoryPolicy) -> int:
