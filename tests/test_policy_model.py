@@ -26,13 +26,17 @@ def track_model():
 def make_policy(mode: str, track_model, **kw) -> TrajectoryPolicy:
     torch.manual_seed(0)
     cfg = dataclasses.replace(PolicyConfig.preset("tiny"), conditioning=mode, img_size=IMG, **kw)
-    return TrajectoryPolicy(cfg, track_model if cfg.uses_tracks else None)
+    return TrajectoryPolicy(cfg, track_model if cfg.uses_track_model else None)
 
 
 def make_batch(cfg: PolicyConfig, B: int = 2, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     F, V = cfg.frame_stack, len(cfg.views)
+    extra = {}
+    if cfg.conditioning == "oracle":  # exact tracks come with the batch (from the episode files)
+        extra["tracks"] = torch.rand(B, F, V, cfg.track_len, cfg.num_points, 2, generator=g)
     return {
+        **extra,
         "rgb": torch.randint(0, 256, (B, F, V, 3, IMG, IMG), generator=g, dtype=torch.uint8),
         "proprio": torch.randn(B, F, cfg.proprio_dim, generator=g),
         "task_emb": torch.randn(B, cfg.lang_dim, generator=g),
@@ -55,7 +59,7 @@ def test_forward_backward_every_param_gets_grad(mode, track_model):
     assert no_grad == []
     assert all(torch.isfinite(p.grad).all() for p in pol.parameters())
     # the frozen track model never gets gradients and is not part of the policy's parameters
-    if pol.cfg.uses_tracks:
+    if pol.cfg.uses_track_model:
         assert pol.track_model is track_model
         assert all(p.grad is None and not p.requires_grad for p in track_model.parameters())
     else:
@@ -290,3 +294,26 @@ def test_downsample_pools_frames_and_mask(track_model):
     assert pol.mask_values.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="divisible by 2 \\* patch \\* downsample"):
         PolicyConfig(img_size=128, patch=16, downsample=8)
+
+
+def test_oracle_policy_needs_exact_tracks_not_a_track_model():
+    pol = make_policy("oracle", None).eval()
+    assert pol.track_model is None and pol.cfg.uses_tracks and not pol.cfg.uses_track_model
+    batch = make_batch(pol.cfg)
+    with torch.no_grad():
+        a = pol.predict_actions(batch)
+        b = pol.predict_actions({**batch, "tracks": batch["tracks"].flip(-2)})
+    assert not torch.allclose(a, b)  # the actions depend on the given tracks
+    with pytest.raises(ValueError, match="takes the exact grid tracks from the batch"):
+        pol.predict_actions({k: v for k, v in batch.items() if k != "tracks"})
+    cfg = pol.cfg
+    obs = {"rgb": {v: np.zeros((IMG, IMG, 3), np.uint8) for v in cfg.views}, "ee_pos": np.zeros(3, np.float32),
+           "gripper": np.zeros(1, np.float32), "task_emb": np.zeros(cfg.lang_dim, np.float32)}
+    pol.reset()
+    with pytest.raises(ValueError, match=r"needs obs\['oracle_tracks'\]"):
+        pol.select_action(obs)
+    obs["oracle_tracks"] = np.full((len(cfg.views), cfg.track_len, cfg.num_points, 2), 0.5, np.float32)
+    assert pol.select_action(obs).shape == (cfg.action_dim,)
+    obs["oracle_tracks"] = obs["oracle_tracks"][:, :3]
+    with pytest.raises(ValueError, match="must be"):
+        pol.select_action(obs)
