@@ -57,6 +57,12 @@ class PolicyConfig:
     head_hidden: int = 256  # MLP action head width (2 hidden layers)
     # Trajectory mask (drawn_mask / adaptive_mask).
     mask_interp: int = 3  # extra points drawn between consecutive track points (0 = points only)
+    # adaptive_mask: values = drawn + mask_value_scale * delta (delta learnable, starts at 0), i.e. the
+    # values learn mask_value_scale times faster than the network's weights under Adam (whose step is
+    # ~lr whatever the gradient's size). At 1 (the plain parameter) the values moved <= 0.011 in
+    # 150-200 steps: Adam bounds the total move by the summed lr (~0.04 at cpu scale) and their
+    # gradient's sign is noisy (measured in docs/results.md).
+    mask_value_scale: float = 50.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, rule: str) -> None:
@@ -84,6 +90,8 @@ class PolicyConfig:
              and math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0, "mlp_ratio", "a number > 0")
         need(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
              and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
+        need(isinstance(self.mask_value_scale, (int, float)) and not isinstance(self.mask_value_scale, bool)
+             and math.isfinite(self.mask_value_scale) and self.mask_value_scale > 0, "mask_value_scale", "a number > 0")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,
              "mask_interp", "an integer in [0, 16]")
 

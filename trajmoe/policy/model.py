@@ -55,11 +55,12 @@ class TrajectoryPolicy(nn.Module):
         self.register_buffer("query_N2", query_grid(cfg.num_points), persistent=False)
 
         # Trajectory mask values: fixed (drawn) or learnable (adaptive), one per track timestep.
+        # Adaptive: values = drawn + mask_value_scale * mask_delta, mask_delta initialised at 0, so the
+        # adaptive mask starts where the drawn baseline is and Adam moves a value by about
+        # mask_value_scale * lr per step (see PolicyConfig.mask_value_scale for the measured reason).
+        self.register_buffer("mask_init", drawn_mask_values(cfg.track_len), persistent=False)
         if cfg.conditioning == "adaptive_mask":
-            # Initialised at the drawn values so the adaptive mask starts where the baseline is.
-            self.mask_values = nn.Parameter(drawn_mask_values(cfg.track_len))
-        elif cfg.conditioning == "drawn_mask":
-            self.register_buffer("mask_values", drawn_mask_values(cfg.track_len), persistent=False)
+            self.mask_delta = nn.Parameter(torch.zeros(cfg.track_len))
 
         self.img_encoders = nn.ModuleList(
             PatchEncoder(cfg.in_chans, cfg.encoder_size, cfg.conv_channels, cfg.patch, D) for _ in range(V)
@@ -91,6 +92,13 @@ class TrajectoryPolicy(nn.Module):
         if cfg.uses_tracks:
             nn.init.trunc_normal_(self.track_view_embed, std=0.02)
         self.reset()
+
+    @property
+    def mask_values(self) -> torch.Tensor:
+        """(T,) values written at the track points of the mask channel (drawn, or drawn + learned)."""
+        if self.cfg.conditioning == "adaptive_mask":
+            return self.mask_init + self.cfg.mask_value_scale * self.mask_delta
+        return self.mask_init
 
     # ------------------------------------------------------------------------------------------
     # Track model (frozen)
@@ -215,9 +223,9 @@ class TrajectoryPolicy(nn.Module):
         w = torch.ones_like(err) if valid is None else valid.to(err.dtype)
         loss = (err * w).sum() / w.sum().clamp(min=1.0)
         logs = {"mse": loss.detach(), "mse_last": err[:, -1].detach().mean()}
-        if self.cfg.conditioning == "adaptive_mask":
-            logs["mask_value_first"] = self.mask_values[0].detach()
-            logs["mask_value_last"] = self.mask_values[-1].detach()
+        if self.cfg.conditioning == "adaptive_mask":  # every value, for the learned-values plot
+            vals = self.mask_values.detach()
+            logs.update({f"mask_value_{t:02d}": vals[t] for t in range(len(vals))})
         return loss, logs
 
     def _check_batch(self, batch: dict[str, Any]) -> None:

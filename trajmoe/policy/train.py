@@ -100,4 +100,33 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
     save_tensors(embs, Path(out) / TASK_EMB_FILE)
     if cfg.uses_track_model and data.track_cache:
         build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
-    return trainer.fit()
+    metrics = trainer.fit()
+    if cfg.conditioning == "adaptive_mask":
+        save_mask_values(policy, Path(out))
+    return metrics
+
+
+def save_mask_values(policy, out: Path) -> str:
+    """RUN/mask_values.json and RUN/mask_values.png: the learned adaptive-mask value per track
+    timestep (final weights) beside the drawn ones, with the logged history (metrics.jsonl)."""
+    import json
+
+    import numpy as np
+
+    from ..io import atomic_write_json
+    from ..viz.mask_values import plot_mask_values
+
+    learned = policy.mask_values.detach().cpu().numpy()
+    drawn = policy.mask_init.detach().cpu().numpy()
+    hist = []
+    mfile = out / "metrics.jsonl"
+    if mfile.is_file():
+        for line in mfile.read_text().splitlines():
+            row = json.loads(line)
+            if "mask_value_00" in row:
+                hist.append([row.get(f"mask_value_{t:02d}", np.nan) for t in range(len(learned))])
+    atomic_write_json(out / "mask_values.json", {"learned": learned.tolist(), "drawn": drawn.tolist(),
+                                                 "max_abs_change": float(np.abs(learned - drawn).max()),
+                                                 "mask_value_scale": policy.cfg.mask_value_scale})
+    return plot_mask_values(learned, drawn, out / "mask_values.png", title=f"adaptive mask values ({out.name})",
+                            history_ST=np.array(hist) if hist else None)
