@@ -17,14 +17,12 @@ import sys
 import numpy as np
 import torch
 
-from trajmoe.policy.conditioning import interpolate_tracks  # noqa: F401  (documented path)
-from trajmoe.policy.config import PolicyConfig, PolicyDataConfig
+from trajmoe.policy.config import PolicyConfig, PolicyDataConfig, train_preset
 from trajmoe.policy.dataset import PolicyDataset, build_track_cache, data_fields, scan_data
 from trajmoe.policy.io import load_track_for_policy
 from trajmoe.policy.model import TrajectoryPolicy
 from trajmoe.train.schedule import lr_at
 from trajmoe.train.trainer import param_groups
-from trajmoe.policy.config import train_preset
 
 
 def pixel_share(pol: TrajectoryPolicy, tracks: torch.Tensor) -> np.ndarray:
@@ -67,27 +65,25 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(pol.parameters(), tc.grad_clip)
-        rec["grads"].append(pol.mask_values.grad.detach().clone().numpy().tolist())
+        rec["grads"].append((pol.mask_delta.grad / cfg.mask_value_scale).numpy().tolist())  # dL/dvalue
         rec["share"] += pixel_share(pol, b["tracks"].float()) / steps
         opt.step()
         rec["values"].append(pol.mask_values.detach().clone().numpy().tolist())
     g = np.array(rec["grads"])
     v = np.array(rec["values"])
-    init = pol.mask_values.detach().numpy() * 0 + np.array(v[0]) - 0  # values after step 1
-    moved = np.abs(v[-1] - np.array(rec["values"][0]))
+    moved = np.abs(v[-1] - pol.mask_init.numpy())
     ratio = np.abs(g.mean(0)) / np.sqrt((g ** 2).mean(0) + 1e-30)
     res = {"steps": steps, "batch": batch, "sets": sets, "final_values": v[-1].tolist(),
-           "moved_since_step1": moved.tolist(), "grad_sign_consistency": ratio.tolist(),
+           "moved": moved.tolist(), "grad_sign_consistency": ratio.tolist(),
            "grad_rms": np.sqrt((g ** 2).mean(0)).tolist(), "pixel_share": rec["share"].tolist(),
            "sum_lr": float(sum(lr_at(s, tc) for s in range(1, steps + 1))), "values": rec["values"]}
     json.dump(res, open(out, "w"))
     np.set_printoptions(precision=4, suppress=True, linewidth=150)
     print("final values  ", v[-1])
-    print("max |move|    ", float(np.abs(v[-1] - v[0]).max()), " sum of lr over steps", res["sum_lr"])
+    print("max |move|    ", float(moved.max()), " sum of lr over steps", res["sum_lr"])
     print("|mean g|/rms g", ratio)
     print("grad rms      ", np.sqrt((g ** 2).mean(0)))
     print("pixel share   ", rec["share"])
-    _ = init
 
 
 if __name__ == "__main__":
