@@ -117,6 +117,8 @@ def test_oracle_policy_trains_and_runs_closed_loop(episode, tmp_path, capsys):
     assert main(["eval", "policy", "--run", str(run), "--episodes", "1", "--max-steps", "3", "--workers", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["oracle_ms"] > 0 and res["tasks"][GEN_TASK]["mean_length"] == 3
+    b = res["baseline"]  # the trivial baseline on the same episode: holding still does not reach
+    assert b["policy"] == "zero action" and b["episodes"] == 1 and b["tasks"][GEN_TASK]["successes"] == 0
     lo, hi = res["tasks"][GEN_TASK]["ci95"]
     assert 0.0 <= lo <= res["success_rate"] <= hi <= 1.0
     # a 16-point grid was not generated: one-line error naming the file and the key

@@ -75,6 +75,10 @@ def run_eval(args) -> int:
         print(f"{task:28s} {r['success_rate']:8.2f} {ci:>14s} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
     ci = f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]"
     print(f"{'overall':28s} {res['success_rate']:8.2f} {ci:>14s} {res['episodes']:9d} {res['mean_length']:9.1f}")
+    b = res["baseline"]
+    per = ", ".join(f"{t} {r['successes']}/{r['episodes']}" for t, r in b["tasks"].items())
+    bci = f"[{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]"
+    print(f"{'baseline (zero action)':28s} {b['success_rate']:8.2f} {bci:>14s} {b['episodes']:9d}  ({per})")
     oracle = f", oracle lookahead {res['oracle_ms']:.1f} ms/step" if res["oracle_ms"] else ""
     print(f"policy latency {res['latency_ms']:.1f} ms/step (median){oracle}, {res['workers']} workers, {res['wall_s']:.0f} s")
     for v in res["videos"]:

@@ -6,7 +6,8 @@ scene camera and image size of the training data. Success = MetaWorld's `success
 step (the episode ends there). Worker processes (spawn) each load the policy once and run whole
 episodes with one torch thread; results do not depend on the number of workers (each episode is
 a pure function of its task, variation and the weights). Success rates come with Wilson 95 %
-intervals (trajmoe.eval.stats), per task and overall; `oracle` policies get the exact grid
+intervals (trajmoe.eval.stats), per task and overall, beside the trivial baseline on the same
+episodes (`baseline`: the arm holds still, action 0, until the limit); `oracle` policies get the exact grid
 tracks of a scripted-expert lookahead at every step (trajmoe.envs.oracle; its median cost per step
 is reported as `oracle_ms`, apart from the policy's `latency_ms`).
 
@@ -132,6 +133,24 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
             "oracle_ms": statistics.median(oracle_ms) if oracle_ms else 0.0, "video": job.video}
 
 
+def zero_action_success(task: str, variation: int, max_steps: int | None = None) -> bool:
+    """The trivial baseline on one held-out episode: the arm holds still (action 0) until the
+    episode limit; MetaWorld's success flag at any step. Physics only (nothing looks at images)."""
+    import warnings
+
+    from ..envs.metaworld import make_eval_env
+
+    with make_eval_env(task, variation, max_steps=max_steps, views=("agentview",)) as env:
+        env.reset()
+        zero = np.zeros(4, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(env.episode_limit):
+                if env.env.step(zero)[4].get("success"):
+                    return True
+    return False
+
+
 def _run_job(args: tuple[Job, int | None]) -> dict:
     return run_episode(*args)
 
@@ -214,6 +233,11 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
         per_task[task] = dict(success_summary(sum(r["success"] for r in rs), len(rs)),
                               mean_length=sum(r["length"] for r in rs) / len(rs), limit=rs[0]["limit"])
     overall = success_summary(sum(r["success"] for r in results), len(results))
+    # Trivial baseline on the same episodes (zero action), with the same intervals.
+    zero = {(j.task, j.variation): zero_action_success(j.task, j.variation, max_steps) for j in jobs}
+    baseline = {"policy": "zero action", "tasks": {
+        t: success_summary(sum(v for (tt, _), v in zero.items() if tt == t), episodes) for t in tasks}}
+    baseline.update(success_summary(sum(zero.values()), len(zero)))
     return {
         "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"], "tasks": per_task,
         "success_rate": overall["success_rate"], "successes": overall["successes"], "ci95": overall["ci95"],
@@ -224,4 +248,5 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
         "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
         "workers": workers, "wall_s": wall,
         "videos": [r["video"] for r in results if r["video"]],
+        "baseline": baseline,
     }
