@@ -99,3 +99,27 @@ def test_report_only_collects_finished_steps_and_runs_nothing(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]["a"]["0"]) == {"p"} and results["runs"]["b"]["0"] == {}
     assert not (out / "runs" / "b").exists()
+
+
+def test_success_columns_pool_seeds_with_wilson_intervals(tmp_path):
+    from trajmoe.experiment.report import table_values, write_report
+    from trajmoe.experiment.spec import Spec
+
+    def ev(k, n, task_k):
+        return {"json": {"successes": k, "episodes": n, "success_rate": k / n,
+                         "tasks": {"a": {"successes": task_k, "episodes": n // 2}}}}
+
+    results = {"runs": {"none": {0: {"ev": ev(10, 20, 6)}, 1: {"ev": ev(14, 20, 9)}},
+                        "old": {0: {"ev": {"json": {"success_rate": 0.25, "episodes": 20}}}}},
+               "data": {}}
+    table = {"columns": [{"name": "s", "step": "ev", "kind": "success"},
+                         {"name": "a", "step": "ev", "kind": "success", "path": "tasks.a"}]}
+    vals = table_values(None, results, table)
+    assert vals["none"]["s"] == [(10, 20), (14, 20)] and vals["none"]["a"] == [(6, 10), (9, 10)]
+    assert vals["old"]["s"] == [(5, 20)]  # results written before `successes` existed
+    spec = Spec(path=tmp_path / "s.yaml", name="s", title="t", vars={}, data=[], variants={"none": {}}, steps=[],
+                tables=[table])
+    text = write_report(spec, results, tmp_path, seeds=2).read_text()
+    # 24/40 pooled = 60 %, Wilson 95 % [44.6, 73.7]; per-seed 50 and 70 -> 60.0 ± 14.1
+    assert "| none | 60.0 [44.6, 73.7] n=40 (seeds 60.0 ± 14.1) | 75.0 [53.1, 88.8] n=20 (seeds 75.0 ± 21.2) |" in text
+    assert "| old | 25.0 [11.2, 46.9] n=20 |" in text

@@ -59,7 +59,8 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
     assert cfg["track_run"] == str(track_run.resolve())
     assert cfg["model"]["views"] == ["agentview", "eye_in_hand"] and cfg["model"]["action_dim"] == 4
     assert cfg["tasks"] == ["reach-v3"] and cfg["episodes"] == 2
-    for f in ("model.safetensors", "track_cache.safetensors", "task_emb.safetensors", "metrics.jsonl"):
+    for f in ("model.safetensors", "track_cache.safetensors", "task_emb.safetensors", "metrics.jsonl",
+              "mask_values.png", "mask_values.json"):
         assert (run / f).is_file(), f
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and np.isfinite(rows[-1]["loss"])

@@ -20,19 +20,24 @@ IMG = 64
 @pytest.fixture(scope="module")
 def track_model():
     torch.manual_seed(0)
-    return TrackModel(TrackConfig.preset("tiny-dense").replace(depth=1, dim=32, heads=2))
+    # zero_init_head=False: a fresh zero-headed model predicts no motion, and these tests need tracks that move
+    return TrackModel(TrackConfig.preset("tiny-dense").replace(depth=1, dim=32, heads=2, zero_init_head=False))
 
 
 def make_policy(mode: str, track_model, **kw) -> TrajectoryPolicy:
     torch.manual_seed(0)
     cfg = dataclasses.replace(PolicyConfig.preset("tiny"), conditioning=mode, img_size=IMG, **kw)
-    return TrajectoryPolicy(cfg, track_model if cfg.uses_tracks else None)
+    return TrajectoryPolicy(cfg, track_model if cfg.uses_track_model else None)
 
 
 def make_batch(cfg: PolicyConfig, B: int = 2, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     F, V = cfg.frame_stack, len(cfg.views)
+    extra = {}
+    if cfg.conditioning == "oracle":  # exact tracks come with the batch (from the episode files)
+        extra["tracks"] = torch.rand(B, F, V, cfg.track_len, cfg.num_points, 2, generator=g)
     return {
+        **extra,
         "rgb": torch.randint(0, 256, (B, F, V, 3, IMG, IMG), generator=g, dtype=torch.uint8),
         "proprio": torch.randn(B, F, cfg.proprio_dim, generator=g),
         "task_emb": torch.randn(B, cfg.lang_dim, generator=g),
@@ -55,15 +60,15 @@ def test_forward_backward_every_param_gets_grad(mode, track_model):
     assert no_grad == []
     assert all(torch.isfinite(p.grad).all() for p in pol.parameters())
     # the frozen track model never gets gradients and is not part of the policy's parameters
-    if pol.cfg.uses_tracks:
+    if pol.cfg.uses_track_model:
         assert pol.track_model is track_model
         assert all(p.grad is None and not p.requires_grad for p in track_model.parameters())
     else:
         assert pol.track_model is None
     assert not any(k.startswith("_track") or "track_head" in k for k in pol.state_dict())
     if mode == "adaptive_mask":
-        assert pol.mask_values.grad.abs().sum() > 0
-        assert "mask_value_first" in logs
+        assert pol.mask_delta.grad.abs().sum() > 0
+        assert "mask_value_00" in logs and f"mask_value_{pol.cfg.track_len - 1:02d}" in logs
 
 
 @pytest.mark.parametrize("mode", ["atm", "adaptive_mask"])
@@ -86,8 +91,8 @@ def test_mode_changes_input_channels_and_head(track_model):
     assert n["atm"].img_encoders[0].stem[0].in_channels == 3
     assert n["drawn_mask"].img_encoders[0].stem[0].in_channels == 4
     assert n["adaptive_mask"].img_encoders[0].stem[0].in_channels == 4
-    assert isinstance(n["adaptive_mask"].mask_values, torch.nn.Parameter)
-    assert not isinstance(n["drawn_mask"].mask_values, torch.nn.Parameter)
+    assert isinstance(n["adaptive_mask"].mask_delta, torch.nn.Parameter)
+    assert not hasattr(n["drawn_mask"], "mask_delta")
     cfg = n["atm"].cfg
     late = len(cfg.views) * cfg.track_len * cfg.num_points * 2
     assert n["atm"].head.net[0].in_features == cfg.dim + late
@@ -97,7 +102,7 @@ def test_mode_changes_input_channels_and_head(track_model):
 def test_save_load_round_trip(tmp_path, track_model):
     pol = make_policy("adaptive_mask", track_model).eval()
     with torch.no_grad():
-        pol.mask_values.add_(0.3)
+        pol.mask_delta.add_(0.3)
     save_weights(pol, tmp_path / "w.safetensors")
     other = make_policy("adaptive_mask", track_model)
     torch.manual_seed(1)
@@ -287,6 +292,73 @@ def test_downsample_pools_frames_and_mask(track_model):
     hook.remove()
     assert seen["x"].shape[-2:] == (IMG // 2, IMG // 2) and seen["x"].shape[1] == 4
     loss.backward()
-    assert pol.mask_values.grad.abs().sum() > 0
+    assert pol.mask_delta.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="divisible by 2 \\* patch \\* downsample"):
         PolicyConfig(img_size=128, patch=16, downsample=8)
+
+
+def test_oracle_policy_needs_exact_tracks_not_a_track_model():
+    pol = make_policy("oracle", None).eval()
+    assert pol.track_model is None and pol.cfg.uses_tracks and not pol.cfg.uses_track_model
+    batch = make_batch(pol.cfg)
+    with torch.no_grad():
+        a = pol.predict_actions(batch)
+        b = pol.predict_actions({**batch, "tracks": batch["tracks"].flip(-2)})
+    assert not torch.allclose(a, b)  # the actions depend on the given tracks
+    with pytest.raises(ValueError, match="takes the exact grid tracks from the batch"):
+        pol.predict_actions({k: v for k, v in batch.items() if k != "tracks"})
+    cfg = pol.cfg
+    obs = {"rgb": {v: np.zeros((IMG, IMG, 3), np.uint8) for v in cfg.views}, "ee_pos": np.zeros(3, np.float32),
+           "gripper": np.zeros(1, np.float32), "task_emb": np.zeros(cfg.lang_dim, np.float32)}
+    pol.reset()
+    with pytest.raises(ValueError, match=r"needs obs\['oracle_tracks'\]"):
+        pol.select_action(obs)
+    obs["oracle_tracks"] = np.full((len(cfg.views), cfg.track_len, cfg.num_points, 2), 0.5, np.float32)
+    assert pol.select_action(obs).shape == (cfg.action_dim,)
+    obs["oracle_tracks"] = obs["oracle_tracks"][:, :3]
+    with pytest.raises(ValueError, match="must be"):
+        pol.select_action(obs)
+
+
+def test_adaptive_values_get_gradients_of_the_expected_sign(track_model):
+    """Hand-built case through the policy's own mask path: timestep 2 owns pixel A, timestep 5 owns
+    pixel B, no other point is inside the image. A readout that rewards brightness at A and penalises
+    it at B must push value 2 up and value 5 down (negative / positive gradient), and leave the others."""
+    pol = make_policy("adaptive_mask", track_model, mask_interp=0).train()
+    cfg, T, N, V = pol.cfg, pol.cfg.track_len, pol.cfg.num_points, len(pol.cfg.views)
+    tracks = torch.full((1, 1, V, T, N, 2), -1.0)  # outside the image: ignored
+    a, b = (3.5 / IMG, 4.5 / IMG), (20.5 / IMG, 9.5 / IMG)
+    tracks[..., 2, 0, :] = torch.tensor(a)
+    tracks[..., 5, 1, :] = torch.tensor(b)
+    seen = {}
+    hook = pol.img_encoders[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    batch = {**make_batch(cfg, B=1), "tracks": tracks.expand(1, cfg.frame_stack, -1, -1, -1, -1)}
+    batch["rgb"] = batch["rgb"][:1, -1:]
+    batch = {k: (v[:1, -1:] if k in ("proprio", "actions", "valid") else v) for k, v in batch.items()}
+    batch["tracks"] = tracks
+    pol.predict_actions(batch)
+    hook.remove()
+    mask = seen["x"][0, 3]  # (H, W) of view 0
+    assert mask[4, 3] == pol.mask_values[2] and mask[9, 20] == pol.mask_values[5] and (mask != 0).sum() == 2
+    (mask[9, 20] - mask[4, 3]).backward()
+    g = pol.mask_delta.grad
+    assert g[2] < 0 and g[5] > 0
+    assert torch.all(g[[t for t in range(T) if t not in (2, 5)]] == 0)
+    assert g[5] == pytest.approx(cfg.mask_value_scale) and g[2] == pytest.approx(-cfg.mask_value_scale)
+
+
+def test_adaptive_values_move_as_fast_as_their_scale_says(track_model):
+    """One AdamW step at the policy lr (5e-4) moves each value by ~mask_value_scale * lr (Adam's first
+    step is lr * sign(grad)), not by lr: the fix for values that barely moved in training."""
+    from trajmoe.train.trainer import param_groups
+
+    pol = make_policy("adaptive_mask", track_model).train()
+    opt = torch.optim.AdamW(param_groups(pol, 1e-4), lr=5e-4)
+    before = pol.mask_values.detach().clone()
+    loss, _ = pol(make_batch(pol.cfg))
+    loss.backward()
+    opt.step()
+    moved = (pol.mask_values.detach() - before).abs()
+    has_grad = pol.mask_delta.grad != 0
+    assert has_grad.any()
+    torch.testing.assert_close(moved[has_grad], torch.full_like(moved[has_grad], pol.cfg.mask_value_scale * 5e-4), rtol=0.02, atol=0)  # eps

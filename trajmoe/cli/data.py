@@ -28,6 +28,9 @@ def register(groups) -> None:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--num-points", type=int, default=128, help="tracked points per view")
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit for the expert (default: the task's limit)")
+    p.add_argument("--oracle-points", default=None, help="comma-separated query-grid sizes (e.g. 16,32): also store each "
+                   "frame's exact future tracks of that grid (needed by --conditioning oracle)")
+    p.add_argument("--oracle-horizon", type=int, default=16, help="steps of the oracle grid tracks (the track length)")
     p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
     p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
     p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
@@ -82,6 +85,7 @@ def run_metaworld(args) -> int:
             views=tuple(v.strip() for v in args.views.split(",") if v.strip()), action_free=args.action_free,
             variation_seed=args.variation_seed, visual_variation=args.visual_variation, image_size=args.image_size,
             max_steps=args.max_steps, keep_failed=args.keep_failed, track=track,
+            oracle_points=_oracle_points(args.oracle_points), oracle_horizon=args.oracle_horizon,
         )
         specs = [(spec, str(out))]
     summary = generate(specs, workers=args.workers, shard=shard, retry_failed=args.retry_failed, progress=not args.no_progress,
@@ -111,3 +115,12 @@ def run_viz_tracks(args) -> int:
                              max_points=args.points)
     print(f"wrote {out}")
     return 0
+
+
+def _oracle_points(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--oracle-points expects comma-separated integers (e.g. 16,32), got {text!r}") from None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-MODES = "none | atm | drawn_mask | adaptive_mask"
+MODES = "none | atm | drawn_mask | adaptive_mask | oracle"
 
 
 def register(groups) -> None:
     p = groups["train"].add_parser("policy", help="train a trajectory-guided BC policy (frozen track model)")
     p.add_argument("--preset", default="tiny", help="default | cpu | tiny")
     p.add_argument("--conditioning", default=None, help=f"{MODES} (default: the preset's, adaptive_mask)")
-    p.add_argument("--track-run", default=None, help="track-model run directory (not needed for --conditioning none)")
+    p.add_argument("--track-run", default=None, help="track-model run directory (not needed for --conditioning none / oracle)")
     p.add_argument("--data", required=True, help="directory of action-labelled episodes (trajmoe data metaworld)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the data's tasks")
     p.add_argument("--out", required=True, help="run directory")
@@ -70,11 +70,18 @@ def run_eval(args) -> int:
         print(json.dumps(res))
         return 0
     print(f"{res['run']} ({res['conditioning']}), held-out variations {res['variations'][0]}..{res['variations'][1]}")
-    print(f"{'task':28s} {'success':>8s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
+    print(f"{'task':28s} {'success':>8s} {'Wilson 95% CI':>14s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
     for task, r in res["tasks"].items():
-        print(f"{task:28s} {r['success_rate']:8.2f} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
-    print(f"{'overall':28s} {res['success_rate']:8.2f} {res['episodes']:9d} {res['mean_length']:9.1f}")
-    print(f"policy latency {res['latency_ms']:.1f} ms/step (median), {res['workers']} workers, {res['wall_s']:.0f} s")
+        ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+        print(f"{task:28s} {r['success_rate']:8.2f} {ci:>14s} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
+    ci = f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]"
+    print(f"{'overall':28s} {res['success_rate']:8.2f} {ci:>14s} {res['episodes']:9d} {res['mean_length']:9.1f}")
+    b = res["baseline"]
+    per = ", ".join(f"{t} {r['successes']}/{r['episodes']}" for t, r in b["tasks"].items())
+    bci = f"[{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]"
+    print(f"{'baseline (zero action)':28s} {b['success_rate']:8.2f} {bci:>14s} {b['episodes']:9d}  ({per})")
+    oracle = f", oracle lookahead {res['oracle_ms']:.1f} ms/step" if res["oracle_ms"] else ""
+    print(f"policy latency {res['latency_ms']:.1f} ms/step (median){oracle}, {res['workers']} workers, {res['wall_s']:.0f} s")
     for v in res["videos"]:
         print(f"video: {v}")
     return 0

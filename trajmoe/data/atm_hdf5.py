@@ -6,6 +6,8 @@ Layout (one file per episode; ATM's `scripts/preprocess_libero.py` writes the sa
     root/<view>/tracks       (1, T, N, 2)    float32  in [0, 1] as (x = col / W, y = row / H)
     root/<view>/vis          (1, T, N)       bool     depth-test visibility
     root/<view>/query_frame  (N,)            int32    ours: frame each point was sampled at
+    root/<view>/oracle_tracks_<K> (T, Hz, K, 2) float32  ours, optional: per frame, the exact future
+                             tracks of the K-point query grid over Hz expert steps (trajmoe.envs.oracle)
     root/actions             (T, 4)          float32  only when action-labelled (dx, dy, dz, grip)
     root/extra_states/ee_pos          (T, 3) float32  hand position, metres, world frame
     root/extra_states/gripper_states  (T, 1) float32  finger opening, 0 closed .. 1 open
@@ -63,6 +65,7 @@ class ViewData:
     tracks_TN2: np.ndarray  # float32 in [0, 1]
     vis_TN: np.ndarray  # bool
     query_frame_N: np.ndarray | None = None  # int32
+    oracle_tracks: dict[int, np.ndarray] = field(default_factory=dict)  # K -> (T, Hz, K, 2) float32
 
 
 @dataclass
@@ -97,6 +100,9 @@ def _check_episode(ep: EpisodeData) -> None:
             raise ValueError(f"view {name}: vis must be {v.tracks_TN2.shape[:2]}, got {v.vis_TN.shape}")
         if not np.isfinite(v.tracks_TN2).all():
             raise ValueError(f"view {name}: tracks contain NaN or inf")
+        for k, tr in v.oracle_tracks.items():
+            if tr.ndim != 4 or tr.shape[0] != T or tr.shape[2] != k or tr.shape[3] != 2 or not np.isfinite(tr).all():
+                raise ValueError(f"view {name}: oracle_tracks_{k} must be finite (T={T}, Hz, {k}, 2), got {tr.shape}")
     if ep.actions_TA is not None and ep.actions_TA.shape[0] != T:
         raise ValueError(f"actions must have T={T} rows, got {ep.actions_TA.shape}")
     if ep.gripper_T1.shape[0] != T:
@@ -122,6 +128,9 @@ def write_episode(path: str | Path, ep: EpisodeData) -> Path:
                 g.create_dataset("vis", data=v.vis_TN.astype(bool)[None], fletcher32=True)
                 if v.query_frame_N is not None:
                     g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32), fletcher32=True)
+                for k, tr in v.oracle_tracks.items():
+                    g.create_dataset(f"oracle_tracks_{k}", data=tr.astype(np.float32), compression="gzip", compression_opts=1,
+                                     fletcher32=True)
             if ep.actions_TA is not None:
                 root.create_dataset("actions", data=ep.actions_TA.astype(np.float32), fletcher32=True)
             es = root.create_group("extra_states")
@@ -343,6 +352,19 @@ class EpisodeFile:
         if not np.isfinite(emb).all():
             raise self._err(f"root/{key}", "contains NaN or inf")
         return emb
+
+    def oracle_tracks(self, view: str, num_points: int) -> np.ndarray:
+        """(T, Hz, K, 2) float32: per frame, the exact future tracks of the K-point query grid
+        (K = num_points); a one-line error when the file was generated without them."""
+        key = f"root/{self._view(view)}/oracle_tracks_{num_points}"
+        if key.rsplit("/", 1)[1] not in self._get(f"root/{view}"):
+            have = sorted(k for k in self._get(f"root/{view}") if k.startswith("oracle_tracks_"))
+            raise self._err(key, f"is missing (oracle grid tracks present: {have or 'none'}); oracle conditioning needs "
+                                 f"episodes generated with `trajmoe data metaworld --oracle-points {num_points}`")
+        tr = self._read(key).astype(np.float32)
+        if tr.ndim != 4 or tr.shape[0] != self.meta.length or tr.shape[2:] != (num_points, 2):
+            raise self._err(key, f"must be (T={self.meta.length}, Hz, {num_points}, 2), got {tr.shape}")
+        return tr
 
     def query_frames(self, view: str) -> np.ndarray | None:
         g = self._get(f"root/{self._view(view)}")

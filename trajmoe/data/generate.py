@@ -65,6 +65,10 @@ class DomainSpec:
     keep_failed: bool = False
     attempts: int = MAX_ATTEMPTS
     track: TrackConfig = field(default_factory=TrackConfig)
+    # Oracle tracks (trajmoe.envs.oracle): per frame, the exact future tracks of the policy's fixed
+    # query grid of each size listed here, over `oracle_horizon` steps of the scripted expert.
+    oracle_points: tuple[int, ...] = ()
+    oracle_horizon: int = 16
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -88,6 +92,11 @@ class DomainSpec:
                 f"domain {self.name!r}: variations up to {last} would reach the held-out evaluation range "
                 f"(>= {EVAL_VARIATION_START}); lower variation_seed/episodes"
             )
+        object.__setattr__(self, "oracle_points", tuple(self.oracle_points))
+        if any(not isinstance(n, int) or not 1 <= n <= 1024 for n in self.oracle_points):
+            raise ValueError(f"domain {self.name!r}: oracle_points must be integers in 1..1024, got {list(self.oracle_points)!r}")
+        if not isinstance(self.oracle_horizon, int) or not 1 <= self.oracle_horizon <= 64:
+            raise ValueError(f"domain {self.name!r}: oracle_horizon must be an integer in 1..64, got {self.oracle_horizon!r}")
         if self.max_steps is not None and self.max_steps > 500:
             raise ValueError(f"domain {self.name!r}: max_steps must be <= 500 (MetaWorld's limit), got {self.max_steps!r}")
 
@@ -155,18 +164,27 @@ class Rollout:
     gripper: list[np.ndarray]
     state: list[np.ndarray]
     success: bool = False
+    oracle: list[dict[int, np.ndarray]] = field(default_factory=list)  # per frame {N: (V, H, N, 2)}
 
     @classmethod
     def empty(cls, views: tuple[str, ...]) -> "Rollout":
         return cls(*({v: [] for v in views} for _ in range(4)), [], [], [], [], [], [], [])  # type: ignore[arg-type]
 
 
-def rollout_expert(env: Any, variation: int, max_steps: int) -> Rollout:
-    """Run the scripted expert, recording RGB + depth of every view and all poses at every frame."""
+def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple[int, ...], int] | None = None) -> Rollout:
+    """Run the scripted expert, recording RGB + depth of every view and all poses at every frame;
+    with `oracle` = (grid sizes, horizon) also each frame's oracle grid tracks (trajmoe.envs.oracle)."""
     views = env.cfg.views
     rec = Rollout.empty(views)
     obs = env.reset(variation=variation)
+    lookahead = None
+    if oracle and oracle[0]:
+        from trajmoe.envs.oracle import ExpertLookahead, oracle_tracks
+
+        lookahead = ExpertLookahead(env)
     for _t in range(max_steps):
+        if lookahead is not None:
+            rec.oracle.append(oracle_tracks(env, lookahead, oracle[0], oracle[1], depth=obs["depth"]))
         for v in views:
             rec.frames[v].append(obs["rgb"][v])
             rec.depth[v].append(obs["depth"][v])
@@ -186,6 +204,8 @@ def rollout_expert(env: Any, variation: int, max_steps: int) -> Rollout:
         if success or done:
             rec.success = success
             break
+    if lookahead is not None:
+        lookahead.close()
     return rec
 
 
@@ -245,7 +265,7 @@ def generate_episode(item: WorkItem, task_emb: np.ndarray, instruction: str) -> 
     attempts, steps, rec, variation = [], 0, None, None
     for k in range(spec.attempts):
         variation = spec.variation(item.index, k)
-        rec = rollout_expert(env, variation, env.episode_limit)
+        rec = rollout_expert(env, variation, env.episode_limit, (spec.oracle_points, spec.oracle_horizon))
         steps += len(rec.actions)
         attempts.append({"variation": variation, "steps": len(rec.actions), "success": rec.success})
         if rec.success:
@@ -268,8 +288,9 @@ def generate_episode(item: WorkItem, task_emb: np.ndarray, instruction: str) -> 
             tracks_TN2=tracks[v].tracks_TN2,
             vis_TN=tracks[v].vis_TN,
             query_frame_N=tracks[v].query_frame_N,
+            oracle_tracks={n: np.stack([f[n][vi] for f in rec.oracle]) for n in spec.oracle_points},
         )
-        for v in spec.views
+        for vi, v in enumerate(spec.views)
     }
     attrs = {
         "task": task, "instruction": instruction, "domain": spec.name, "camera": spec.camera, "seed": seed,

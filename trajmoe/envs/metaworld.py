@@ -330,7 +330,7 @@ class MetaWorldEnv:
         self.model, self.data = self.env.model, self.env.data
         self.expert = ENV_POLICY_MAP[cfg.task]()
         self.cameras = {v: view_camera(v, cfg.camera) for v in cfg.views}
-        self.renderer = FastRenderer(self.model, cfg.image_size, cfg.image_size)
+        self._renderer: FastRenderer | None = None  # made on the first render (a lookahead copy never renders)
         self.model.site_rgba[:, 3] = 0.0  # goal markers invisible even if a site group is shown
         self._defaults = _VisualDefaults.capture(self.model)
         self.episode_limit = cfg.max_steps or episode_limit(cfg.task)
@@ -346,6 +346,12 @@ class MetaWorldEnv:
         self._geom_body = np.asarray(self.model.geom_bodyid).copy()
         self._body_static = np.asarray(self.model.body_weldid) == 0
         self._cam_ids = {v: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for v, c in self.cameras.items()}
+
+    @property
+    def renderer(self) -> FastRenderer:
+        if self._renderer is None:
+            self._renderer = FastRenderer(self.model, self.cfg.image_size, self.cfg.image_size)
+        return self._renderer
 
     # ---- task / variation ------------------------------------------------------------------
     def rand_vec(self, variation: int) -> np.ndarray:
@@ -493,7 +499,8 @@ class MetaWorldEnv:
         self._done = True  # the episode cannot continue from a replayed state
 
     def close(self) -> None:
-        self.renderer.close()
+        if self._renderer is not None:
+            self._renderer.close()
         self.env.close()
 
     def __enter__(self) -> "MetaWorldEnv":

@@ -1,4 +1,11 @@
-"""DIR/report.md: tables (mean +- std over seeds) and figures from an experiment's results."""
+"""DIR/report.md: tables (mean +- std over seeds) and figures from an experiment's results.
+
+A column `{kind: success, step: S, path: P}` reads a success record (`successes`, `episodes`, as
+`trajmoe eval policy --json` writes at its root and per task under `tasks.<task>`; P empty = the
+root) from every seed and shows the pooled success % over all seeds' episodes with its Wilson 95 %
+interval (trajmoe.eval.stats; episodes treated as independent Bernoulli trials), the number of
+episodes, and the per-seed mean +- sample std.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,9 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
             continue
         row = out.setdefault(variant, {})
         for col in table["columns"]:
+            if col.get("kind") == "success":
+                row[col["name"]] = _success_records(seeds, col)
+                continue
             vals = []
             for _seed, steps in sorted(seeds.items()):
                 rec = steps.get(col["step"])
@@ -40,6 +50,37 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
                     vals.append(float(v) * float(col.get("scale", 1.0)))
             row[col["name"]] = vals
     return out
+
+
+def _success_records(seeds: dict, col: dict) -> list[tuple[int, int]]:
+    """[(successes, episodes) per seed] for a `kind: success` column."""
+    out = []
+    for _seed, steps in sorted(seeds.items()):
+        rec = steps.get(col["step"])
+        obj = rec.get("json") if rec else None
+        if col.get("path"):
+            obj = lookup(obj, col["path"])
+        if not isinstance(obj, dict) or not isinstance(obj.get("episodes"), int) or obj["episodes"] < 1:
+            continue
+        k = obj.get("successes")
+        if not isinstance(k, int):  # results written before `successes` existed
+            k = round(float(obj.get("success_rate", 0.0)) * obj["episodes"])
+        out.append((int(k), int(obj["episodes"])))
+    return out
+
+
+def _fmt_success(recs: list[tuple[int, int]]) -> str:
+    """'45.0 [36.2, 54.1] n=60 (seeds 45.0 ± 5.0)': pooled %, Wilson 95 % CI, episodes, per-seed spread."""
+    from ..eval.stats import wilson_interval
+
+    if not recs:
+        return "n/a"
+    k, n = sum(r[0] for r in recs), sum(r[1] for r in recs)
+    lo, hi = wilson_interval(k, n)
+    cell = f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] n={n}"
+    if len(recs) > 1:
+        cell += f" (seeds {_fmt([100 * a / b for a, b in recs], '.1f')})"
+    return cell
 
 
 def _fmt(vals: list[float], fmt: str) -> str:
@@ -67,11 +108,14 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
         lines += [f"## {table.get('title', f'Table {ti + 1}')}", "",
                   "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for variant, row in vals.items():
-            cells = [_fmt(row[c["name"]], c.get("fmt", ".4g")) for c in table["columns"]]
+            cells = [_fmt_success(row[c["name"]]) if c.get("kind") == "success" else _fmt(row[c["name"]], c.get("fmt", ".4g"))
+                     for c in table["columns"]]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
         if seeds > 1:
             lines += [f"(mean ± sample std over {seeds} seeds)", ""]
+        if any(c.get("kind") == "success" for c in table["columns"]):
+            lines += ["(success: pooled % over every seed's episodes [Wilson 95 % interval], n episodes)", ""]
     for fi, fig in enumerate(spec.figures):
         made = _figure(fig, fi, spec, results, all_tables, out, fig_dir)
         if made:
@@ -135,8 +179,20 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
         vals = tables[int(fig.get("table", 0))]
         names = list(vals)
         col = fig["column"]
-        means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
-        stds = [(_std(vals[n][col])) for n in names]
+        if any(vals[n][col] and isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
+            from ..eval.stats import wilson_interval
+
+            means, lows, highs = [], [], []
+            for n in names:
+                k, m = sum(r[0] for r in vals[n][col]), sum(r[1] for r in vals[n][col])
+                lo, hi = wilson_interval(k, m) if m else (0.0, 0.0)
+                means.append(100 * k / m if m else 0.0)
+                lows.append(means[-1] - 100 * lo)
+                highs.append(100 * hi - means[-1])
+            stds = [lows, highs]
+        else:
+            means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
+            stds = [(_std(vals[n][col])) for n in names]
         f, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.4))
         ax.bar(range(len(names)), means, yerr=stds, color=[f"C{i}" for i in range(len(names))], capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)

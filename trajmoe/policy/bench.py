@@ -37,12 +37,12 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
         if conditioning and conditioning != policy.cfg.conditioning:
             raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
         cfg = policy.cfg
-        track_name = str(policy.track_run) if cfg.uses_tracks else None
+        track_name = str(policy.track_run) if cfg.uses_track_model else None
     else:
         cfg = dataclasses.replace(PolicyConfig.preset(preset), conditioning=conditioning or "adaptive_mask")
         tm = None
         track_name = None
-        if cfg.uses_tracks:
+        if cfg.uses_track_model:
             if track_run:
                 tm, track_name = load_track_model(track_run, device=dev), str(track_run)
             else:
@@ -57,6 +57,8 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
         "gripper": np.zeros(cfg.proprio_dim - 3, np.float32),
         "task_emb": np.zeros(cfg.lang_dim, np.float32),
     }
+    if cfg.conditioning == "oracle":  # the simulator lookahead is timed by `trajmoe eval policy` (oracle_ms)
+        obs["oracle_tracks"] = np.full((len(cfg.views), cfg.track_len, cfg.num_points, 2), 0.5, np.float32)
     policy.reset()
     step = time_ms(lambda: policy.select_action(obs), dev, warmup=cfg.frame_stack + 2, repeats=repeats)
     result = {
@@ -67,7 +69,7 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
         "frame_stack": cfg.frame_stack, "img_size": H, "policy_params": count_params(policy),
         "select_action_ms": step["median_ms"], "select_action_min_ms": step["min_ms"],
     }
-    if cfg.uses_tracks:
+    if cfg.uses_track_model:
         img = torch.full((len(cfg.views), 3, H, H), 0.5, device=dev)
         emb = torch.zeros(len(cfg.views), cfg.lang_dim, device=dev)
         tr = time_ms(lambda: policy.predict_tracks(img, emb), dev, repeats=repeats)

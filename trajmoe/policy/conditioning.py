@@ -19,22 +19,16 @@ Fully vectorised: one scatter_reduce(amax) over all points, no Python loop over 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
 def query_grid(num_points: int) -> torch.Tensor:
     """Fixed query points (N, 2) as (x, y) in (0, 1): a rows x cols grid of cell centres, rows the
-    largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major. ATM uses grid sampling (Tab. 7)."""
-    if num_points < 1:
-        raise ValueError(f"num_points must be >= 1, got {num_points}")
-    rows = max(d for d in range(1, int(math.isqrt(num_points)) + 1) if num_points % d == 0)
-    cols = num_points // rows
-    ys = (torch.arange(rows, dtype=torch.float32) + 0.5) / rows
-    xs = (torch.arange(cols, dtype=torch.float32) + 0.5) / cols
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # (N, 2) as (x, y)
+    largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major. ATM uses grid sampling (Tab. 7).
+    The same grid as trajmoe.envs.oracle.grid_points (whose exact future tracks the oracle gives)."""
+    from ..envs.oracle import grid_points
+
+    return torch.from_numpy(grid_points(num_points))
 
 
 def drawn_mask_values(track_len: int) -> torch.Tensor:

@@ -10,6 +10,10 @@ Conditioning modes (seed 000 Sec. 3.2, Tab. 3; REFERENCE.md Sec. 2):
                  128/255, second half 255/255 (RT-Trajectory style, Tab. 3 "DM")
   adaptive_mask  atm + the 4th channel where each track point carries a learnable value indexed
                  by its timestep (track_len of them) (Tab. 3 "AM")
+  oracle         the atm pathway fed the EXACT future tracks of the query grid (trajmoe.envs.oracle:
+                 stored by the generator with --oracle-points, computed in closed loop by a
+                 scripted-expert lookahead on a copy of the simulator); no track model. The ceiling
+                 of what tracks can give the policy, and a test of its track pathway on its own.
 
 Data-derived fields (views, img_size, action_dim, proprio_dim, lang_dim) are filled from the
 episode files by `trajmoe train policy`; an explicit value that disagrees with the data is an error.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask")
+CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class PolicyConfig:
     head_hidden: int = 256  # MLP action head width (2 hidden layers)
     # Trajectory mask (drawn_mask / adaptive_mask).
     mask_interp: int = 3  # extra points drawn between consecutive track points (0 = points only)
+    # adaptive_mask: values = drawn + mask_value_scale * delta (delta learnable, starts at 0), i.e. the
+    # values learn mask_value_scale times faster than the network's weights under Adam (whose step is
+    # ~lr whatever the gradient's size). At 1 (the plain parameter) the values moved <= 0.011 in
+    # 150-200 steps: Adam bounds the total move by the summed lr (~0.04 at cpu scale) and their
+    # gradient's sign is noisy (measured in docs/results.md).
+    mask_value_scale: float = 50.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, rule: str) -> None:
@@ -80,6 +90,8 @@ class PolicyConfig:
              and math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0, "mlp_ratio", "a number > 0")
         need(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
              and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
+        need(isinstance(self.mask_value_scale, (int, float)) and not isinstance(self.mask_value_scale, bool)
+             and math.isfinite(self.mask_value_scale) and self.mask_value_scale > 0, "mask_value_scale", "a number > 0")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,
              "mask_interp", "an integer in [0, 16]")
 
@@ -88,6 +100,11 @@ class PolicyConfig:
     @property
     def uses_tracks(self) -> bool:
         return self.conditioning != "none"
+
+    @property
+    def uses_track_model(self) -> bool:
+        """Tracks come from a frozen track model (not from the simulator, as for `oracle`)."""
+        return self.conditioning in ("atm", "drawn_mask", "adaptive_mask")
 
     @property
     def uses_mask(self) -> bool:

@@ -16,6 +16,10 @@ with each sample; under RandomShift the cached tracks are shifted with the image
 sees un-shifted frames; an approximation). Without the cache the policy predicts the tracks of
 every frame of every sample in its forward pass (F x V track-model calls per sample).
 
+Oracle conditioning: the exact future tracks of the query grid stored in the episode files
+(`root/<view>/oracle_tracks_<N>`, trajmoe.envs.oracle) are served in place of predictions, shifted
+with the image under RandomShift like the cache.
+
 Legend: T episode frames, F frame stack, V views, H/W image, Tt track timesteps, N points, A action.
 """
 
@@ -112,6 +116,7 @@ class PolicyDataset:
 
         self.cfg, self.data, self.augment = cfg, data, augment
         self.episodes: list[PolicyEpisode] = []
+        oracle: list[np.ndarray] = []
         for m in metas:
             with open_episode(m.path) as ep:
                 for v in cfg.views:
@@ -127,9 +132,15 @@ class PolicyDataset:
                     path=m.path, task=m.task, frames={v: ep.frames(v) for v in cfg.views},
                     actions=actions, proprio=proprio, task_emb=ep.task_emb(),
                 ))
+                if cfg.conditioning == "oracle":
+                    tr = np.stack([ep.oracle_tracks(v, cfg.num_points) for v in cfg.views], axis=1)  # (T, V, Hz, N, 2)
+                    if tr.shape[2] != cfg.track_len:
+                        raise ValueError(f"{m.path}: oracle tracks have horizon {tr.shape[2]} but policy track_len={cfg.track_len}")
+                    oracle.append(tr)
         lens = np.array([e.length for e in self.episodes])
         self._starts = np.concatenate([[0], np.cumsum(lens)])
-        self.tracks: list[np.ndarray] | None = None  # per episode (T, V, Tt, N, 2) float16 when cached
+        # per episode (T, V, Tt, N, 2): float16 predictions when cached, float32 exact ones for oracle
+        self.tracks: list[np.ndarray] | None = oracle or None
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -187,6 +198,14 @@ class PolicyDataset:
         if tracks_FTN2 is not None and shift != (0, 0):
             tracks_FTN2 = tracks_FTN2 + np.array([shift[0] / H, shift[1] / H], dtype=np.float32)
         return out, tracks_FTN2
+
+
+def oracle_horizon(path: Path, view: str, num_points: int) -> int:
+    """Horizon (track length) of the oracle grid tracks stored in one episode file."""
+    from ..data.atm_hdf5 import open_episode
+
+    with open_episode(path) as ep:
+        return int(ep.oracle_tracks(view, num_points).shape[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_r
     run_cfg = load_run_config(run_dir)
     cfg = policy_config_from_run(run_cfg, str(run_dir))
     tm = None
-    if cfg.uses_tracks:
+    if cfg.uses_track_model:
         path = track_run or run_cfg.get("track_run")
         if not path:
             raise ValueError(f"{run_dir}/config.json records no track_run; pass one")

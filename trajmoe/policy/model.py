@@ -55,11 +55,12 @@ class TrajectoryPolicy(nn.Module):
         self.register_buffer("query_N2", query_grid(cfg.num_points), persistent=False)
 
         # Trajectory mask values: fixed (drawn) or learnable (adaptive), one per track timestep.
+        # Adaptive: values = drawn + mask_value_scale * mask_delta, mask_delta initialised at 0, so the
+        # adaptive mask starts where the drawn baseline is and Adam moves a value by about
+        # mask_value_scale * lr per step (see PolicyConfig.mask_value_scale for the measured reason).
+        self.register_buffer("mask_init", drawn_mask_values(cfg.track_len), persistent=False)
         if cfg.conditioning == "adaptive_mask":
-            # Initialised at the drawn values so the adaptive mask starts where the baseline is.
-            self.mask_values = nn.Parameter(drawn_mask_values(cfg.track_len))
-        elif cfg.conditioning == "drawn_mask":
-            self.register_buffer("mask_values", drawn_mask_values(cfg.track_len), persistent=False)
+            self.mask_delta = nn.Parameter(torch.zeros(cfg.track_len))
 
         self.img_encoders = nn.ModuleList(
             PatchEncoder(cfg.in_chans, cfg.encoder_size, cfg.conv_channels, cfg.patch, D) for _ in range(V)
@@ -91,6 +92,13 @@ class TrajectoryPolicy(nn.Module):
         if cfg.uses_tracks:
             nn.init.trunc_normal_(self.track_view_embed, std=0.02)
         self.reset()
+
+    @property
+    def mask_values(self) -> torch.Tensor:
+        """(T,) values written at the track points of the mask channel (drawn, or drawn + learned)."""
+        if self.cfg.conditioning == "adaptive_mask":
+            return self.mask_init + self.cfg.mask_value_scale * self.mask_delta
+        return self.mask_init
 
     # ------------------------------------------------------------------------------------------
     # Track model (frozen)
@@ -127,6 +135,8 @@ class TrajectoryPolicy(nn.Module):
         """Frozen track model on the fixed query grid: images in [0, 1] -> (B, T, N, 2)."""
         tm = self.track_model
         if tm is None:
+            if self.cfg.conditioning == "oracle":
+                raise ValueError("conditioning='oracle' takes the exact grid tracks from the batch ('tracks') or the observation ('oracle_tracks'), never from a track model")
             raise ValueError(f"conditioning={self.cfg.conditioning!r} needs a track model (or cached tracks in the batch)")
         size = tm.cfg.img_size
         if img_B3HW.shape[-1] != size or img_B3HW.shape[-2] != size:
@@ -213,9 +223,9 @@ class TrajectoryPolicy(nn.Module):
         w = torch.ones_like(err) if valid is None else valid.to(err.dtype)
         loss = (err * w).sum() / w.sum().clamp(min=1.0)
         logs = {"mse": loss.detach(), "mse_last": err[:, -1].detach().mean()}
-        if self.cfg.conditioning == "adaptive_mask":
-            logs["mask_value_first"] = self.mask_values[0].detach()
-            logs["mask_value_last"] = self.mask_values[-1].detach()
+        if self.cfg.conditioning == "adaptive_mask":  # every value, for the learned-values plot
+            vals = self.mask_values.detach()
+            logs.update({f"mask_value_{t:02d}": vals[t] for t in range(len(vals))})
         return loss, logs
 
     def _check_batch(self, batch: dict[str, Any]) -> None:
@@ -271,7 +281,10 @@ class TrajectoryPolicy(nn.Module):
         if proprio.shape[0] != cfg.proprio_dim:
             raise ValueError(f"observation proprio (ee_pos + gripper) has dim {proprio.shape[0]} but policy proprio_dim={cfg.proprio_dim}")
         tracks_1VTN2 = None
-        if cfg.uses_tracks:
+        if cfg.conditioning == "oracle":
+            tracks_1VTN2 = self._oracle_obs(obs).to(device).unsqueeze(0)
+            self.last_tracks = tracks_1VTN2[0].cpu().numpy()
+        elif cfg.uses_tracks:
             tracks_1VTN2 = self.predict_tracks(img_V3HW.float() / 255.0, emb_1L.expand(len(cfg.views), -1)).unsqueeze(0)
             self.last_tracks = tracks_1VTN2[0].cpu().numpy()
         feat_1D = self.encode_frames(img_V3HW.unsqueeze(0), emb_1L, tracks_1VTN2)
@@ -289,6 +302,19 @@ class TrajectoryPolicy(nn.Module):
         tracks_1F = torch.stack(list(self._track_q), dim=1) if cfg.uses_tracks else None
         act = self.decode_actions(feat_1FD, prop_1FP, tracks_1F)[0, -1]
         return act.clamp(-1.0, 1.0).cpu().numpy()
+
+
+    def _oracle_obs(self, obs: dict[str, Any]) -> torch.Tensor:
+        """obs['oracle_tracks'] (V, T, N, 2) in [0, 1], checked against the config."""
+        cfg = self.cfg
+        tr = obs.get("oracle_tracks")
+        want = (len(cfg.views), cfg.track_len, cfg.num_points, 2)
+        if tr is None:
+            raise ValueError("conditioning='oracle' needs obs['oracle_tracks'] (trajmoe.envs.oracle.oracle_tracks)")
+        tr = torch.as_tensor(np.asarray(tr), dtype=torch.float32)
+        if tuple(tr.shape) != want:
+            raise ValueError(f"obs['oracle_tracks'] must be {want} (views, track_len, num_points, 2), got {tuple(tr.shape)}")
+        return tr
 
 
 def count_params(policy: TrajectoryPolicy) -> int:

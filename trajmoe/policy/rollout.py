@@ -5,7 +5,11 @@ generation, see trajmoe.envs.metaworld), with the task's episode limit (or --max
 scene camera and image size of the training data. Success = MetaWorld's `success` flag at any
 step (the episode ends there). Worker processes (spawn) each load the policy once and run whole
 episodes with one torch thread; results do not depend on the number of workers (each episode is
-a pure function of its task, variation and the weights).
+a pure function of its task, variation and the weights). Success rates come with Wilson 95 %
+intervals (trajmoe.eval.stats), per task and overall, beside the trivial baseline on the same
+episodes (`baseline`: the arm holds still, action 0, until the limit); `oracle` policies get the exact grid
+tracks of a scripted-expert lookahead at every step (trajmoe.envs.oracle; its median cost per step
+is reported as `oracle_ms`, apart from the policy's `latency_ms`).
 
 Videos: `video_dir/<task>_v<variation>.gif`, every view side by side, upscaled 2x, with the
 tracks the frozen track model predicted at that step drawn on the frame (colour = track
@@ -87,13 +91,26 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
     env_cfg = policy.run_config.get("env", {})
     cfg = policy.cfg
     frames = [] if job.video else None
-    latencies = []
+    latencies, oracle_ms = [], []
+    oracle = cfg.conditioning == "oracle"
+    lookahead = None
     with make_eval_env(job.task, job.variation, camera=env_cfg.get("camera", "corner"), views=tuple(cfg.views),
-                       image_size=cfg.img_size, max_steps=max_steps) as env:
+                       image_size=cfg.img_size, max_steps=max_steps, with_depth=oracle) as env:
         obs = env.reset()
         policy.reset(task_emb=_task_emb(job.task))
+        if oracle:
+            from ..envs.oracle import ExpertLookahead
+
+            lookahead = ExpertLookahead(env)
         success, done, steps = False, False, 0
         while not done:
+            if oracle:  # exact grid tracks from a lookahead copy of the simulator (the env is not stepped)
+                from ..envs.oracle import oracle_tracks
+
+                t0 = time.perf_counter()
+                obs["oracle_tracks"] = oracle_tracks(env, lookahead, (cfg.num_points,), cfg.track_len,
+                                                     depth=obs["depth"])[cfg.num_points]
+                oracle_ms.append((time.perf_counter() - t0) * 1e3)
             t0 = time.perf_counter()
             action = policy.select_action(obs)
             latencies.append((time.perf_counter() - t0) * 1e3)
@@ -107,10 +124,31 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
             obs, _, success, done = env.step(action)
             steps += 1
         limit = env.episode_limit
+        if lookahead is not None:
+            lookahead.close()
     if frames is not None:
         _write_gif(job.video, frames)
     return {"task": job.task, "variation": job.variation, "success": bool(success), "length": steps,
-            "limit": limit, "latency_ms": statistics.median(latencies), "video": job.video}
+            "limit": limit, "latency_ms": statistics.median(latencies),
+            "oracle_ms": statistics.median(oracle_ms) if oracle_ms else 0.0, "video": job.video}
+
+
+def zero_action_success(task: str, variation: int, max_steps: int | None = None) -> bool:
+    """The trivial baseline on one held-out episode: the arm holds still (action 0) until the
+    episode limit; MetaWorld's success flag at any step. Physics only (nothing looks at images)."""
+    import warnings
+
+    from ..envs.metaworld import make_eval_env
+
+    with make_eval_env(task, variation, max_steps=max_steps, views=("agentview",)) as env:
+        env.reset()
+        zero = np.zeros(4, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(env.episode_limit):
+                if env.env.step(zero)[4].get("success"):
+                    return True
+    return False
 
 
 def _run_job(args: tuple[Job, int | None]) -> dict:
@@ -131,6 +169,7 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
                     device: str = "cpu", track_run: str | None = None, first_variation: int = 0,
                     progress: bool = True) -> dict:
     from ..envs.metaworld import EVAL_VARIATION_START, check_task
+    from ..eval.stats import success_summary
     from ..train.checkpoint import load_run_config
 
     run_path = Path(run_dir)
@@ -191,17 +230,23 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
     per_task = {}
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
-        per_task[task] = {
-            "success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs),
-            "mean_length": sum(r["length"] for r in rs) / len(rs), "limit": rs[0]["limit"],
-        }
+        per_task[task] = dict(success_summary(sum(r["success"] for r in rs), len(rs)),
+                              mean_length=sum(r["length"] for r in rs) / len(rs), limit=rs[0]["limit"])
+    overall = success_summary(sum(r["success"] for r in results), len(results))
+    # Trivial baseline on the same episodes (zero action), with the same intervals.
+    zero = {(j.task, j.variation): zero_action_success(j.task, j.variation, max_steps) for j in jobs}
+    baseline = {"policy": "zero action", "tasks": {
+        t: success_summary(sum(v for (tt, _), v in zero.items() if tt == t), episodes) for t in tasks}}
+    baseline.update(success_summary(sum(zero.values()), len(zero)))
     return {
         "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"], "tasks": per_task,
-        "success_rate": sum(r["success"] for r in results) / len(results),
+        "success_rate": overall["success_rate"], "successes": overall["successes"], "ci95": overall["ci95"],
         "mean_length": sum(r["length"] for r in results) / len(results),
         "episodes": len(results), "episodes_per_task": episodes,
         "variations": [EVAL_VARIATION_START + first_variation, EVAL_VARIATION_START + first_variation + episodes - 1],
         "latency_ms": statistics.median(r["latency_ms"] for r in results),
+        "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
         "workers": workers, "wall_s": wall,
         "videos": [r["video"] for r in results if r["video"]],
+        "baseline": baseline,
     }

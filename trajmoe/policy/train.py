@@ -51,14 +51,14 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
 
     from ..train import Trainer
     from ..train.checkpoint import save_tensors
-    from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, scan_data
+    from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
     from .io import load_track_for_policy
     from .model import TrajectoryPolicy, count_params
 
     cfg, train_cfg, data, explicit = resolve_policy_config(preset, conditioning, config_file, sets)
     # Track run first: a missing one is the cheapest mistake to report.
     tm = None
-    if cfg.uses_tracks:
+    if cfg.uses_track_model:
         if not track_run:
             raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
         tm = load_track_for_policy(track_run)
@@ -70,6 +70,11 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
     fill = {k: v for k, v in fields.items() if k not in explicit}
     cfg = dataclasses.replace(cfg, **fill)
     check_against_data(cfg, fields, str(data_dir))
+    if cfg.conditioning == "oracle":  # exact grid tracks from the episode files; their horizon is the track length
+        horizon = oracle_horizon(metas[0].path, cfg.views[0], cfg.num_points)
+        if "track_len" in explicit and cfg.track_len != horizon:
+            raise ValueError(f"policy track_len={cfg.track_len} does not match the oracle tracks in {metas[0].path} (horizon {horizon})")
+        cfg = dataclasses.replace(cfg, track_len=horizon)
     if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
         raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
 
@@ -94,9 +99,38 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
         for e in ds.episodes:
             embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
         save_tensors(embs, Path(out) / TASK_EMB_FILE)
-        if cfg.uses_tracks and data.track_cache:
+        if cfg.uses_track_model and data.track_cache:
             build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
     except BaseException:
         trainer.close()  # release the run folder's lock
         raise
-    return trainer.fit()
+    metrics = trainer.fit()
+    if cfg.conditioning == "adaptive_mask":
+        save_mask_values(policy, Path(out))
+    return metrics
+
+
+def save_mask_values(policy, out: Path) -> str:
+    """RUN/mask_values.json and RUN/mask_values.png: the learned adaptive-mask value per track
+    timestep (final weights) beside the drawn ones, with the logged history (metrics.jsonl)."""
+    import json
+
+    import numpy as np
+
+    from ..io import atomic_write_json
+    from ..viz.mask_values import plot_mask_values
+
+    learned = policy.mask_values.detach().cpu().numpy()
+    drawn = policy.mask_init.detach().cpu().numpy()
+    hist = []
+    mfile = out / "metrics.jsonl"
+    if mfile.is_file():
+        for line in mfile.read_text().splitlines():
+            row = json.loads(line)
+            if "mask_value_00" in row:
+                hist.append([row.get(f"mask_value_{t:02d}", np.nan) for t in range(len(learned))])
+    atomic_write_json(out / "mask_values.json", {"learned": learned.tolist(), "drawn": drawn.tolist(),
+                                                 "max_abs_change": float(np.abs(learned - drawn).max()),
+                                                 "mask_value_scale": policy.cfg.mask_value_scale})
+    return plot_mask_values(learned, drawn, out / "mask_values.png", title=f"adaptive mask values ({out.name})",
+                            history_ST=np.array(hist) if hist else None)
