@@ -12,6 +12,7 @@ One scene = one time t0 of a simulated episode (`trajmoe.envs.highway.HighwaySim
   lanes_meta (L, 3)    width, junction flag, number of valid points
   route (R, 2)         route centreline (1 m spacing) from 30 m behind to 250 m ahead
   dir_bits, centre_dm, junction: drivable-area rasters (see trajmoe.drive.geometry)
+  route_idx            raster: nearest dense route point per cell (`geometry.rasterise_route`)
 Attributes: scenario, domain (index in SCENARIOS), seed, t0 (step).
 Files: `<out>/scenes/<scenario>_<seed>_<t0>.npz` (compressed); one JSON record per finished episode
 in `<out>/episodes/` makes generation resumable; `<out>/manifest.json` lists the scenes.
@@ -164,6 +165,7 @@ def _cut_scene(states: list[dict], t0: int, snap: dict) -> dict | None:
         expert=np.concatenate([xy, h[:, None]], -1).astype(np.float32),
         agents_future=fut_a.astype(np.float32),
         agents_future_valid=fut_v,
+        route_idx=geo.rasterise_route(scene["route"]),
         **geo.rasterise_lanes(lanes_ego),
     )
     return scene
@@ -220,7 +222,7 @@ def scene_name(scene: dict) -> str:
 
 
 def save_scene(path: str | os.PathLike, scene: dict) -> None:
-    arrays = {k: np.asarray(v) for k, v in scene.items()}
+    arrays = {k: np.asarray(v) for k, v in scene.items() if not k.startswith("_")}  # '_' = scorer caches
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
