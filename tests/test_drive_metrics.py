@@ -86,19 +86,19 @@ def test_tracking_joins_the_plan_to_the_ego_state():
 
 def test_leaving_the_road_fails_dac():
     sc = make_scene()
-    y = np.clip(T - 1.0, 0, None) * 6.0  # drifts 18 m to the left (road ends at y = 6.5)
+    y = np.clip(T - 1.0, 0, None) * 6.0  # drifts 18 m to the left (road ends at y = 6.75)
     plan = np.stack([10 * T, y, np.zeros(40)], -1)
     s = score(sc, plan, straight(10.0))
     assert s["DAC"].tolist() == [0.0, 1.0] and s["EPDMS"][0] == 0.0
 
 
 def test_dac_shoulder_is_symmetric():
-    # (j) one 4 m lane + 0.5 m shoulder: road edge 2.5 m from its centre. The ego box (half width
-    # 1.1485 m) driving along y = 0 with the lane centred 1.25 m to either side: inside; 1.45 m: out.
+    # (j) one 4 m lane + 0.75 m shoulder: road edge 2.75 m from its centre. The ego box (half width
+    # 1.1485 m) driving along y = 0 with the lane centred 1.5 m to either side: inside; 1.7 m: out.
     def dac(y):
         return score(make_scene(lanes=[_lane(y)], route_y=y), straight(10.0), human_filter=False)["DAC"][0]
 
-    ok, out = [dac(-1.25), dac(1.25)], [dac(-1.45), dac(1.45)]
+    ok, out = [dac(-1.5), dac(1.5)], [dac(-1.7), dac(1.7)]
     assert ok == [1.0, 1.0] and out == [0.0, 0.0]
 
 

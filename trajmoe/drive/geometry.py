@@ -135,7 +135,7 @@ def rasterise_lanes(lanes_ego: list[dict]) -> dict[str, np.ndarray]:
     return {"dir_bits": dir_bits, "centre_dm": centre_dm, "junction": junction}
 
 
-SHOULDER = 0.5  # m of drivable shoulder beyond the outer lane edges
+SHOULDER = 0.75  # m of drivable shoulder beyond the outer lane edges (symmetric)
 
 
 def _close_gaps(dir_bits: np.ndarray, radius_m: float = 1.5, shoulder_m: float = SHOULDER) -> np.ndarray:

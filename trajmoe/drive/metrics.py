@@ -40,7 +40,7 @@ scored the same way, gets 0 for is set to 1.
 Remaining deviations from NAVSIM v2:
 | what | NAVSIM v2 | here | why |
 |---|---|---|---|
-| maps | lane / road polygons | 0.25 m raster from highway-env lanes (cell drivable iff its centre is on a lane), +0.5 m shoulder, closing of lane-joint slivers | highway-env has lanes, no road polygons |
+| maps | lane / road polygons | 0.25 m raster from highway-env lanes (cell drivable iff its centre is on a lane), +0.75 m shoulder both sides, closing of lane-joint slivers | highway-env has lanes, no road polygons; its own IDM vehicles put a corner up to ~0.5 m past a lane edge entering roundabouts |
 | several lanes | corners in >1 lane polygon and no lane holding all 4 | centre > 2 m - half ego width (0.85 m) from the nearest lane centreline (raster, +-0.125 m) | no per-lane polygons in the raster |
 | on-route lanes | lanes of the route's roadblocks | lanes within 90 deg of the route heading there | highway-env routes are lane sequences |
 | agents | log replay (non-reactive) | simulated futures, non-reactive | same idea |
