@@ -39,7 +39,8 @@ def _sg(x: np.ndarray, window: int, order: int, deriv: int = 0) -> np.ndarray:
 
 
 def _headings(states: np.ndarray) -> np.ndarray:
-    return np.unwrap(states[..., tr.S_H], axis=-1)
+    """Headings are continuous in `tracker` states (never wrapped), so no phase unwrapping is needed."""
+    return states[..., tr.S_H]
 
 
 def hc_features(states: np.ndarray) -> dict[str, np.ndarray]:

@@ -221,21 +221,37 @@ def route_tangents(pts: np.ndarray) -> np.ndarray:
     return np.arctan2(d[:, 1], d[:, 0])
 
 
-def route_coordinates(xy: np.ndarray, pts: np.ndarray, idx_raster: np.ndarray, tangents: np.ndarray):
-    """Points (..., 2) -> (arc length along the route, distance to it, route heading there), each (...).
+def route_coordinates(xy: np.ndarray, pts: np.ndarray, idx_raster: np.ndarray, tangents: tuple):
+    """Points (..., 2) -> (arc length along the route, distance to it, index of the nearest dense
+    route point), each (...). idx_raster: `pad_raster(rasterise_route(route), -1)`; tangents:
+    (cos, sin) of `route_tangents`.
 
     The nearest dense route point j comes from the raster (a coarse brute-force search outside it);
     the point is then projected on the route's tangent at j (error second order in the 0.1 m
     spacing and the curvature)."""
-    r, c, inside = cell_index(xy)
-    j = idx_raster[r, c].astype(np.int64)
-    if not inside.all():
-        far = ~inside
+    j = idx_raster[flat_index(xy)].astype(np.int64)  # -1 on the border (outside the raster)
+    far = j < 0
+    if far.any():
         d2 = ((xy[far][:, None, :] - pts[None, ::10]) ** 2).sum(-1)
         j[far] = np.argmin(d2, -1) * 10
-    h = tangents[j]
-    ch, sh = np.cos(h), np.sin(h)
-    d = xy - pts[j]
-    along = d[..., 0] * ch + d[..., 1] * sh
-    lat = -d[..., 0] * sh + d[..., 1] * ch
-    return j * ROUTE_STEP + along, np.abs(lat), h
+    ch, sh = tangents[0][j], tangents[1][j]
+    dx, dy = xy[..., 0] - pts[:, 0][j], xy[..., 1] - pts[:, 1][j]
+    along = dx * ch + dy * sh
+    lat = -dx * sh + dy * ch
+    return j * ROUTE_STEP + along, np.abs(lat), j
+
+
+def pad_raster(raster: np.ndarray, outside) -> np.ndarray:
+    """Raster with a one-cell border of `outside`, flattened, for `lookup_flat`."""
+    out = np.full((H_CELLS + 2, W_CELLS + 2), outside, dtype=raster.dtype)
+    out[1:-1, 1:-1] = raster
+    return out.ravel()
+
+
+def flat_index(xy: np.ndarray) -> np.ndarray:
+    """Points (..., 2) -> indices into a `pad_raster` array (points outside map to its border)."""
+    col = np.clip((xy[..., 0] - (X_RANGE[0] - RES)) * (1.0 / RES), 0.0, W_CELLS + 1.0).astype(np.int32)
+    row = np.clip((xy[..., 1] - (Y_RANGE[0] - RES)) * (1.0 / RES), 0.0, H_CELLS + 1.0).astype(np.int32)
+    row *= W_CELLS + 2
+    row += col
+    return row

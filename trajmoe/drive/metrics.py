@@ -77,6 +77,7 @@ HISTORY_STEPS = 15  # 1.5 s of past states padded before HC
 LANE_HALF_WIDTH = 2.0  # highway-env lanes are 4 m wide
 MULTI_LANE_DIST = LANE_HALF_WIDTH - geo.PACIFICA_WIDTH / 2.0
 HC_LIMITS, EC_LIMITS = comfort.HC_LIMITS, comfort.EC_LIMITS
+_HL, _HW = geo.PACIFICA_LENGTH / 2.0, geo.PACIFICA_WIDTH / 2.0
 
 
 def interpolate_plan(poses_V83: np.ndarray, steps: int = 40) -> np.ndarray:
@@ -98,22 +99,29 @@ def interpolate_plan(poses_V83: np.ndarray, steps: int = 40) -> np.ndarray:
 
 
 # ---- collisions -----------------------------------------------------------------------------
-def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Separating-axis test for convex quads: corners (..., 4, 2) x (..., 4, 2) -> (...) bool.
-    A degenerate quad (p, q, q, p) is the segment pq."""
-    hit = np.ones(a.shape[:-2], bool)
-    for box in (a, b):
-        for e in range(2):
-            edge = box[..., e + 1, :] - box[..., e, :]
-            axis = np.stack([-edge[..., 1], edge[..., 0]], -1)[..., None, :]  # (..., 1, 2)
-            pa = (a * axis).sum(-1)
-            pb = (b * axis).sum(-1)
-            hit &= (pa.max(-1) >= pb.min(-1)) & (pb.max(-1) >= pa.min(-1))
-    return hit
+def obb_overlap(dx, dy, c1, s1, hl1, hw1, c2, s2, hl2, hw2) -> np.ndarray:
+    """Separating-axis test of two oriented rectangles, elementwise over arrays: centre offset
+    (dx, dy) = centre2 - centre1, headings (cos, sin), half lengths / half widths -> overlap (bool).
+    A half length of 0 makes a segment (used for the front bumper)."""
+    sep = np.zeros(np.broadcast(dx, c1, c2).shape, bool)
+    for ux, uy in ((c1, s1), (-s1, c1), (c2, s2), (-s2, c2)):
+        d = np.abs(dx * ux + dy * uy)
+        r1 = hl1 * np.abs(c1 * ux + s1 * uy) + hw1 * np.abs(-s1 * ux + c1 * uy)
+        r2 = hl2 * np.abs(c2 * ux + s2 * uy) + hw2 * np.abs(-s2 * ux + c2 * uy)
+        sep |= d > r1 + r2
+    return ~sep
 
 
 def _ego_corners(centres: np.ndarray) -> np.ndarray:
-    return geo.box_corners(centres[..., :2], centres[..., 2], geo.PACIFICA_LENGTH, geo.PACIFICA_WIDTH)
+    """(..., 3) centre poses -> (..., 4, 2) ego box corners (front-left, front-right, rear-right, rear-left)."""
+    c, s = np.cos(centres[..., 2]), np.sin(centres[..., 2])
+    lc, ls, wc, ws = _HL * c, _HL * s, _HW * c, _HW * s
+    x, y = centres[..., 0], centres[..., 1]
+    out = np.empty(centres.shape[:-1] + (4, 2))
+    for i, (sl, sw) in enumerate(((1, 1), (1, -1), (-1, -1), (-1, 1))):
+        out[..., i, 0] = x + sl * lc - sw * ws
+        out[..., i, 1] = y + sl * ls + sw * wc
+    return out
 
 
 def _angle_to(rear: np.ndarray, pt: np.ndarray) -> np.ndarray:
@@ -124,24 +132,35 @@ def _angle_to(rear: np.ndarray, pt: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(cosang, -1.0, 1.0))
 
 
-def _first_contact(ego_c: np.ndarray, ag: np.ndarray, ok: np.ndarray, prep: dict):
-    """Ego centres (V, K, 3) vs agent poses (A, K, 3) usable where ok (V, K, A) -> first contact
-    index k per (plan, agent) (V, A) and whether there is one."""
-    V, K, _ = ego_c.shape
-    r_sum = prep["r_ego"] + prep["r_ag"]  # (A,)
-    dx = ego_c[:, :, None, 0] - np.ascontiguousarray(ag[:, :, 0].T)[None]  # (V, K, A)
-    dy = ego_c[:, :, None, 1] - np.ascontiguousarray(ag[:, :, 1].T)[None]
-    cand = dx * dx + dy * dy < (r_sum**2)[None, None]
-    cand &= ok
-    contact = np.zeros((V, K, ag.shape[0]), bool)
-    v_i, k_i, a_i = np.nonzero(cand)
+def _first_contact(ex: np.ndarray, ey: np.ndarray, eh: np.ndarray, ag: np.ndarray, usable: np.ndarray,
+                   moving: np.ndarray | None, prep: dict):
+    """Ego centres (x, y, heading each (V, K)) vs agent poses (A, K, 3) -> (v, a, k) of the first
+    contact of each (plan, agent) pair that has one (k ascending in the order given). Pairs count
+    where usable (K, A) and, if given, moving (V, K). Broad phase on bounding circles (float32),
+    then the separating-axis test on the candidates only."""
+    r_sum = (prep["r_ego"] + prep["r_ag"]).astype(np.float32)  # (A,)
+    dx = ex.astype(np.float32)[:, :, None] - np.ascontiguousarray(ag[:, :, 0].T, dtype=np.float32)[None]
+    dy = ey.astype(np.float32)[:, :, None] - np.ascontiguousarray(ag[:, :, 1].T, dtype=np.float32)[None]
+    dx *= dx
+    dy *= dy
+    dx += dy
+    v_i, k_i, a_i = np.nonzero(dx < (r_sum * r_sum)[None, None])
+    keep = usable[k_i, a_i]
+    if moving is not None:
+        keep &= moving[v_i, k_i]
+    v_i, k_i, a_i = v_i[keep], k_i[keep], a_i[keep]
     if len(v_i):
-        e = _ego_corners(ego_c[v_i, k_i])
         p = ag[a_i, k_i]
-        b = geo.box_corners(p[:, :2], p[:, 2], prep["length"][a_i], prep["width"][a_i])
-        contact[v_i, k_i, a_i] = boxes_overlap(e, b)
-    has = contact.any(1)  # (V, A)
-    return contact.argmax(1), has
+        h = eh[v_i, k_i]
+        hit = obb_overlap(p[:, 0] - ex[v_i, k_i], p[:, 1] - ey[v_i, k_i], np.cos(h), np.sin(h), _HL, _HW,
+                          np.cos(p[:, 2]), np.sin(p[:, 2]), prep["length"][a_i] / 2.0, prep["width"][a_i] / 2.0)
+        v_i, k_i, a_i = v_i[hit], k_i[hit], a_i[hit]
+    # nonzero lists (v, k, a) in C order: the first row of each (v, a) pair has the smallest k.
+    pair = v_i * ag.shape[0] + a_i
+    order = np.argsort(pair, kind="stable")
+    _, first = np.unique(pair[order], return_index=True)
+    sel = order[first]
+    return v_i[sel], a_i[sel], k_i[sel]
 
 
 def no_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: dict, prep: dict) -> np.ndarray:
@@ -149,10 +168,8 @@ def no_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: di
     V = len(cen)
     if prep["n_agents"] == 0:
         return np.ones(V)
-    ok = (prep["ag_valid"] & ~prep["ignore0"][:, None]).T[None]  # (1, 41, A)
-    k, has = _first_contact(cen, prep["ag_pose"], ok, prep)
-    v_i, a_i = np.nonzero(has)
-    k_i = k[v_i, a_i]
+    usable = (prep["ag_valid"] & ~prep["ignore0"][:, None]).T  # (41, A)
+    v_i, a_i, k_i = _first_contact(cen[..., 0], cen[..., 1], cen[..., 2], prep["ag_pose"], usable, None, prep)
     out = np.ones(V)
     if len(v_i) == 0:
         return out
@@ -160,10 +177,11 @@ def no_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: di
     pose = prep["ag_pose"][a_i, k_i]
     track_stopped = prep["ag_speed"][a_i, k_i] <= STOPPED_SPEED
     behind = _angle_to(rear[v_i, k_i], pose) > np.deg2rad(BEHIND_DEG)
-    e = _ego_corners(cen[v_i, k_i])
-    bumper = np.stack([e[:, 0], e[:, 1], e[:, 1], e[:, 0]], 1)  # front-left -> front-right segment
-    b = geo.box_corners(pose[:, :2], pose[:, 2], prep["length"][a_i], prep["width"][a_i])
-    front = boxes_overlap(bumper, b)
+    h = cen[v_i, k_i, 2]
+    c, s = np.cos(h), np.sin(h)
+    fx, fy = cen[v_i, k_i, 0] + _HL * c, cen[v_i, k_i, 1] + _HL * s  # front bumper: a segment across
+    front = obb_overlap(pose[:, 0] - fx, pose[:, 1] - fy, c, s, 0.0, _HW, np.cos(pose[:, 2]), np.sin(pose[:, 2]),
+                        prep["length"][a_i] / 2.0, prep["width"][a_i] / 2.0)
     lateral_fault = areas["multi"][v_i, k_i] | areas["offroad"][v_i, k_i]
     at_fault = ~ego_stopped & (track_stopped | (~behind & (front | lateral_fault)))
     val = np.where(prep["static"][a_i], 0.5, 0.0)
@@ -179,21 +197,19 @@ def time_to_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, area
     n = TTC_STEPS
     offs = np.array(TTC_OFFSETS)
     # Projected ego boxes, ordered (state t, offset) lexicographically as NAVSIM loops.
-    d = speed[:, :n, None] * offs[None, None] * DT  # (V, n, O)
-    h = cen[:, :n, None, 2]
-    proj = np.repeat(cen[:, :n, None, :], len(offs), 2)
-    proj[..., 0] += d * np.cos(h)
-    proj[..., 1] += d * np.sin(h)
+    d = speed[:, :n, None] * (offs * DT)[None, None]  # (V, n, O)
+    h = cen[:, :n, 2]
+    px = (cen[:, :n, None, 0] + d * np.cos(h)[..., None]).reshape(V, -1)
+    py = (cen[:, :n, None, 1] + d * np.sin(h)[..., None]).reshape(V, -1)
+    ph = np.repeat(h, len(offs), 1)
     t_ag = (np.arange(n)[:, None] + offs[None]).reshape(-1)  # agent state per (t, offset)
     ag = prep["ag_pose"][:, t_ag]  # (A, n*O, 3)
     moving = np.repeat(speed[:, :n] >= TTC_STOPPED_SPEED, len(offs), 1)  # (V, n*O)
-    ok = (prep["ag_valid"][:, t_ag] & ~prep["ignore0"][:, None]).T[None] & moving[..., None]
-    k, has = _first_contact(proj.reshape(V, -1, 3), ag, ok, prep)
-    v_i, a_i = np.nonzero(has)
+    usable = (prep["ag_valid"][:, t_ag] & ~prep["ignore0"][:, None]).T  # (n*O, A)
+    v_i, a_i, k_i = _first_contact(px, py, ph, ag, usable, moving, prep)
     out = np.ones(V)
     if len(v_i) == 0:
         return out
-    k_i = k[v_i, a_i]
     t_i = k_i // len(offs)
     ang = _angle_to(rear[v_i, t_i], ag[a_i, k_i])
     special = areas["multi"][v_i, t_i] | areas["offroad"][v_i, t_i] | areas["junction_rear"][v_i, t_i]
@@ -203,27 +219,22 @@ def time_to_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, area
 
 
 # ---- map metrics ------------------------------------------------------------------------------
-def _lookup(raster: np.ndarray, xy: np.ndarray, outside):
-    r, c, inside = geo.cell_index(xy)
-    return np.where(inside, raster[r, c], outside)
-
-
-def ego_areas(cen: np.ndarray, rear: np.ndarray, prep: dict, scene: dict) -> dict:
+def ego_areas(cen: np.ndarray, rear: np.ndarray, prep: dict) -> dict:
     """Per state (V, 41): offroad (a corner off the drivable area), multi (in several lanes),
-    junction / junction_rear (centre / rear axle in an intersection), and route coordinates."""
+    junction / junction_rear (centre / rear axle in an intersection), the direction bits under the
+    centre, and route coordinates (arc length, distance, nearest dense route point)."""
     corners = _ego_corners(cen)
-    offroad = (_lookup(scene["dir_bits"], corners, 0) == 0).any(-1)
-    dist = _lookup(scene["centre_dm"], cen[..., :2], 255).astype(np.float64) / 10.0
-    s, lat, rh = geo.route_coordinates(cen[..., :2], prep["route_pts"], prep["route_idx"], prep["route_tan"])
-    return {"offroad": offroad, "multi": ~offroad & (dist > MULTI_LANE_DIST),
-            "junction": _lookup(scene["junction"], cen[..., :2], False),
-            "junction_rear": _lookup(scene["junction"], rear[..., :2], False),
-            "route_s": s, "route_dev": lat, "route_heading": rh}
+    offroad = (prep["drivable"][geo.flat_index(corners)] == 0).any(-1)
+    ci = geo.flat_index(cen[..., :2])
+    dist = prep["centre_dm"][ci] * 0.1
+    s, lat, j = geo.route_coordinates(cen[..., :2], prep["route_pts"], prep["route_idx"], prep["route_tan"])
+    return {"offroad": offroad, "multi": ~offroad & (dist > MULTI_LANE_DIST), "bits": prep["dir_bits"][ci],
+            "junction": prep["junction"][ci], "junction_rear": prep["junction"][geo.flat_index(rear[..., :2])],
+            "route_s": s, "route_dev": lat, "route_j": j}
 
 
-def driving_direction_compliance(cen: np.ndarray, areas: dict, scene: dict) -> np.ndarray:
-    bits = _lookup(scene["dir_bits"], cen[..., :2], 0).astype(np.uint8)
-    on_route = (bits & geo.compatible_bits(areas["route_heading"])) != 0
+def driving_direction_compliance(cen: np.ndarray, areas: dict, prep: dict) -> np.ndarray:
+    on_route = (areas["bits"] & prep["route_ok_bits"][areas["route_j"]]) != 0
     oncoming = ~on_route & ~areas["junction"]
     step = np.zeros(cen.shape[:2])
     step[:, 1:] = np.linalg.norm(np.diff(cen[..., :2], axis=1), axis=-1)
@@ -269,15 +280,21 @@ def prepare(scene: dict) -> dict:
         sp[:, 1:] = np.where(valid[:, 1:] & valid[:, :-1], sp[:, 1:], sp[:, :1])
         static = np.asarray(scene["agents_static"], bool)
         sp[static] = 0.0
-        a0 = geo.box_corners(ag[:, :2], ag[:, 2], ag[:, 5], ag[:, 6])
-        start = _ego_corners(np.zeros((1, 3)))[0]
         prep.update(ag_pose=pose, ag_valid=valid, ag_speed=sp, static=static, length=ag[:, 5], width=ag[:, 6],
                     r_ag=0.5 * np.hypot(ag[:, 5], ag[:, 6]),
-                    ignore0=boxes_overlap(np.broadcast_to(start, a0.shape), a0))
+                    ignore0=obb_overlap(ag[:, 0], ag[:, 1], 1.0, 0.0, _HL, _HW, np.cos(ag[:, 2]), np.sin(ag[:, 2]),
+                                        ag[:, 5] / 2.0, ag[:, 6] / 2.0))
     prep["r_ego"] = 0.5 * np.hypot(geo.PACIFICA_LENGTH, geo.PACIFICA_WIDTH)
     pts = geo.dense_route(scene["route"])
-    prep["route_pts"], prep["route_tan"] = pts, geo.route_tangents(pts)
-    prep["route_idx"] = scene["route_idx"] if "route_idx" in scene else geo.rasterise_route(scene["route"])
+    tangent = geo.route_tangents(pts)
+    prep["route_pts"], prep["route_tan"] = pts, (np.cos(tangent), np.sin(tangent))
+    route_idx = scene["route_idx"] if "route_idx" in scene else geo.rasterise_route(scene["route"])
+    prep["route_idx"] = geo.pad_raster(route_idx, -1)
+    prep["route_ok_bits"] = geo.compatible_bits(tangent)  # lane directions that are on-route
+    prep["dir_bits"] = geo.pad_raster(scene["dir_bits"], 0)
+    prep["drivable"] = prep["dir_bits"]
+    prep["centre_dm"] = geo.pad_raster(scene["centre_dm"], 255)
+    prep["junction"] = geo.pad_raster(scene["junction"], False)
     prep["init"] = tr.initial_state(scene)
     hist = np.asarray(scene["ego_hist"], np.float64)[None]
     prep["history"] = tr.states_from_poses(hist)[0, -1 - HISTORY_STEPS : -1]
@@ -307,10 +324,10 @@ def _score_states(scene: dict, states: np.ndarray, prev_states: np.ndarray | Non
     cen = tr.rear_to_centre(states)
     rear = states[..., :3]
     speed = np.abs(states[..., tr.S_V])
-    areas = ego_areas(cen, rear, prep, scene)
+    areas = ego_areas(cen, rear, prep)
     sub = {"NC": no_collision(cen, rear, speed, areas, prep),
            "DAC": (~areas["offroad"].any(1)).astype(np.float64),
-           "DDC": driving_direction_compliance(cen, areas, scene),
+           "DDC": driving_direction_compliance(cen, areas, prep),
            "TLC": np.ones(len(states)),
            "TTC": time_to_collision(cen, rear, speed, areas, prep),
            "LK": lane_keeping(areas),

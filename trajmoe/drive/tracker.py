@@ -167,7 +167,7 @@ def simulate(plan_VT3: np.ndarray, init: np.ndarray) -> np.ndarray:
         b0 = _B0[0] * vv + _B0[1] * va + _B0[2] * aa
         b1 = _B1[0] * v + _B1[1] * acc
         b2 = HORIZON * DT
-        z1, z2 = geo.wrap_angle(z1), geo.wrap_angle(z2)
+        z1 = geo.wrap_angle(z1)  # (the steering angle z2 stays within +-60 degrees)
         rate = -(qa * b0 * z0 + qb * b1 * z1 + qc * b2 * z2) / (qa * b0**2 + qb * b1**2 + qc * b2**2 + R_LAT)
         if stop.any():
             rate = np.where(stop, 0.0, rate)
@@ -237,8 +237,7 @@ def states_from_poses(poses: np.ndarray, init: np.ndarray | None = None) -> np.n
     p[..., 2] = np.unwrap(p[..., 2], axis=1)
     V, N, _ = p.shape
     st = np.zeros((V, N, N_STATE))
-    st[..., :3] = p
-    st[..., 2] = geo.wrap_angle(p[..., 2])
+    st[..., :3] = p  # heading unwrapped (continuous), as the tracker's
     if N < 2:
         return st
     step = np.diff(p[..., :2], axis=1)
