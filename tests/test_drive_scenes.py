@@ -5,12 +5,13 @@ import pytest
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.metrics import score_trajectories
-from trajmoe.drive.scenes import FUTURE_STEPS, HIST_STEPS, SceneGenConfig, load_scene, save_scene, simulate_episode
+from trajmoe.drive.scenes import (FUTURE_STEPS, HIST_STEPS, SceneGenConfig, load_scene, prev_scene, save_scene,
+                                  simulate_episode)
 
 
 @pytest.fixture(scope="module")
 def scene():
-    return simulate_episode("merge", 5, SceneGenConfig(episode_steps=60, stride=20))[0]
+    return simulate_episode("merge", 5, SceneGenConfig(episode_steps=65, stride=20))[0]
 
 
 def test_scene_conventions(scene):
@@ -28,6 +29,16 @@ def test_scene_conventions(scene):
 def test_expert_is_on_road_and_collision_free(scene):
     s = score_trajectories(scene, scene["expert"][None].astype(np.float64))
     assert s["DAC"][0] == 1.0 and s["NC"][0] == 1.0
+
+
+def test_previous_frame_is_half_a_second_earlier(scene):
+    prev = prev_scene(scene)
+    assert prev is not None and prev["ego_hist"].shape == scene["ego_hist"].shape
+    # The previous frame's last 0.5 s of history is the current frame's history from t0-1.0 to
+    # t0-0.5 s: the same path length (frames differ by a rigid motion).
+    assert np.isclose(np.linalg.norm(np.diff(prev["ego_hist"][-6:, :2], axis=0), axis=-1).sum(),
+                      np.linalg.norm(np.diff(scene["ego_hist"][-11:-5, :2], axis=0), axis=-1).sum(), atol=1e-3)
+    assert prev["dir_bits"].shape == scene["dir_bits"].shape and prev["route_idx"].shape == scene["route_idx"].shape
 
 
 def test_save_load_round_trip(scene, tmp_path):
