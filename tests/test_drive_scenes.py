@@ -80,3 +80,17 @@ def test_closed_loop_live_features_match_stored_scene(scene):
             assert np.allclose(a[k], b[k], atol=1e-5), k
     for k in ("dir_bits", "junction", "route_idx"):
         assert np.array_equal(live[k], scene[k]), k
+
+
+def test_route_starts_at_the_ego_between_lanes():
+    # Roundabout entry (seed 100000, t = 2.5 s): highway-env already targets the next lane while the
+    # ego finishes the current one; the route must still pass by the ego (it began 6 m ahead).
+    from trajmoe.envs.highway import HighwaySim
+
+    sim = HighwaySim("roundabout", 100000)
+    for _ in range(25):
+        sim.step()
+    st = sim.state()
+    route = geo.to_frame(sim.route_polyline(), None, np.array([*st["xy"][0], st["heading"][0]]))
+    assert np.linalg.norm(route, axis=1).min() < 1.0
+    assert np.linalg.norm(np.diff(route, axis=0), axis=1).max() < 1.5  # no jump along it

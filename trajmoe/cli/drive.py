@@ -154,20 +154,33 @@ def run_eval(args) -> int:
     if args.out:
         atomic_write_json(args.out, result)
     if not args.json:
-        ol = result.get("open_loop")
-        if ol:
-            p = ol["planner"]
-            print(f"open loop ({p['n']} scenes): EPDMS {p['EPDMS']:.3f} | " + " ".join(f"{m} {p[m]:.3f}" for m in
-                  ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")) + f" | expert EPDMS {ol['expert']['EPDMS']:.3f}")
-            for s, v in p["per_scenario"].items():
-                print(f"  {s:12s} n={v['n']:4d} EPDMS {v['EPDMS']:.3f}")
-        cl = result.get("closed_loop")
-        if cl:
-            for name in ("planner", "expert"):
-                c = cl[name]
-                print(f"closed loop {name}: crash {c['crash_rate']:.2f} off-road {c['offroad_rate']:.2f} progress {c['progress_m']:.1f} m")
+        _print_eval(result)
     print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
     return 0
+
+
+def _print_eval(result: dict) -> None:
+    """Planner, expert and baselines side by side (open loop: EPDMS +- 95% interval and sub-scores;
+    closed loop: crash, off-road, progress)."""
+    subs = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
+    ol = result.get("open_loop")
+    if ol:
+        print(f"open loop ({ol['planner']['n']} scenes, {ol.get('scenes_with_previous_frame', 0)} with a previous frame for EC)")
+        rows = {"planner": ol["planner"], "expert": ol["expert"], **ol.get("baselines", {})}
+        print(f"  {'':18s} {'EPDMS':>14s} " + " ".join(f"{m:>5s}" for m in subs))
+        for name, p in rows.items():
+            print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f} " + " ".join(f"{p[m]:5.3f}" for m in subs))
+        for s, v in ol["planner"]["per_scenario"].items():
+            base = " ".join(f"{n} {b['per_scenario'][s]['EPDMS']:.3f}" for n, b in ol.get("baselines", {}).items()
+                            if s in b["per_scenario"])
+            print(f"  {s:12s} n={v['n']:4d} planner EPDMS {v['EPDMS']:.3f} | {base}")
+    cl = result.get("closed_loop")
+    if cl:
+        for name, c in cl.items():
+            if isinstance(c, dict):
+                print(f"closed loop {name:18s}: crash {c['crash_rate']:.2f} +- {c['crash_rate_ci95']:.2f}  off-road "
+                      f"{c['offroad_rate']:.2f} +- {c['offroad_rate_ci95']:.2f}  progress {c['progress_m']:.1f} +- "
+                      f"{c['progress_m_ci95']:.1f} m")
 
 
 def run_bench_scorer(args) -> int:

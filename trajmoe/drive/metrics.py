@@ -303,12 +303,13 @@ def prepare(scene: dict) -> dict:
 
 
 def simulate_plans(scene: dict, traj_VT3: np.ndarray, track: bool = True) -> np.ndarray:
-    """(V, 40, 3) plans -> (V, 41, N_STATE) states: LQR-tracked (default) or the poses as given."""
-    prep = prepare(scene)
+    """(V, 40, 3) plans -> (V, 41, N_STATE) states: LQR-tracked (default) or the poses as given.
+    Needs only the scene's ego_state and ego_hist (works on a previous frame without futures)."""
+    init = scene["_prep"]["init"] if "_prep" in scene else tr.initial_state(scene)
     if track:
-        return tr.simulate(traj_VT3, prep["init"])
+        return tr.simulate(traj_VT3, init)
     full = np.concatenate([np.zeros((len(traj_VT3), 1, 3)), traj_VT3], 1)
-    return tr.states_from_poses(full, prep["init"])
+    return tr.states_from_poses(full, init)
 
 
 # ---- all together -----------------------------------------------------------------------------

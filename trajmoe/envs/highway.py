@@ -23,6 +23,7 @@ import numpy as np
 
 SCENARIOS = ("highway", "merge", "roundabout", "intersection")
 DT = 0.1  # s, simulation and recording step (NAVSIM's 10 Hz)
+BRIDGE = 10.0  # m over which the route polyline moves between consecutive lanes that do not join
 
 # Per-scenario env config changes: fewer highway vehicles (the O(n^2) collision loop dominates).
 _ENV_CONFIG = {
@@ -221,9 +222,33 @@ class HighwaySim:
         s_ego, _ = first.local_coordinates(self.ego.position)
         pts = []
         remaining = ahead + behind
+        if s_ego <= 0.0 and self.ego.lane_index not in (None, seq[0]):
+            # The followed lane starts ahead (the ego is finishing the previous lane, or entering a
+            # roundabout into another lane): the current lane up to the ego, then on to that lane's
+            # start (along the current lane when it joins there, else straight).
+            cur = net.get_lane(self.ego.lane_index)
+            s_cur, _ = cur.local_coordinates(self.ego.position)
+            start = first.position(0.0, 0.0)
+            joined = np.linalg.norm(cur.position(cur.length, 0.0) - start) < 2.0
+            s = np.arange(max(0.0, s_cur - behind), cur.length if joined else s_cur, step)
+            if len(s):
+                pts.append(np.array([cur.position(si, 0.0) for si in s]))
+                if not joined:
+                    a = pts[-1][-1]
+                    n = int(np.ceil(np.linalg.norm(start - a) / step))
+                    pts.append(a + (start - a) * (np.arange(1, n) / n)[:, None])
+                remaining -= (cur.length if joined else s_cur) - s[0]
+                s_ego = 0.0
         for k, key in enumerate(seq):
             lane = net.get_lane(key)
             s0 = max(0.0, s_ego - behind) if k == 0 else 0.0
+            if pts and np.linalg.norm(lane.position(s0, 0.0) - pts[-1][-1]) > 1.5:
+                # Consecutive route lanes that do not join (another lane index on the next road):
+                # enter the new lane over BRIDGE m instead of jumping sideways.
+                s0 = min(lane.length, s0 + BRIDGE)
+                a, b = pts[-1][-1], lane.position(s0, 0.0)
+                n = int(np.ceil(np.linalg.norm(b - a) / step))
+                pts.append(a + (b - a) * (np.arange(1, n) / n)[:, None])
             s1 = min(lane.length, s0 + remaining)
             s = np.arange(s0, s1, step)
             if len(s):
