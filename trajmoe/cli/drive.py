@@ -48,6 +48,7 @@ def register(groups) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run or ensemble directory")
     src.add_argument("--ensemble", nargs="+", help="run directories to ensemble")
+    src.add_argument("--baselines-only", action="store_true", help="the expert and the rule-based baselines only")
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--data", help="held-out scene directory (open loop)")
     p.add_argument("--limit", type=int, default=0, help="first N scenes only")
@@ -118,7 +119,11 @@ def run_eval(args) -> int:
 
     if not args.data and not args.closed_loop:
         raise ValueError("give --data DIR (open loop) and/or --closed-loop EPISODES")
-    if args.ensemble:
+    if args.baselines_only:
+        planner = None
+        if args.plots:
+            raise ValueError("--plots needs a planner (--run or --ensemble)")
+    elif args.ensemble:
         planner = Ensemble([load_planner(r) for r in args.ensemble], args.weights)
     else:
         if args.weights:
@@ -165,15 +170,14 @@ def _print_eval(result: dict) -> None:
     subs = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
     ol = result.get("open_loop")
     if ol:
-        print(f"open loop ({ol['planner']['n']} scenes, {ol.get('scenes_with_previous_frame', 0)} with a previous frame for EC)")
-        rows = {"planner": ol["planner"], "expert": ol["expert"], **ol.get("baselines", {})}
+        print(f"open loop ({ol['expert']['n']} scenes, {ol.get('scenes_with_previous_frame', 0)} with a previous frame for EC)")
+        rows = {**({"planner": ol["planner"]} if "planner" in ol else {}), "expert": ol["expert"], **ol.get("baselines", {})}
         print(f"  {'':18s} {'EPDMS':>14s} " + " ".join(f"{m:>5s}" for m in subs))
         for name, p in rows.items():
             print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f} " + " ".join(f"{p[m]:5.3f}" for m in subs))
-        for s, v in ol["planner"]["per_scenario"].items():
-            base = " ".join(f"{n} {b['per_scenario'][s]['EPDMS']:.3f}" for n, b in ol.get("baselines", {}).items()
-                            if s in b["per_scenario"])
-            print(f"  {s:12s} n={v['n']:4d} planner EPDMS {v['EPDMS']:.3f} | {base}")
+        for s, v in ol["expert"]["per_scenario"].items():
+            line = " ".join(f"{n} {r['per_scenario'][s]['EPDMS']:.3f}" for n, r in rows.items() if s in r["per_scenario"])
+            print(f"  {s:12s} n={v['n']:4d} EPDMS: {line}")
     cl = result.get("closed_loop")
     if cl:
         for name, c in cl.items():

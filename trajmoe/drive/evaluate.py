@@ -84,11 +84,16 @@ def evaluate_baselines(scenes: list[dict], names: tuple[str, ...] = baselines.NA
 @torch.no_grad()
 def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_plans: bool = False,
                        with_baselines: bool = True) -> dict:
-    """Planner, expert and (by default) baselines on the same scenes -> aggregates (module doc)."""
-    reset_routing(planner)
+    """Planner, expert and (by default) baselines on the same scenes -> aggregates (module doc).
+    planner None: expert and baselines only."""
+    if planner is not None:
+        reset_routing(planner)
     rows, expert_rows, plans = [], [], []
     t = time.perf_counter()
-    for i in range(0, len(scenes), batch_size):
+    for sc in scenes if planner is None else ():
+        ex = score_trajectories(sc, sc["expert"][None].astype(np.float64))
+        expert_rows.append({"scenario": sc["scenario"], **{m: float(ex[m][0]) for m in METRICS}})
+    for i in range(0, len(scenes) if planner is not None else 0, batch_size):
         chunk = scenes[i : i + batch_size]
         prevs = [prev_scene(s) for s in chunk]
         batch = collate([scene_features(s) for s in chunk])
@@ -107,12 +112,14 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
             if keep_plans:
                 plans.append({"index": int(out["index"][j]), "scores": out["scores"][j].numpy(), "plan8": plan8[j]})
     seconds = time.perf_counter() - t
-    scen = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
-    result = {"planner": _aggregate(rows, scen), "expert": _aggregate(expert_rows, scen), "seconds": seconds,
+    scen = [s for s in SCENARIOS if any(r["scenario"] == s for r in expert_rows)]
+    result = {"expert": _aggregate(expert_rows, scen), "seconds": seconds,
               "scenes_with_previous_frame": sum(prev_scene(s) is not None for s in scenes)}
+    if planner is not None:
+        result["planner"] = _aggregate(rows, scen)
     if with_baselines:
         result["baselines"] = evaluate_baselines(scenes)
-    counts = routing_counts(planner)
+    counts = routing_counts(planner) if planner is not None else None
     if counts is not None:
         result["routing_counts"] = {"scenarios": list(SCENARIOS), "counts": counts.tolist()}
     if keep_plans:

@@ -49,6 +49,9 @@ Remaining deviations from NAVSIM v2:
 | human filter HC | the human is scored without history (HC filter never fires) | expert scored with its history | the IDM expert's jerky history would otherwise never be excused |
 | EP reference | PDM-Closed in the same call | the expert's plan (or given reference plans) per plan | EP of a plan independent of the batch |
 | TLC | red-light polygons | always 1 | no traffic lights |
+| EC of the human | scored | not computed (1) in reports | the expert's plan 0.5 s earlier is not stored |
+| stopped ego (NC) / TTC | speed of the simulated state | same; highway-env ego starts with its finite-difference speed and acceleration | no logged dynamic state |
+| route | the mission's roadblocks | the lane followed and its successors on highway-env's route, bridged over 10 m where consecutive lanes do not join | highway-env routes are roads; lane indices may change between roads |
 | navhard two-stage | stage-2 scenes weighted by a Gaussian on the endpoint | one stage | no synthetic follow-up scenes |
 """
 
