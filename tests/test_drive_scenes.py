@@ -5,12 +5,13 @@ import pytest
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.metrics import score_trajectories
-from trajmoe.drive.scenes import FUTURE_STEPS, HIST_STEPS, SceneGenConfig, load_scene, save_scene, simulate_episode
+from trajmoe.drive.scenes import (FUTURE_STEPS, HIST_STEPS, SceneGenConfig, load_scene, prev_scene, save_scene,
+                                  simulate_episode)
 
 
 @pytest.fixture(scope="module")
 def scene():
-    return simulate_episode("merge", 5, SceneGenConfig(episode_steps=60, stride=20))[0]
+    return simulate_episode("merge", 5, SceneGenConfig(episode_steps=65, stride=20))[0]
 
 
 def test_scene_conventions(scene):
@@ -28,6 +29,16 @@ def test_scene_conventions(scene):
 def test_expert_is_on_road_and_collision_free(scene):
     s = score_trajectories(scene, scene["expert"][None].astype(np.float64))
     assert s["DAC"][0] == 1.0 and s["NC"][0] == 1.0
+
+
+def test_previous_frame_is_half_a_second_earlier(scene):
+    prev = prev_scene(scene)
+    assert prev is not None and prev["ego_hist"].shape == scene["ego_hist"].shape
+    # The previous frame's last 0.5 s of history is the current frame's history from t0-1.0 to
+    # t0-0.5 s: the same path length (frames differ by a rigid motion).
+    assert np.isclose(np.linalg.norm(np.diff(prev["ego_hist"][-6:, :2], axis=0), axis=-1).sum(),
+                      np.linalg.norm(np.diff(scene["ego_hist"][-11:-5, :2], axis=0), axis=-1).sum(), atol=1e-3)
+    assert prev["dir_bits"].shape == scene["dir_bits"].shape and prev["route_idx"].shape == scene["route_idx"].shape
 
 
 def test_save_load_round_trip(scene, tmp_path):
@@ -48,3 +59,38 @@ def test_bad_generation_config():
         SceneGenConfig(first_t0=5)
     with pytest.raises(ValueError, match="episode_steps"):
         SceneGenConfig(episode_steps=30)
+
+
+def test_closed_loop_live_features_match_stored_scene(scene):
+    # The closed loop rebuilds the planner's inputs from the running simulator; replaying the same
+    # seed with the expert at the wheel must give exactly the stored scene's features at t0.
+    from trajmoe.drive.closed_loop import live_scene
+    from trajmoe.drive.dataset import scene_features
+    from trajmoe.envs.highway import HighwaySim
+
+    sim = HighwaySim("merge", 5)
+    states = [sim.state()]
+    for _ in range(scene["t0"]):
+        sim.step()
+        states.append(sim.state())
+    live, _ = live_scene(sim, states, scene["t0"], rasters=True)
+    a, b = scene_features(live), scene_features(scene)
+    for k in a:
+        if k != "expert8":  # the future is unknown in closed loop
+            assert np.allclose(a[k], b[k], atol=1e-5), k
+    for k in ("dir_bits", "junction", "route_idx"):
+        assert np.array_equal(live[k], scene[k]), k
+
+
+def test_route_starts_at_the_ego_between_lanes():
+    # Roundabout entry (seed 100000, t = 2.5 s): highway-env already targets the next lane while the
+    # ego finishes the current one; the route must still pass by the ego (it began 6 m ahead).
+    from trajmoe.envs.highway import HighwaySim
+
+    sim = HighwaySim("roundabout", 100000)
+    for _ in range(25):
+        sim.step()
+    st = sim.state()
+    route = geo.to_frame(sim.route_polyline(), None, np.array([*st["xy"][0], st["heading"][0]]))
+    assert np.linalg.norm(route, axis=1).min() < 1.0
+    assert np.linalg.norm(np.diff(route, axis=0), axis=1).max() < 1.5  # no jump along it

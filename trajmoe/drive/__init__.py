@@ -1,6 +1,8 @@
 """TrajMoE driving planner on highway-env scenes, in NAVSIM's conventions.
 
-scenes.py (highway-env -> ego-frame scenes, 4 domains) -> metrics.py (vectorised EPDMS scorer) ->
+scenes.py (highway-env -> ego-frame scenes, 4 domains) -> metrics.py (vectorised NAVSIM-v2 EPDMS
+scorer; tracker.py: LQR tracking on a kinematic bicycle, comfort.py: HC / EC), baselines.py
+(constant velocity, keep lane, PDM-Closed analogue) ->
 vocab.py (k-means vocabulary + per-scene targets) -> model.py (GTRS scorer with sparse-MoE decoder)
 -> run.py (training via trajmoe.train.Trainer), grpo.py (seed 001 eqs. 5-10), ensemble.py,
 evaluate.py (open loop), closed_loop.py (planner drives highway-env), plots.py.

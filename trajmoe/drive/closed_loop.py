@@ -5,7 +5,8 @@ a live scene (same fields as the dataset, built from the simulator state) and a 
 follows the plan at 0.1 s: pure pursuit on the plan's position 0.5 s ahead (curvature ->
 highway-env's bicycle steering) and a proportional speed controller on the plan's speed.
 Reported: crash rate, off-road rate (ego not on any lane at some step), progress along the route
-(m), and the same for the IDM/MOBIL expert driving the same seeds.
+(m), and the same for the IDM/MOBIL expert and the rule-based baselines driving the same seeds (a
+baseline re-plans every 0.5 s from the live scene and is tracked the same way).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trajmoe.drive import baselines
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.dataset import collate, scene_features
 from trajmoe.drive.metrics import interpolate_plan
-from trajmoe.drive.scenes import HIST_STEPS, MAP_RADIUS, current_fields
+from trajmoe.drive.scenes import HIST_STEPS, MAP_RADIUS, _lanes_to_frame, current_fields
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
 
 REPLAN_STEPS = 5  # 0.5 s
@@ -42,13 +44,18 @@ def track_action(ego_xyh: np.ndarray, speed: float, plan_world: np.ndarray, k: i
     return {"acceleration": acc, "steering": -steering}
 
 
-def _live(sim: HighwaySim, states: list[dict], t: int) -> dict:
+def live_scene(sim: HighwaySim, states: list[dict], t: int, rasters: bool = False) -> tuple[dict, np.ndarray]:
+    """The scene fields known at step t, built from the simulator as `scenes.simulate_episode` builds
+    them (lanes sampled every 0.2 m, as `_lane_tokens` expects); with `rasters` also the drivable-area
+    and route rasters (the PDM-Closed baseline scores its proposals). Returns (scene, ego origin)."""
     st = states[t]
     origin = np.array([st["xy"][0, 0], st["xy"][0, 1], st["heading"][0]])
-    snap = {"origin": origin, "lanes": sim.lanes(st["xy"][0], MAP_RADIUS, step=1.0), "route": sim.route_polyline()}
+    snap = {"origin": origin, "lanes": sim.lanes(st["xy"][0], MAP_RADIUS, step=0.2), "route": sim.route_polyline()}
     scene, _ = current_fields(states, t, snap)
-    scene["domain"] = SCENARIOS.index(sim.scenario)
+    scene.update(scenario=sim.scenario, domain=SCENARIOS.index(sim.scenario))
     scene["expert"] = np.zeros((40, 3), np.float32)  # unknown in closed loop (feature slot only)
+    if rasters:
+        scene.update(geo.rasterise_lanes(_lanes_to_frame(snap["lanes"], origin)), route_idx=geo.rasterise_route(scene["route"]))
     return scene, origin
 
 
@@ -67,10 +74,14 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
     for k in range(n_steps):
         t = len(states) - 1
         if k % REPLAN_STEPS == 0 and planner is not None:
-            scene, origin = _live(sim, states, t)
-            out = planner.plan(collate([scene_features(scene)]))
-            # the planner's output is 8 poses at 0.5 s (NAVSIM); track their 0.1 s interpolation, as scored
-            p40 = interpolate_plan(out["plan8"][:1].numpy().astype(np.float64))[0]
+            if isinstance(planner, str):  # a rule-based baseline plans 40 poses from the live scene
+                scene, origin = live_scene(sim, states, t, rasters=planner == "pdm_closed")
+                p40 = baselines.plan(planner, scene)
+            else:
+                scene, origin = live_scene(sim, states, t)
+                out = planner.plan(collate([scene_features(scene)]))
+                # the planner's output is 8 poses at 0.5 s (NAVSIM); track their 0.1 s interpolation, as scored
+                p40 = interpolate_plan(out["plan8"][:1].numpy().astype(np.float64))[0]
             p40 = np.concatenate([np.zeros((1, 3)), p40])
             pw, ph = geo.from_frame(p40[:, :2], p40[:, 2], origin)
             plan_world = np.concatenate([pw, ph[:, None]], -1)
@@ -92,26 +103,39 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
 
 
 def evaluate_closed_loop(planner, scenarios: list[str], episodes: int, seed: int = 200000, seconds: float = 8.0,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, baseline_names: tuple[str, ...] = baselines.NAMES) -> dict:
+    """Crash rate, off-road rate and route progress of the planner, the IDM/MOBIL expert and the
+    rule-based baselines (`trajmoe.drive.baselines`) over the same episodes (seeds seed, seed+1, ...).
+    Each figure comes with the half-width of a 95% normal interval over episodes."""
     from rich.progress import Progress
 
-    rows = {"planner": [], "expert": []}
+    drivers = {"planner": planner, "expert": None, **{n: n for n in baseline_names}}
+    if planner is None:
+        del drivers["planner"]
+    rows = {name: [] for name in drivers}
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("closed loop", total=2 * episodes * len(scenarios))
+        task = bar.add_task("closed loop", total=len(drivers) * episodes * len(scenarios))
         for s in scenarios:
             for e in range(episodes):
-                for name, p in (("planner", planner), ("expert", None)):
+                for name, p in drivers.items():
                     rows[name].append(run_episode(p, s, seed + e, seconds))
                     bar.advance(task)
+    return {**{name: _aggregate(r, scenarios) for name, r in rows.items()}, "seconds_per_episode": seconds}
 
-    def agg(rs):
-        out = {"episodes": len(rs), "crash_rate": float(np.mean([r["crash"] for r in rs])),
-               "offroad_rate": float(np.mean([r["offroad"] for r in rs])), "progress_m": float(np.mean([r["progress"] for r in rs]))}
-        out["per_scenario"] = {
-            s: {"crash_rate": float(np.mean([r["crash"] for r in rs if r["scenario"] == s])),
-                "offroad_rate": float(np.mean([r["offroad"] for r in rs if r["scenario"] == s])),
-                "progress_m": float(np.mean([r["progress"] for r in rs if r["scenario"] == s]))}
-            for s in scenarios}
-        return out
 
-    return {"planner": agg(rows["planner"]), "expert": agg(rows["expert"]), "seconds_per_episode": seconds}
+def _ci95(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def _aggregate(rs: list[dict], scenarios: list[str]) -> dict:
+    out = {"episodes": len(rs)}
+    for key, name in (("crash", "crash_rate"), ("offroad", "offroad_rate"), ("progress", "progress_m")):
+        vals = [float(r[key]) for r in rs]
+        out[name], out[name + "_ci95"] = float(np.mean(vals)), _ci95(vals)
+    out["per_scenario"] = {
+        s: {"crash_rate": float(np.mean([r["crash"] for r in rs if r["scenario"] == s])),
+            "offroad_rate": float(np.mean([r["offroad"] for r in rs if r["scenario"] == s])),
+            "progress_m": float(np.mean([r["progress"] for r in rs if r["scenario"] == s]))}
+        for s in scenarios}
+    return out

@@ -1,7 +1,11 @@
 """Open-loop evaluation on held-out scenes: EPDMS and every sub-score, overall and per scenario.
 
-The planner's output (8 poses at 0.5 s) is interpolated to 40 poses at 0.1 s and scored, as NAVSIM
-does. The expert's own score on the same scenes is reported as a reference.
+The planner's output (8 poses at 0.5 s) is interpolated to 40 poses at 0.1 s, tracked and scored,
+as NAVSIM does. EC compares it with the plan the same planner made in the frame 0.5 s earlier
+(`prev_*` scene fields; EC = 1 where a scene has none). On the same scenes: the rule-based
+baselines of `trajmoe.drive.baselines` (constant velocity, keep lane, PDM-Closed analogue; EC the
+same way) and the expert (the human of NAVSIM; its EC is not computed, 1). Each EPDMS comes with
+the half-width of a 95% normal interval over scenes (`EPDMS_ci95`).
 """
 
 from __future__ import annotations
@@ -11,18 +15,27 @@ import time
 import numpy as np
 import torch
 
+from trajmoe.drive import baselines
 from trajmoe.drive.dataset import collate, scene_features
-from trajmoe.drive.metrics import METRICS, interpolate_plan, score_trajectories
+from trajmoe.drive.metrics import METRICS, interpolate_plan, score_trajectories, simulate_plans
+from trajmoe.drive.scenes import prev_scene
 from trajmoe.envs.highway import SCENARIOS
 
 
+def _ci95(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def _aggregate(rows: list[dict], scenarios: list[str]) -> dict:
-    out = {"n": len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in METRICS}}
+    out = {"n": len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in METRICS},
+           "EPDMS_ci95": _ci95([r["EPDMS"] for r in rows])}
     per = {}
     for s in scenarios:
         sub = [r for r in rows if r["scenario"] == s]
         if sub:
-            per[s] = {"n": len(sub), **{m: float(np.mean([r[m] for r in sub])) for m in METRICS}}
+            per[s] = {"n": len(sub), **{m: float(np.mean([r[m] for r in sub])) for m in METRICS},
+                      "EPDMS_ci95": _ci95([r["EPDMS"] for r in sub])}
     out["per_scenario"] = per
     return out
 
@@ -46,28 +59,67 @@ def reset_routing(planner) -> None:
                 blk.ffn.reset_stats()
 
 
+def _row(scene: dict, plan40: np.ndarray, prev: dict | None, prev_plan40: np.ndarray | None) -> dict:
+    """Scores of one (40, 3) plan, EC against the previous frame's plan simulated in that frame."""
+    prev_states = None
+    if prev is not None and prev_plan40 is not None:
+        prev_states = simulate_plans(prev, prev_plan40[None])[0]
+    sub = score_trajectories(scene, plan40[None], prev_states=prev_states)
+    return {"scenario": scene["scenario"], **{m: float(sub[m][0]) for m in METRICS}}
+
+
+def evaluate_baselines(scenes: list[dict], names: tuple[str, ...] = baselines.NAMES) -> dict:
+    """Open-loop scores of the rule-based baselines on `scenes` -> {name: aggregate}."""
+    scen = [s for s in SCENARIOS if any(sc["scenario"] == s for sc in scenes)]
+    out = {}
+    for name in names:
+        rows = []
+        for sc in scenes:
+            prev = prev_scene(sc)
+            rows.append(_row(sc, baselines.plan(name, sc), prev, None if prev is None else baselines.plan(name, prev)))
+        out[name] = _aggregate(rows, scen)
+    return out
+
+
 @torch.no_grad()
-def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_plans: bool = False) -> dict:
-    reset_routing(planner)
+def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_plans: bool = False,
+                       with_baselines: bool = True) -> dict:
+    """Planner, expert and (by default) baselines on the same scenes -> aggregates (module doc).
+    planner None: expert and baselines only."""
+    if planner is not None:
+        reset_routing(planner)
     rows, expert_rows, plans = [], [], []
     t = time.perf_counter()
-    for i in range(0, len(scenes), batch_size):
+    for sc in scenes if planner is None else ():
+        ex = score_trajectories(sc, sc["expert"][None].astype(np.float64))
+        expert_rows.append({"scenario": sc["scenario"], **{m: float(ex[m][0]) for m in METRICS}})
+    for i in range(0, len(scenes) if planner is not None else 0, batch_size):
         chunk = scenes[i : i + batch_size]
+        prevs = [prev_scene(s) for s in chunk]
         batch = collate([scene_features(s) for s in chunk])
         out = planner.plan(batch)
         plan8 = out["plan8"].numpy().astype(np.float64)
+        have = [j for j, p in enumerate(prevs) if p is not None]
+        prev8 = {}
+        if have:
+            pout = planner.plan(collate([scene_features(prevs[j]) for j in have]))
+            prev8 = dict(zip(have, pout["plan8"].numpy().astype(np.float64)))
         for j, sc in enumerate(chunk):
-            plan40 = interpolate_plan(plan8[j : j + 1])
-            sub = score_trajectories(sc, plan40)
-            rows.append({"scenario": sc["scenario"], **{m: float(sub[m][0]) for m in METRICS}})
+            prev_plan = interpolate_plan(prev8[j][None])[0] if j in prev8 else None
+            rows.append(_row(sc, interpolate_plan(plan8[j : j + 1])[0], prevs[j], prev_plan))
             ex = score_trajectories(sc, sc["expert"][None].astype(np.float64))
             expert_rows.append({"scenario": sc["scenario"], **{m: float(ex[m][0]) for m in METRICS}})
             if keep_plans:
                 plans.append({"index": int(out["index"][j]), "scores": out["scores"][j].numpy(), "plan8": plan8[j]})
     seconds = time.perf_counter() - t
-    scen = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
-    result = {"planner": _aggregate(rows, scen), "expert": _aggregate(expert_rows, scen), "seconds": seconds}
-    counts = routing_counts(planner)
+    scen = [s for s in SCENARIOS if any(r["scenario"] == s for r in expert_rows)]
+    result = {"expert": _aggregate(expert_rows, scen), "seconds": seconds,
+              "scenes_with_previous_frame": sum(prev_scene(s) is not None for s in scenes)}
+    if planner is not None:
+        result["planner"] = _aggregate(rows, scen)
+    if with_baselines:
+        result["baselines"] = evaluate_baselines(scenes)
+    counts = routing_counts(planner) if planner is not None else None
     if counts is not None:
         result["routing_counts"] = {"scenarios": list(SCENARIOS), "counts": counts.tolist()}
     if keep_plans:

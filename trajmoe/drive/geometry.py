@@ -105,14 +105,21 @@ def rasterise_lanes(lanes_ego: list[dict]) -> dict[str, np.ndarray]:
         xy, h, w = lane["xy"], lane["heading"], lane["width"]
         if len(xy) < 2:
             continue
-        # Sweep lateral offsets across the lane width (0.1 m apart) at every centreline sample.
-        n_off = int(np.ceil(w.max() / 0.1)) + 1
+        # Sweep lateral offsets across the lane width (0.1 m apart, one cell beyond each edge) at every
+        # centreline sample; keep a hit only when the centre of the cell hit lies inside the lane
+        # strip, so the marked area is symmetric about the centreline (a cell is drivable iff its
+        # centre is on the lane).
+        n_off = int(np.ceil((w.max() + 2 * RES) / 0.1)) + 1
         frac = np.linspace(-0.5, 0.5, n_off)  # (O,)
-        off = frac[None, :] * w[:, None]  # (M, O)
+        off = frac[None, :] * (w[:, None] + 2 * RES)  # (M, O)
         nx, ny = -np.sin(h), np.cos(h)  # left normal
         px = xy[:, 0:1] + off * nx[:, None]
         py = xy[:, 1:2] + off * ny[:, None]
         r, c, ins = cell_index(np.stack([px, py], -1))
+        cx = X_RANGE[0] + (c + 0.5) * RES
+        cy = Y_RANGE[0] + (r + 0.5) * RES
+        lat = (cx - xy[:, 0:1]) * nx[:, None] + (cy - xy[:, 1:2]) * ny[:, None]
+        ins &= np.abs(lat) <= w[:, None] / 2.0
         bits = np.broadcast_to(heading_bit(h)[:, None], r.shape)
         np.bitwise_or.at(dir_bits, (r[ins], c[ins]), bits[ins])
         if lane["junction"]:
@@ -128,7 +135,7 @@ def rasterise_lanes(lanes_ego: list[dict]) -> dict[str, np.ndarray]:
     return {"dir_bits": dir_bits, "centre_dm": centre_dm, "junction": junction}
 
 
-SHOULDER = 0.5  # m of drivable shoulder beyond the outer lane edges
+SHOULDER = 0.75  # m of drivable shoulder beyond the outer lane edges (symmetric)
 
 
 def _close_gaps(dir_bits: np.ndarray, radius_m: float = 1.5, shoulder_m: float = SHOULDER) -> np.ndarray:
@@ -177,3 +184,74 @@ def project_on_polyline(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
     seg_len = np.sqrt(L2)
     tj = np.take_along_axis(t, j[..., None], -1)[..., 0]
     return s_cum[j] + tj * seg_len[j]
+
+
+ROUTE_STEP = 0.1  # m between the dense route points the route raster indexes
+
+
+def dense_route(route: np.ndarray) -> np.ndarray:
+    """(R, 2) route polyline -> (M, 2) resampled every ROUTE_STEP m (at most 32767 points)."""
+    route = np.asarray(route, dtype=np.float64)
+    s = polyline_arclength(route)
+    if len(route) < 2 or s[-1] <= 0:
+        raise ValueError(f"route must have at least 2 distinct points, got {len(route)}")
+    q = np.arange(0.0, s[-1] + 1e-9, ROUTE_STEP)[:32767]
+    return np.stack([np.interp(q, s, route[:, 0]), np.interp(q, s, route[:, 1])], -1)
+
+
+def rasterise_route(route: np.ndarray) -> np.ndarray:
+    """(H_CELLS, W_CELLS) int16 raster: index of the dense route point (`dense_route`) nearest to
+    each cell (through the nearest cell holding a route point)."""
+    from scipy.ndimage import distance_transform_edt
+
+    pts = dense_route(route)
+    r, c, ins = cell_index(pts)
+    owner = np.full((H_CELLS, W_CELLS), -1, np.int32)
+    owner[r[ins], c[ins]] = np.nonzero(ins)[0]
+    if not ins.any():  # route entirely outside the raster: every cell points at the nearest end
+        d0 = np.linalg.norm(pts[0]) < np.linalg.norm(pts[-1])
+        return np.full((H_CELLS, W_CELLS), 0 if d0 else len(pts) - 1, np.int16)
+    _, (ri, ci) = distance_transform_edt(owner < 0, return_indices=True)
+    return owner[ri, ci].astype(np.int16)
+
+
+def route_tangents(pts: np.ndarray) -> np.ndarray:
+    """(M, 2) dense route -> (M,) heading of the route at each point."""
+    d = np.gradient(pts, axis=0) if len(pts) > 1 else np.array([[1.0, 0.0]])
+    return np.arctan2(d[:, 1], d[:, 0])
+
+
+def route_coordinates(xy: np.ndarray, pts: np.ndarray, idx_raster: np.ndarray, tangents: tuple):
+    """Points (..., 2) -> (arc length along the route, distance to it, index of the nearest dense
+    route point), each (...). idx_raster: `pad_raster(rasterise_route(route), -1)`; tangents:
+    (cos, sin) of `route_tangents`.
+
+    The nearest dense route point j comes from the raster (a coarse brute-force search outside it);
+    the point is then projected on the route's tangent at j (error second order in the 0.1 m
+    spacing and the curvature)."""
+    j = idx_raster[flat_index(xy)].astype(np.int64)  # -1 on the border (outside the raster)
+    far = j < 0
+    if far.any():
+        d2 = ((xy[far][:, None, :] - pts[None, ::10]) ** 2).sum(-1)
+        j[far] = np.argmin(d2, -1) * 10
+    ch, sh = tangents[0][j], tangents[1][j]
+    dx, dy = xy[..., 0] - pts[:, 0][j], xy[..., 1] - pts[:, 1][j]
+    along = dx * ch + dy * sh
+    lat = -dx * sh + dy * ch
+    return j * ROUTE_STEP + along, np.abs(lat), j
+
+
+def pad_raster(raster: np.ndarray, outside) -> np.ndarray:
+    """Raster with a one-cell border of `outside`, flattened, for `lookup_flat`."""
+    out = np.full((H_CELLS + 2, W_CELLS + 2), outside, dtype=raster.dtype)
+    out[1:-1, 1:-1] = raster
+    return out.ravel()
+
+
+def flat_index(xy: np.ndarray) -> np.ndarray:
+    """Points (..., 2) -> indices into a `pad_raster` array (points outside map to its border)."""
+    col = np.clip((xy[..., 0] - (X_RANGE[0] - RES)) * (1.0 / RES), 0.0, W_CELLS + 1.0).astype(np.int32)
+    row = np.clip((xy[..., 1] - (Y_RANGE[0] - RES)) * (1.0 / RES), 0.0, H_CELLS + 1.0).astype(np.int32)
+    row *= W_CELLS + 2
+    row += col
+    return row

@@ -12,6 +12,9 @@ One scene = one time t0 of a simulated episode (`trajmoe.envs.highway.HighwaySim
   lanes_meta (L, 3)    width, junction flag, number of valid points
   route (R, 2)         route centreline (1 m spacing) from 30 m behind to 250 m ahead
   dir_bits, centre_dm, junction: drivable-area rasters (see trajmoe.drive.geometry)
+  route_idx            raster: nearest dense route point per cell (`geometry.rasterise_route`)
+  prev_*               the frame 0.5 s earlier (what the planner saw then, with its rasters; no
+                       futures), for EC (`prev_scene`); absent when t0 - 0.5 s has < 2 s of history
 Attributes: scenario, domain (index in SCENARIOS), seed, t0 (step).
 Files: `<out>/scenes/<scenario>_<seed>_<t0>.npz` (compressed); one JSON record per finished episode
 in `<out>/episodes/` makes generation resumable; `<out>/manifest.json` lists the scenes.
@@ -31,6 +34,7 @@ from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
 from trajmoe.io import atomic_path, atomic_write_json, read_json
 
 HIST_STEPS = 20  # 2 s of history at 0.1 s
+PREV_STEPS = 5  # the previous frame (EC: two plans 0.5 s apart) is this many steps before t0
 FUTURE_STEPS = 40  # 4 s at 0.1 s (NAVSIM scoring resolution)
 MAX_AGENTS = 32
 AGENT_RADIUS = 100.0  # m
@@ -43,7 +47,7 @@ COMMANDS = ("left", "straight", "right", "unknown")
 @dataclass(frozen=True)
 class SceneGenConfig:
     episode_steps: int = 120  # 12 s episodes
-    first_t0: int = HIST_STEPS
+    first_t0: int = HIST_STEPS + PREV_STEPS
     stride: int = 20  # one scene every 2 s
     seed: int = 0
 
@@ -111,15 +115,17 @@ def simulate_episode(scenario: str, seed: int, cfg: SceneGenConfig) -> list[dict
     for t in range(cfg.episode_steps + 1):
         st = sim.state()
         states.append(st)
-        if t in t0s:
+        if t in t0s or t + PREV_STEPS in t0s:
             origin = np.array([st["xy"][0, 0], st["xy"][0, 1], st["heading"][0]])
             lanes = sim.lanes(st["xy"][0], MAP_RADIUS, step=0.2)
             snaps[t] = {"origin": origin, "lanes": lanes, "route": sim.route_polyline()}
         if t < cfg.episode_steps:
             sim.step()
     scenes = []
-    for t0, snap in sorted(snaps.items()):  # futures are known only now
-        sc = _cut_scene(states, t0, snap)
+    for t0 in sorted(t0s):  # futures are known only now
+        sc = _cut_scene(states, t0, snaps[t0])
+        if sc is not None and t0 - PREV_STEPS >= HIST_STEPS:
+            sc.update(previous_frame(states, t0 - PREV_STEPS, snaps[t0 - PREV_STEPS]))
         if sc is not None:
             sc.update(scenario=scenario, domain=SCENARIOS.index(scenario), seed=seed, t0=t0)
             scenes.append(sc)
@@ -164,9 +170,28 @@ def _cut_scene(states: list[dict], t0: int, snap: dict) -> dict | None:
         expert=np.concatenate([xy, h[:, None]], -1).astype(np.float32),
         agents_future=fut_a.astype(np.float32),
         agents_future_valid=fut_v,
+        route_idx=geo.rasterise_route(scene["route"]),
         **geo.rasterise_lanes(lanes_ego),
     )
     return scene
+
+
+def previous_frame(states: list[dict], t: int, snap: dict) -> dict:
+    """The frame 0.5 s before t0 as 'prev_*' fields: what the planner saw then (`current_fields`)
+    and its rasters, in that frame's own ego frame (NAVSIM's EC compares the plans of two frames)."""
+    prev, _ = current_fields(states, t, snap)
+    prev.update(geo.rasterise_lanes(_lanes_to_frame(snap["lanes"], snap["origin"])),
+                route_idx=geo.rasterise_route(prev["route"]))
+    return {f"prev_{k}": v for k, v in prev.items()}
+
+
+def prev_scene(scene: dict) -> dict | None:
+    """The previous frame of `scene` as a scene dict (no futures), or None when it has none."""
+    if "prev_ego_state" not in scene:
+        return None
+    out = {k[5:]: v for k, v in scene.items() if k.startswith("prev_")}
+    out.update(scenario=scene["scenario"], domain=scene["domain"], expert=np.zeros((FUTURE_STEPS, 3), np.float32))
+    return out
 
 
 def _lanes_to_frame(lanes, origin: np.ndarray) -> list[dict]:
@@ -220,7 +245,7 @@ def scene_name(scene: dict) -> str:
 
 
 def save_scene(path: str | os.PathLike, scene: dict) -> None:
-    arrays = {k: np.asarray(v) for k, v in scene.items()}
+    arrays = {k: np.asarray(v) for k, v in scene.items() if not k.startswith("_")}  # '_' = scorer caches
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
@@ -255,8 +280,9 @@ def load_scene(path: str | os.PathLike) -> dict:
     if bad:
         raise ValueError(f"scene file {path}: key {bad[0]!r} contains NaN or inf")
     out["scenario"] = str(out["scenario"])
-    for k in ("domain", "seed", "t0", "command"):
-        out[k] = int(out[k])
+    for k in ("domain", "seed", "t0", "command", "prev_command"):
+        if k in out:
+            out[k] = int(out[k])
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 SCENARIOS = ("highway", "merge", "roundabout", "intersection")
 DT = 0.1  # s, simulation and recording step (NAVSIM's 10 Hz)
+BRIDGE = 10.0  # m over which the route polyline moves between consecutive lanes that do not join
 
 # Per-scenario env config changes: fewer highway vehicles (the O(n^2) collision loop dominates).
 _ENV_CONFIG = {
@@ -146,7 +147,12 @@ class HighwaySim:
         }
 
     def ego_on_road(self) -> bool:
-        return bool(self.ego.on_road)
+        """Whether the ego's centre lies on some lane (within half its width). highway-env's own
+        `on_road` checks only the lane it assigns the vehicle to, chosen by position and heading, so a
+        vehicle turning from a roundabout entry onto the ring counts as off-road there."""
+        if self.ego.on_road:
+            return True
+        return any(lane.on_lane(self.ego.position) for _, lane in self._lane_items())
 
     # ---- map ---------------------------------------------------------------------------------
     def lanes(self, center_xy: np.ndarray, radius: float, step: float = 1.0) -> list[LaneSample]:
@@ -221,9 +227,30 @@ class HighwaySim:
         s_ego, _ = first.local_coordinates(self.ego.position)
         pts = []
         remaining = ahead + behind
+        if s_ego <= 0.0 and self.ego.lane_index not in (None, seq[0]):
+            # The followed lane starts ahead (the ego is finishing the previous lane, e.g. entering a
+            # roundabout): that lane to its end first; the bridge below joins the two if they do not meet.
+            cur = net.get_lane(self.ego.lane_index)
+            s_cur, _ = cur.local_coordinates(self.ego.position)
+            s = np.arange(max(0.0, s_cur - behind), cur.length, step)
+            if len(s):
+                pts.append(np.array([cur.position(si, 0.0) for si in s]))
+                remaining -= cur.length - s[0]
+                s_ego = 0.0
         for k, key in enumerate(seq):
             lane = net.get_lane(key)
             s0 = max(0.0, s_ego - behind) if k == 0 else 0.0
+            if pts and np.linalg.norm(lane.position(s0, 0.0) - pts[-1][-1]) > 1.5:
+                # Consecutive route lanes that do not join (another lane index on the next road, or
+                # the ego finishing a lane that does not lead there): move onto the new lane over
+                # BRIDGE m along it, the lateral offset easing to 0 (a lane change following the lane's
+                # curvature, not a sideways jump or a chord across the roundabout island).
+                s_a, lat_a = lane.local_coordinates(pts[-1][-1])
+                q = s_a + np.arange(1, int(BRIDGE / step) + 1) * step
+                u = np.clip((q - s_a) / BRIDGE, 0.0, 1.0)
+                lat = lat_a * (1.0 - u * u * (3.0 - 2.0 * u))
+                pts.append(np.array([lane.position(qi, li) for qi, li in zip(q, lat)]))
+                s0 = min(lane.length, max(s0, q[-1] + step))
             s1 = min(lane.length, s0 + remaining)
             s = np.arange(s0, s1, step)
             if len(s):
