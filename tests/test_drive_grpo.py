@@ -1,4 +1,4 @@
-"""GRPO pieces against closed forms (seed 001 eqs. 5-10)."""
+"""GRPO pieces against closed forms (TrajMoE paper eqs. 5-10)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Policy model battery + trajectory-mask rasterisation (seed 000 Sec. 3.2, Tab. 3)."""
+"""Policy model battery + trajectory-mask rasterisation (Tra-MoE paper Sec. 3.2, Tab. 3)."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@ ratio = dense_ms / moe_ms (1.0 = the MoE layer costs no more than the dense math
 the median over rounds in which dense and every implementation run back to back (round-robin),
 so a load that drifts during the run (a shared CPU) skews them alike.
 The dense reference has hidden size k * H so that its FLOPs equal the routed experts' FLOPs
-(REFERENCE.md sec. 7 measures the same ratio on an H100). Implementations timed:
+(docs/performance.md measures the same ratio on an H100). Implementations timed:
   grouped  the layer's fast path (router + sort + grouped GEMMs + gated combine + aux losses)
   loop     the per-expert reference (`MoEConfig.impl="loop"`)
   gemms    the two grouped GEMMs + activation alone on pre-sorted rows (the floor the dispatch
-           overhead is measured against; REFERENCE.md's "grouped GEMMs alone")
+           overhead is measured against; the public H100 measurements' "grouped GEMMs alone")
 """
 
 from __future__ import annotations

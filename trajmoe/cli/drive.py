@@ -31,7 +31,7 @@ def register(groups) -> None:
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=run_train)
 
-    p = g.add_parser("finetune", help="GRPO fine-tuning of the scoring heads (seed 001 eqs. 5-10)")
+    p = g.add_parser("finetune", help="GRPO fine-tuning of the scoring heads (TrajMoE paper eqs. 5-10)")
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")

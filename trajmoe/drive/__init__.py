@@ -4,7 +4,7 @@ scenes.py (highway-env -> ego-frame scenes, 4 domains) -> metrics.py (vectorised
 scorer; tracker.py: LQR tracking on a kinematic bicycle, comfort.py: HC / EC), baselines.py
 (constant velocity, keep lane, PDM-Closed analogue) ->
 vocab.py (k-means vocabulary + per-scene targets) -> model.py (GTRS scorer with sparse-MoE decoder)
--> run.py (training via trajmoe.train.Trainer), grpo.py (seed 001 eqs. 5-10), ensemble.py,
+-> run.py (training via trajmoe.train.Trainer), grpo.py (TrajMoE paper eqs. 5-10), ensemble.py,
 evaluate.py (open loop), closed_loop.py (planner drives highway-env), plots.py.
 CLI: `trajmoe drive data|train|finetune|ensemble|eval`, `trajmoe bench drive-scorer`.
 """

@@ -13,7 +13,7 @@ from trajmoe.drive.metrics import TARGET_METRICS
 @dataclass(frozen=True)
 class SelectionWeights:
     """GTRS selection: argmax_v of  imi * log softmax(imi) + sum_m w_m log s(m)
-    + combo * log(ep * s(EP) + ttc * s(TTC) + lk * s(LK) + hc * s(HC))   (REFERENCE.md section 4)."""
+    + combo * log(ep * s(EP) + ttc * s(TTC) + lk * s(LK) + hc * s(HC))   (GTRS and the TrajMoE paper Sec. III)."""
 
     imi: float = 0.03
     NC: float = 0.1
@@ -49,12 +49,12 @@ class DriveModelConfig:
     top_k: int = 2
     num_shared_experts: int = 1
     moe_layers: tuple[int, ...] = (0, 1, 2)  # decoder layers whose FFN is the sparse MoE
-    balance_weight: float = 0.01  # CV^2(importance) + CV^2(load), summed over MoE layers (seed 001 eq. 4)
+    balance_weight: float = 0.01  # CV^2(importance) + CV^2(load), summed over MoE layers (TrajMoE paper eq. 4)
     z_weight: float = 0.0
     imi_sigma: float = 0.5  # GTRS soft imitation target on 8 poses at 0.5 s
     imi_weight: float = 1.0
     score_weight: float = 1.0
-    gaussian_heads: bool = False  # GRPO: each scoring head also predicts a log std (seed 001 eq. 5)
+    gaussian_heads: bool = False  # GRPO: each scoring head also predicts a log std (TrajMoE paper eq. 5)
     selection: SelectionWeights = field(default_factory=SelectionWeights)
 
     def __post_init__(self):
@@ -98,7 +98,7 @@ class DriveDataConfig:
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """Seed 001 eqs. 5-10."""
+    """TrajMoE paper eqs. 5-10."""
 
     group_size: int = 8  # N samples per scoring head (eq. 5)
     clip_eps: float = 0.2  # epsilon of the clipped ratio (eq. 8)

@@ -1,4 +1,4 @@
-"""Ensembles of planners (seed 001 Sec. II.D): weighted average of the members' sub-score
+"""Ensembles of planners (TrajMoE paper Sec. II.D): weighted average of the members' sub-score
 predictions (and imitation probabilities), then the usual selection.
 
 All members must share the vocabulary (runs trained on the same scenes with the same

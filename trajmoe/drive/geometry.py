@@ -21,7 +21,7 @@ H_CELLS = int(round((Y_RANGE[1] - Y_RANGE[0]) / RES))  # rows along y
 W_CELLS = int(round((X_RANGE[1] - X_RANGE[0]) / RES))  # cols along x
 N_DIR_BINS = 8
 
-# NAVSIM's ego vehicle (Chrysler Pacifica), distances from the rear axle (REFERENCE.md section 5).
+# NAVSIM's ego vehicle (Chrysler Pacifica), distances from the rear axle (the NAVSIM v2 scorer (Dauner et al.)).
 PACIFICA_WIDTH = 2.297
 PACIFICA_FRONT = 4.049
 PACIFICA_REAR = 1.127

@@ -1,4 +1,4 @@
-"""GRPO fine-tuning of the scoring heads as Gaussians (seed 001 Sec. II.C, eqs. 5-10).
+"""GRPO fine-tuning of the scoring heads as Gaussians (TrajMoE paper Sec. II.C, eqs. 5-10).
 
 Per scene, vocabulary trajectory and scored metric, the head is a Gaussian N(mu, sigma^2) with
 mu = sigmoid(logit) (the score the planner selects with) and log sigma from a new linear head.

@@ -1,4 +1,6 @@
-"""TrajMoE planner: GTRS vocabulary scorer whose decoder FFNs are a sparse MoE (seed 001 Sec. II.B).
+"""TrajMoE planner: GTRS vocabulary scorer whose decoder FFNs are a sparse MoE (TrajMoE paper Sec. II.B:
+Xing et al., "TrajMoE: Scene-Adaptive Trajectory Planning with Mixture of Experts and Reinforcement
+Learning", arXiv:2512.07135; see docs/references.md).
 
 Legend: B batch, V vocabulary, S scene tokens, D model dim, M scored metrics.
 
@@ -9,12 +11,12 @@ pixels on empty space and cost a CNN on 2 CPU cores, for the same information.
 Decoder. Each vocabulary trajectory (40 poses) is embedded by an MLP (GTRS: flattened poses ->
 1024 -> D), the ego embedding is added, then decoder layers: self-attention across the vocabulary,
 cross-attention to scene tokens, FFN = dense or `trajmoe.moe.MoE` (top-k routed experts with
-weights renormalised over the selected k + 1 shared expert, seed 001 eqs. 1-2; balance loss
+weights renormalised over the selected k + 1 shared expert, TrajMoE paper eqs. 1-2; balance loss
 CV^2(importance) + CV^2(load) summed over MoE layers, eqs. 3-4). Routing statistics are kept per
 scenario (domain) for the routing heatmap.
 Heads. One MLP per sub-score (BCE against the scorer's value for that trajectory in that scene) and
 an imitation head (soft cross-entropy to softmax(-sum_t ||v_t - gt_t||^2 / sigma), 8 poses at
-0.5 s, GTRS). With `gaussian_heads` every scoring head also predicts log sigma (GRPO, seed 001 eq. 5);
+0.5 s, GTRS). With `gaussian_heads` every scoring head also predicts log sigma (GRPO, TrajMoE paper eq. 5);
 the predicted score is the mean mu = sigmoid(logit) either way.
 """
 
@@ -39,7 +41,7 @@ def _mlp(i: int, h: int, o: int) -> nn.Sequential:
 
 def selection_scores(probs_BVM: torch.Tensor, imi_logp_BV: torch.Tensor, w: SelectionWeights,
                      metrics: tuple[str, ...] = TARGET_METRICS) -> torch.Tensor:
-    """GTRS selection score (REFERENCE.md section 4): weighted sum of log-scores -> (B, V)."""
+    """GTRS selection score (GTRS and the TrajMoE paper Sec. III): weighted sum of log-scores -> (B, V)."""
     eps = 1e-6
     p = {m: probs_BVM[..., i].clamp(eps, 1.0) for i, m in enumerate(metrics)}
     s = w.imi * imi_logp_BV

@@ -32,7 +32,7 @@ scripted expert (`env.expert_action()`, clipped to [-1, 1]), `env.set_visual_see
 randomised colours/lighting, and the simulator-state accessors used by trajmoe.envs.tracks
 (`camera_model`, `camera_pose`, `body_poses`, `sim_state`/`set_sim_state`, `render_segmentation`).
 
-Rendering (REFERENCE.md section 6): one OpenGL context and one scene per env (EGL by default,
+Rendering (MuJoCo's pinhole camera model): one OpenGL context and one scene per env (EGL by default,
 `MUJOCO_GL=osmesa` as a fallback), `offsamples = 0` (no MSAA), no shadows or reflections, RGB and
 depth read from ONE render pass, sites (goal markers) hidden, and the upside-down `corner*`
 cameras rotated by 180 degrees (a vertical flip alone would mirror the scene).

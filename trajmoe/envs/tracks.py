@@ -3,7 +3,7 @@
 The Tra-MoE / ATM recipe labels videos with CoTracker; in simulation the exact answer is known:
 a pixel seen at a query frame lies on one geom of one body, so lifting it into that body's local
 frame and moving it with the body pose gives its 3-D position at every other frame, and a pinhole
-projection gives its pixel track (REFERENCE.md section 6).
+projection gives its pixel track (MuJoCo's pinhole camera model).
 
 Conventions (shared by the writer, the reader and every consumer):
   * Continuous pixel coordinates (u, v) = (column, row) with pixel centres at +0.5, so pixel
@@ -16,7 +16,7 @@ Conventions (shared by the writer, the reader and every consumer):
     cameras render upside down) have `flip=True`: pixel coordinates are mapped (u, v) -> (W-u, H-v)
     so tracks match the stored (rotated) frames.
   * Visibility at frame t: in front of the camera, inside the image and
-    |rendered depth - point depth| < 0.01 + 0.02 * point depth (metres; REFERENCE.md section 6).
+    |rendered depth - point depth| < 0.01 + 0.02 * point depth (metres; MuJoCo's pinhole camera model).
 
 Point sampling (ATM preprocessing / paper Tab. 6 "variance filtering"): candidates are sampled at
 several query frames (half uniformly over the image, half on bodies that are not welded to the
@@ -38,7 +38,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-VIS_ABS_TOL = 0.01  # metres; REFERENCE.md section 6 visibility test
+VIS_ABS_TOL = 0.01  # metres; MuJoCo's pinhole camera model visibility test
 VIS_REL_TOL = 0.02  # fraction of the point depth
 
 

@@ -17,9 +17,9 @@ class MoEConfig:
       * "softmax" (default): raw softmax probability of each chosen expert over all E logits
         (Switch Transformer, Fedus et al. 2021). For top-1 this is the only common choice that
         gives the router a gradient from the task loss, which is why it is the default.
-      * "topk_softmax": softmax over the top-k logits only (seed 000 eq. 1). For k=1 the weight
+      * "topk_softmax": softmax over the top-k logits only (Tra-MoE paper eq. 1). For k=1 the weight
         is exactly 1 and the router learns only through the auxiliary losses.
-      * "renorm": chosen softmax probabilities renormalised over the selected k (seed 001 eq. 1);
+      * "renorm": chosen softmax probabilities renormalised over the selected k (TrajMoE paper eq. 1);
         identical to "topk_softmax" mathematically, kept as its own name to match the paper.
       * "top2_ratio": p1 / (p1 + p2) of the two largest probabilities, second expert discarded
         (what the public Tra-MoE code does for its top-1 router); requires top_k=1, E>=2.

@@ -5,7 +5,7 @@ GEMMs on the contiguous groups, and combine with one gather that also applies th
     x_SD    = permute_in(x_TD, plan)                (T, D) -> (S, D) sorted by expert
     h_SH    = act(grouped_linear(x_SD, w1, b1))     both GEMMs share the plan
     y_SD    = grouped_linear(h_SH, w2, b2)
-    out_TD  = combine(y_SD, gates_TK, plan)         sum_k gate[t,k] * y[slot(t,k)]   (seed 001 eq. 2)
+    out_TD  = combine(y_SD, gates_TK, plan)         sum_k gate[t,k] * y[slot(t,k)]   (TrajMoE paper eq. 2)
 
 Every permutation is a gather whose backward is another gather with the precomputed inverse
 index (no atomic index_add / scatter_add in backward). On CUDA nothing reads counts back to the

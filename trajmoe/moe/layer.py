@@ -1,6 +1,6 @@
-"""The sparse MoE FFN layer shared by Tra-MoE (seed 000) and TrajMoE (seed 001).
+"""The sparse MoE FFN layer shared by Tra-MoE (Tra-MoE paper) and TrajMoE (TrajMoE paper).
 
-    y(x) = sum_{i in S(x)} w(i; x) * e_i(x)  +  sum_j e0_j(x)        (seed 001 eq. 2)
+    y(x) = sum_{i in S(x)} w(i; x) * e_i(x)  +  sum_j e0_j(x)        (TrajMoE paper eq. 2)
 
 with S(x) the top-k experts of the fp32 router, w the gate weights (MoEConfig.gate) and e0 the
 always-on shared experts. Dropless: every token is processed by all its k experts.
@@ -63,7 +63,7 @@ class MoE(nn.Module):
 
         E = self.cfg.num_experts
         counts_E = expert_counts(ids_TK, E)  # counted once: stats, Q_i (eq. 5) and load L_e (eq. 3)
-        # importance I_e (seed 001 eq. 3): gate weights summed per expert, without a (T, E) matrix
+        # importance I_e (TrajMoE paper eq. 3): gate weights summed per expert, without a (T, E) matrix
         importance_E = gates_TK.new_zeros(E, dtype=torch.float32).scatter_add(0, ids_TK.reshape(-1), gates_TK.reshape(-1).float())
         aux = {
             "router_logits": logits_TE,

@@ -10,7 +10,7 @@ import torch
 
 def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor,
                       counts_E: torch.Tensor | None = None) -> torch.Tensor:
-    """Switch / GShard load-balancing loss, seed 000 eqs. 5-7: L = N * sum_i Q_i * P_i.
+    """Switch / GShard load-balancing loss, Tra-MoE paper eqs. 5-7: L = N * sum_i Q_i * P_i.
 
     Q_i: fraction of token slots dispatched to expert i (eq. 5; for top-1 the argmax), not
     differentiable. P_i: mean router probability of expert i over tokens (eq. 6), using the full
@@ -26,7 +26,7 @@ def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor,
 
 
 def router_z_loss(logits_TE: torch.Tensor) -> torch.Tensor:
-    """Router z-loss (ST-MoE, Zoph et al. 2022), seed 000 eq. 8: mean_t (logsumexp_i g_i(t))^2."""
+    """Router z-loss (ST-MoE, Zoph et al. 2022), Tra-MoE paper eq. 8: mean_t (logsumexp_i g_i(t))^2."""
     return torch.logsumexp(logits_TE.float(), dim=-1).pow(2).mean()
 
 
@@ -45,12 +45,12 @@ def expert_counts(expert_ids_TK: torch.Tensor, num_experts: int) -> torch.Tensor
 
 
 def cv2_from_stats(importance_E: torch.Tensor, load_E: torch.Tensor) -> torch.Tensor:
-    """Seed 001 eq. 4 from the per-expert sums of eq. 3: CV^2(I) + CV^2(L)."""
+    """TrajMoE paper eq. 4 from the per-expert sums of eq. 3: CV^2(I) + CV^2(L)."""
     return cv_squared(importance_E) + cv_squared(load_E)
 
 
 def cv2_balance_loss(gates_TE: torch.Tensor) -> torch.Tensor:
-    """Importance + load balance loss, seed 001 eqs. 3-4 (after Shazeer et al. 2017).
+    """Importance + load balance loss, TrajMoE paper eqs. 3-4 (after Shazeer et al. 2017).
 
     gates_TE: the sparse gating matrix (the chosen experts' gate weights, 0 elsewhere).
     I_e = sum_t gates[t, e] (importance, differentiable); L_e = sum_t 1(gates[t, e] > 0) (load,

@@ -38,16 +38,16 @@ class Router(nn.Module):
 def select(logits_TE: torch.Tensor, probs_TE: torch.Tensor, k: int, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k selection and gate weighting (see MoEConfig.gate for the four rules)."""
     if k == 1 and gate != "top2_ratio":
-        # max is sync-free and ~8x cheaper than topk on GPU for k=1 (REFERENCE.md sec. 7).
+        # max is sync-free and ~8x cheaper than topk on GPU for k=1 (docs/performance.md).
         top_logits_TK, ids_TK = logits_TE.max(dim=-1, keepdim=True)
     else:
         kk = 2 if gate == "top2_ratio" else k
         top_logits_TK, ids_TK = logits_TE.topk(kk, dim=-1)
     if gate == "softmax":  # Switch Transformer: raw probability of each chosen expert
         gates_TK = probs_TE.gather(-1, ids_TK)
-    elif gate == "topk_softmax":  # seed 000 eq. 1: softmax(TopK(g))
+    elif gate == "topk_softmax":  # Tra-MoE paper eq. 1: softmax(TopK(g))
         gates_TK = top_logits_TK.softmax(dim=-1)
-    elif gate == "renorm":  # seed 001 eq. 1: w_i = r_i / sum_{j in S} r_j
+    elif gate == "renorm":  # TrajMoE paper eq. 1: w_i = r_i / sum_{j in S} r_j
         p_TK = probs_TE.gather(-1, ids_TK)
         # k=1: exactly 1 (p/p would leak a rounding-level gradient into the router)
         gates_TK = torch.ones_like(p_TK) if k == 1 else p_TK / p_TK.sum(dim=-1, keepdim=True)

@@ -63,7 +63,7 @@ class Block(nn.Module):
 
 
 def collect_moe_aux(auxes: list[dict | None]) -> dict[str, torch.Tensor]:
-    """Sum z_loss / balance_loss / cv2_loss over MoE layers (seed 001: 'summing the balancing
+    """Sum z_loss / balance_loss / cv2_loss over MoE layers (TrajMoE paper: 'summing the balancing
     losses from all MoE layers'); zeros when the model has no MoE layer."""
     present = [a for a in auxes if a is not None]
     if not present:

@@ -1,4 +1,4 @@
-"""Trajectory conditioning: fixed query grids and the trajectory mask (seed 000 Sec. 3.2, Tab. 3).
+"""Trajectory conditioning: fixed query grids and the trajectory mask (Tra-MoE paper Sec. 3.2, Tab. 3).
 
 Legend: B batch (any flattened leading dims), T track timesteps, N points, P drawn points per
 track (T, or (T-1)(S+1)+1 with S interpolated points per segment), H/W image.
@@ -32,7 +32,7 @@ def query_grid(num_points: int) -> torch.Tensor:
 
 
 def drawn_mask_values(track_len: int) -> torch.Tensor:
-    """RT-Trajectory style hand-drawn values (seed 000 Result 4): first half of the track 128/255,
+    """RT-Trajectory style hand-drawn values (Tra-MoE paper Result 4): first half of the track 128/255,
     second half 255/255. (T,)"""
     t = torch.arange(track_len, dtype=torch.float32)
     return torch.where(t < track_len / 2, torch.tensor(128.0 / 255.0), torch.tensor(1.0))

@@ -2,7 +2,7 @@
 
 No torch import here so the CLI can validate configs before the heavy imports.
 
-Conditioning modes (seed 000 Sec. 3.2, Tab. 3; REFERENCE.md Sec. 2):
+Conditioning modes (Tra-MoE paper Sec. 3.2, Tab. 3; ATM policy):
   none           images + language + proprioception (plain BC, the floor)
   atm            + one token per predicted track in the spatial transformer + late fusion of the
                  flattened raw predicted tracks with the action token (ATM, Wen et al. 2023)

@@ -1,6 +1,6 @@
 """ATM-style trajectory-guided BC policy with adaptive trajectory-mask conditioning.
 
-seed 000 Sec. 3.2 Fig. 3(b) and Tab. 3; ATM (Wen et al. 2023) policy; REFERENCE.md Sec. 2.
+Tra-MoE paper Sec. 3.2, Fig. 3(b), Tab. 3; ATM policy (Wen et al., RSS 2024). Papers: docs/references.md.
 
 Per frame and view: the frozen track model predicts tracks (T x N) from a fixed query grid; the
 image (RGB, plus the trajectory mask as a 4th channel in the mask modes) goes through a per-view
@@ -8,7 +8,7 @@ conv patch encoder; every track becomes one token. A spatial transformer runs ov
 [CLS, text, image tokens of all views, track tokens of all views] per frame; a temporal transformer
 runs over the frame stack (tokens per frame: spatial CLS, proprio, action) with a block-causal
 mask; the action token of each frame is concatenated with that frame's flattened raw predicted
-tracks (late fusion) and an MLP head predicts the action; MSE loss (seed 000 Sec. 3.3).
+tracks (late fusion) and an MLP head predicts the action; MSE loss (Tra-MoE paper Sec. 3.3).
 
 Legend: B batch, F frames in the stack, V views, C channels, H/W image, T track timesteps,
 N points, P image tokens per view, M tokens per frame in the temporal transformer, D dim, A action.
@@ -216,7 +216,7 @@ class TrajectoryPolicy(nn.Module):
         """batch: rgb (B, F, V, 3, H, W) uint8 (or float in [0, 1]); proprio (B, F, Dp);
         task_emb (B, L); actions (B, F, A); valid (B, F) bool (False = padding before the episode
         start, optional); tracks (B, F, V, T, N, 2) optional (cached predictions).
-        Loss: MSE between predicted and demonstrated actions over the valid frames (seed 000 Sec. 3.3)."""
+        Loss: MSE between predicted and demonstrated actions over the valid frames (Tra-MoE paper Sec. 3.3)."""
         pred = self.predict_actions(batch)
         err = ((pred.float() - batch["actions"].float()) ** 2).mean(-1)  # (B, F)
         valid = batch.get("valid")

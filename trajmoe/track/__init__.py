@@ -1,4 +1,4 @@
-"""Tra-MoE track model (seed 000) and its dense baselines."""
+"""Tra-MoE track model (Tra-MoE paper) and its dense baselines."""
 
 from .config import PRESETS, TrackConfig
 from .model import TrackModel, count_params

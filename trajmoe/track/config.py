@@ -1,9 +1,9 @@
 """TrackConfig and the presets of the Tra-MoE track transformer and its dense baselines.
 
-Paper defaults (seed 000 Sec. 3, Tab. 6; REFERENCE.md sec. 1): dim 384, depth 8, 8 heads,
+Paper defaults (Tra-MoE paper Sec. 3, Tab. 6; ATM, Wen et al., RSS 2024): dim 384, depth 8, 8 heads,
 MoE FFNs at 0-based layers {0, 4, 7} (the paper's layers 1, 5, 8), 4 experts, top-1,
 l_z = 1e-4, l_lb = 0; loss 10 * track MSE + 1 * image MSE.
-Parameter-matched dense baselines (seed 000 Tab. 1d): 3 MoE layers x 3 extra experts x 8 d^2
+Parameter-matched dense baselines (Tra-MoE paper Tab. 1d): 3 MoE layers x 3 extra experts x 8 d^2
 = 72 d^2 extra parameters = 6 dense layers, hence depth 8 -> 14 ("dense-deep"), or a width with
 8 * 12 d'^2 = 8 * 12 d^2 + 72 d^2, d' ~ 1.32 d = 508 -> 512 ("dense-wide").
 """

@@ -1,11 +1,13 @@
-"""The Tra-MoE track transformer (ATM's track transformer with sparse MoE FFNs; seed 000 Sec. 3).
+"""The Tra-MoE track transformer (ATM's track transformer with sparse MoE FFNs; Tra-MoE paper Sec. 3:
+Yang et al., "Tra-MoE: Learning Trajectory Prediction Model from Multiple Domains for Adaptive Policy
+Conditioning", CVPR 2025, arXiv:2411.14519; see docs/references.md).
 
-Tokens (REFERENCE.md sec. 1): 64 image patches (16x16 on 128x128, fixed 2D sin-cos position,
+Tokens (ATM (Wen et al., RSS 2024) and the Tra-MoE paper Tab. 6): 64 image patches (16x16 on 128x128, fixed 2D sin-cos position,
 MAE-like masking in training), (T/4) x N track tokens (tracks "masked as first": every timestep is
 the query point, then Conv1d patches of 4 steps per point, + a learnable temporal embedding shared
 by points), 1 language token. Full attention, pre-LN blocks; FFNs of `moe_layers` are MoE.
 Loss = w_track * track MSE + w_img * image-patch MSE + w_z * z-loss + w_lb * balance loss
-(seed 000 Sec. 3.3: l_tra L_tra + l_lb L_lo-ba + l_z L_z).
+(Tra-MoE paper Sec. 3.3: l_tra L_tra + l_lb L_lo-ba + l_z L_z).
 Legend: B batch, T track length, N points, P image patches, D dim.
 """
 

@@ -1,6 +1,6 @@
 """The one training loop of trajmoe: every model (track model, policy, driving planner) uses it.
 
-Contract (see docs/DESIGN.md):
+Contract (see the README's design notes):
   * `model(batch) -> (loss, logs)`: scalar loss, logs of floats / scalar tensors.
   * dataset: `len(dataset)` and `dataset.get(index, rng) -> dict`, all augmentation randomness
     drawn from `rng` (a numpy Generator).
