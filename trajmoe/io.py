@@ -91,7 +91,7 @@ def _json_default(o: Any) -> Any:
 
 
 def is_temp_name(name: str) -> bool:
-    """True for the hidden temporary names `atomic_path` creates (`.NAME.XXXX.tmp`, `.NAME.XXXX.tmp.npz`)
+    """True for the hidden temporary names `atomic_path` creates (`.NAME.<random>.tmp`, `.NAME.<random>.tmp.npz`)
     and the checkpoint's temporary step directories (`.step_N.tmp`)."""
     return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.npz"))
 
