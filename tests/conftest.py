@@ -36,3 +36,11 @@ def mw_data(tmp_path_factory):
     summary = generate(specs, workers=1, progress=False)
     assert summary.done == 2, summary
     return {"id": root / "id", "ood": root / "ood", "root": root}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Some code under test sets torch's thread count (benchmarks, rollout workers run in-process);
+    reset it before every test so a later test's in-process run matches its 1-thread subprocess bit for bit."""
+    torch.set_num_threads(1)
+    yield

