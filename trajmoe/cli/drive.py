@@ -141,6 +141,10 @@ def run_eval(args) -> int:
         scenes = load_scenes(args.data, args.limit or None)
         res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots))
         plans = res.pop("_plans", None)
+        if planner is not None and hasattr(planner, "vocab"):
+            from trajmoe.drive.evaluate import evaluate_vocab_oracle
+
+            res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
         result["open_loop"] = res
         if args.plots:
             import numpy as np
@@ -175,7 +179,9 @@ def _print_eval(result: dict) -> None:
     ol = result.get("open_loop")
     if ol:
         print(f"open loop ({ol['expert']['n']} scenes, {ol.get('scenes_with_previous_frame', 0)} with a previous frame for EC)")
-        rows = {**({"planner": ol["planner"]} if "planner" in ol else {}), "expert": ol["expert"], **ol.get("baselines", {})}
+        rows = {**({"planner": ol["planner"]} if "planner" in ol else {}),
+                **({"vocab oracle": ol["vocab_oracle"]} if "vocab_oracle" in ol else {}),
+                "expert": ol["expert"], **ol.get("baselines", {})}
         print(f"  {'':18s} {'EPDMS':>14s} " + " ".join(f"{m:>5s}" for m in subs))
         for name, p in rows.items():
             print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f} " + " ".join(f"{p[m]:5.3f}" for m in subs))
