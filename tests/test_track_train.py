@@ -9,7 +9,8 @@ import torch
 
 from trajmoe.cli import main
 from trajmoe.track import PRESETS
-from trajmoe.track.run import DataOptions, build_dataset, train_track
+from trajmoe.track.config import DataOptions
+from trajmoe.track.run import build_dataset, train_track
 
 FAST = ["steps=4", "batch_size=4", "log_every=1", "ckpt_every=2", "progress=false", "warmup_steps=1"]
 
