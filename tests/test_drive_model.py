@@ -101,11 +101,13 @@ def test_bad_configs():
 
 
 def test_end_to_end_smoke(tmp_path):
-    """Real scenes -> vocabulary -> supervised (MoE + dense) -> GRPO -> ensemble -> eval, via the CLI."""
+    """Real scenes -> vocabulary -> supervised (MoE + dense) -> GRPO -> ensemble -> eval, via the CLI in
+    its one grammar (`trajmoe <verb> planner`) and, for the second data call and the dense run, its old
+    spelling (`trajmoe drive <verb>`). The run records the planner kind and the data's routing rows."""
     from trajmoe.cli import main
 
     data = tmp_path / "data"
-    assert main(["drive", "data", "--scenarios", "merge", "--scenes", "4", "--out", str(data), "--no-progress"]) == 0
+    assert main(["data", "scenes", "--scenarios", "merge", "--scenes", "4", "--out", str(data), "--no-progress"]) == 0
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["n_scenes"] == 4
     # Resumable: a second call generates nothing new.
@@ -113,16 +115,18 @@ def test_end_to_end_smoke(tmp_path):
     assert json.loads((data / "manifest.json").read_text())["generated_now"] == 0
     common = ["--data", str(data), "--no-progress", "--set", "steps=2", "--set", "model.vocab_size=8",
               "--set", "batch_size=2", "--set", "data.vocab_iters=3"]
-    assert main(["drive", "train", "--preset", "tiny-moe", "--out", str(tmp_path / "moe"), *common]) == 0
+    assert main(["train", "planner", "--preset", "tiny-moe", "--out", str(tmp_path / "moe"), *common]) == 0
+    rc = json.loads((tmp_path / "moe" / "config.json").read_text())
+    assert rc["kind"] == "trajmoe-drive-planner" and rc["model"]["moe"]["num_domains"] == 2  # merge = domain id 1
     assert main(["drive", "train", "--preset", "tiny-dense", "--out", str(tmp_path / "dense"), *common]) == 0
     for r in ("moe", "dense"):
         assert (tmp_path / r / "model.safetensors").is_file() and (tmp_path / r / "vocab.safetensors").is_file()
-    assert main(["drive", "finetune", "--run", str(tmp_path / "moe"), "--out", str(tmp_path / "grpo"), "--set", "steps=2",
+    assert main(["finetune", "planner", "--run", str(tmp_path / "moe"), "--out", str(tmp_path / "grpo"), "--set", "steps=2",
                  "--no-progress"]) == 0
-    assert main(["drive", "ensemble", "--runs", str(tmp_path / "moe"), str(tmp_path / "dense"), str(tmp_path / "grpo"),
+    assert main(["ensemble", "planner", "--runs", str(tmp_path / "moe"), str(tmp_path / "dense"), str(tmp_path / "grpo"),
                  "--out", str(tmp_path / "ens")]) == 0
     out = tmp_path / "eval.json"
-    assert main(["drive", "eval", "--run", str(tmp_path / "ens"), "--data", str(data), "--json", "--out", str(out)]) == 0
+    assert main(["eval", "planner", "--run", str(tmp_path / "ens"), "--data", str(data), "--json", "--out", str(out)]) == 0
     res = json.loads(out.read_text())["open_loop"]
     assert res["planner"]["n"] == 4 and 0.0 <= res["planner"]["EPDMS"] <= 1.0
     assert set(res["planner"]["per_scenario"]) == {"merge"}

@@ -192,3 +192,26 @@ def test_resolve_applies_overrides_in_one_grammar():
         family("track").resolve("tiny-tramoe", ["w_lb=0.1"])
     with pytest.raises(ValueError, match="model.moe.layers"):
         family("planner").resolve("tiny-moe", {"model.moe_layers": [0]})
+
+
+def test_old_run_folders_load_through_the_shim(tmp_path):
+    """A track run and a planner run written with the flat MoE keys of the previous release load
+    with the same settings as the nested form."""
+    old_track = {"dim": 64, "depth": 4, "heads": 4, "dropout": 0.0, "img_mask_ratio": 0.0, "w_img": 0.1,
+                 "moe_layers": [0, 2, 3], "num_experts": 4, "top_k": 1, "gate": "softmax", "noisy_gating": False,
+                 "moe_impl": "grouped", "num_domains": 8, "w_z": 1e-4, "w_lb": 0.0}
+    old_planner = {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64, "vocab_hidden": 64,
+                   "moe": True, "num_experts": 4, "top_k": 2, "num_shared_experts": 1, "moe_layers": [0, 1],
+                   "balance_weight": 0.01, "z_weight": 0.0}
+    for name, preset, old in (("track", "tiny-tramoe", old_track), ("planner", "tiny-moe", old_planner)):
+        fam = family(name)
+        cfg = fam.presets[preset].model
+        torch.manual_seed(0)
+        save_weights(fam.build(cfg), tmp_path / "model.safetensors")
+        atomic_write_json(tmp_path / "config.json", {"kind": fam.kind, "model": old})
+        loaded, _ = fam.load_run(tmp_path)
+        want = cfg if name == "track" else dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_domains=4))
+        assert loaded.cfg == want
+    atomic_write_json(tmp_path / "config.json", {"kind": "policy", "model": {}})
+    with pytest.raises(ValueError, match="is not a planner run"):
+        family("planner").load_run(tmp_path)
