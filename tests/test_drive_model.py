@@ -14,7 +14,6 @@ from trajmoe.drive.dataset import DriveDataset, collate
 from trajmoe.drive.ensemble import Ensemble
 from trajmoe.drive.metrics import TARGET_METRICS
 from trajmoe.drive.model import DrivePlanner
-from trajmoe.train.checkpoint import load_weights, save_weights
 
 V = 16
 

@@ -12,7 +12,6 @@ from trajmoe.policy.conditioning import drawn_mask_values, query_grid, rasterize
 from trajmoe.policy.config import CONDITIONINGS, PolicyConfig
 from trajmoe.policy.model import TrajectoryPolicy, block_causal_mask
 from trajmoe.track import TrackConfig, TrackModel
-from trajmoe.train.checkpoint import load_weights, save_weights
 
 IMG = 64
 
