@@ -121,7 +121,7 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
         result["baselines"] = evaluate_baselines(scenes)
     counts = routing_counts(planner) if planner is not None else None
     if counts is not None:
-        result["routing_counts"] = {"scenarios": list(SCENARIOS), "counts": counts.tolist()}
+        result["routing_counts"] = {"scenarios": list(SCENARIOS[: len(counts)]), "counts": counts.tolist()}  # rows = domain ids
     if keep_plans:
         result["_plans"] = plans
     return result
