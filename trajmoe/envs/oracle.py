@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from trajmoe.envs.metaworld import MetaWorldEnv
 from trajmoe.envs.tracks import backproject, local_to_world, project, world_to_local
 
 
@@ -57,14 +58,13 @@ class ExpertLookahead:
     another env's exact current state."""
 
     def __init__(self, env: Any) -> None:
-        from trajmoe.envs.metaworld import MetaWorldEnv
-
+        """A fresh MetaWorldEnv with `env`'s config (same task, variation, views); never rendered."""
         self.shadow = MetaWorldEnv(env.cfg)
         self._variation: int | None = None
 
     def _sync(self, env: Any) -> np.ndarray:
         """Copy `env`'s simulator state into the shadow; returns the observation to act on."""
-        import mujoco
+        import mujoco  # lazy: optional `sim` extra; grid_points is used without the simulator
 
         sh = self.shadow
         if self._variation != env.variation:  # task placement (rand_vec) and per-variation model edits
@@ -88,8 +88,9 @@ class ExpertLookahead:
         return np.array(env._state, copy=True)
 
     def poses(self, env: Any, horizon: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Body poses (H, B, 3), (H, B, 3, 3) and per-view camera poses (H, 3), (H, 3, 3) at the
-        current state (step 0) and after each of `horizon - 1` expert steps of the shadow copy."""
+        """Body poses (H, B, 3) m, (H, B, 3, 3) and per-view camera poses {view: (H, 3) m}, {view:
+        (H, 3, 3)} at the current state (step 0) and after each of `horizon - 1` expert steps of the
+        shadow copy. Raises ValueError if `env` has not been reset."""
         state = self._sync(env)
         sh, views = self.shadow, env.cfg.views
         body_pos, body_mat = [], []
@@ -118,6 +119,7 @@ class ExpertLookahead:
                 {v: np.stack(cam_mat[v]) for v in views})
 
     def close(self) -> None:
+        """Close the shadow env."""
         self.shadow.close()
 
 
