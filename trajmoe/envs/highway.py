@@ -93,7 +93,7 @@ class HighwaySim:
         self.road = env.road
         self.rng = np.random.RandomState(self.seed)
         if expert_ego:
-            from highway_env.vehicle.behavior import IDMVehicle
+            from highway_env.vehicle.behavior import IDMVehicle  # lazy: see _env_class
 
             old = env.vehicle
             ego = IDMVehicle.create_from(old)
@@ -118,7 +118,7 @@ class HighwaySim:
     def step(self, ego_action: dict | None = None) -> None:
         """Advance 0.1 s. With `ego_action` ({'acceleration': m/s^2, 'steering': rad, highway-env's
         left-handed sign}) the ego is driven by it, else by its own IDM/MOBIL controller."""
-        from highway_env.vehicle.kinematics import Vehicle
+        from highway_env.vehicle.kinematics import Vehicle  # lazy: see _env_class
 
         for v in self.road.vehicles:
             if v is self.ego and ego_action is not None:

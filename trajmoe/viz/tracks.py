@@ -5,6 +5,7 @@ At frame t every point's next `horizon` positions are drawn as a polyline in the
 is a filled dot when visible at t and a hollow grey ring when occluded (or outside the image).
 Views are placed side by side; frames are upscaled by `scale` (nearest) so lines stay thin.
 Pure numpy drawing, no matplotlib: fast enough for a GIF of a whole episode.
+Legend: T frames, N points, H/W frame height/width (px), s = `scale`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import colorsys
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 
+from ..data.atm_hdf5 import open_episode
 from ..io import atomic_path
 
 OCCLUDED_RGB = np.array([150, 150, 150], dtype=np.uint8)
@@ -73,9 +76,14 @@ def draw_tracks_on_frame(frame_HW3: np.ndarray, tracks_TN2: np.ndarray, vis_N: n
 
 def render_episode_frames(path: str | Path, frames: list[int] | None = None, horizon: int = 16, scale: int = 3,
                           max_points: int | None = 64, views: list[str] | None = None) -> list[np.ndarray]:
-    """Frames of an episode with tracks drawn, views side by side; `frames=None` means all."""
-    from ..data.atm_hdf5 import open_episode
+    """Frames of an episode with tracks drawn, views side by side; `frames=None` means all.
 
+    Returns one (sH, s * W * len(views), 3) uint8 image per frame; at most `max_points` tracks per
+    view (evenly subsampled), each drawn `horizon` frames ahead.
+
+    Raises:
+        ValueError: a view the file lacks, or a frame outside 0..T-1 (the message names the file).
+    """
     out = []
     with open_episode(path) as ep:
         views = list(views or ep.meta.views)
@@ -107,11 +115,12 @@ def render_episode_frames(path: str | Path, frames: list[int] | None = None, hor
 
 def save_track_picture(path: str | Path, out: str | Path, num_frames: int = 4, horizon: int = 16, scale: int = 3,
                        fps: int = 10, max_points: int | None = 64) -> Path:
-    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF: every frame."""
-    import imageio.v2 as imageio
+    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF: every
+    frame at `fps`. Returns `out`.
 
-    from ..data.atm_hdf5 import open_episode
-
+    Raises:
+        ValueError: `out` does not end in .png or .gif, or num_frames / horizon / scale <= 0.
+    """
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".png", ".gif"):
