@@ -10,6 +10,8 @@ Filters as in NAVSIM's `pdm_comfort_metrics` (Savitzky-Golay, scipy's `mode="int
 HC: every value over history + plan within the bounds below. EC (two-frame extended comfort): RMS of
 the difference between this frame's and the previous frame's features over their overlap.
 Each filter is a fixed linear operator per length, built once and applied as one matrix product.
+Source: Dauner et al., NAVSIM v2 devkit `pdm_comfort_metrics.py` (limits from its config).
+Legend: V plans, T states (0.1 s apart), N_STATE = `tracker.N_STATE`; units m/s^2, m/s^3, rad/s, rad/s^2.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ DT = tr.DT
 @lru_cache(maxsize=64)
 def _operator(n: int, window: int, order: int, deriv: int) -> np.ndarray:
     """(n, n) matrix R with savgol_filter(x) = x @ R for rows x of length n."""
-    from scipy.signal import savgol_filter
+    from scipy.signal import savgol_filter  # lazy: see geometry.rasterise_lanes
 
     w = min(window, n)
     return savgol_filter(np.eye(n), w, order, deriv=deriv, delta=DT, axis=0).T.copy()

@@ -43,12 +43,22 @@ def gaussian_kl(mu: torch.Tensor, log_std: torch.Tensor, mu_ref: torch.Tensor, l
 
 
 def gaussian_log_prob(s: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(s; mu, exp(log_std)^2), elementwise (broadcast): the policy density of eq. 8's ratio."""
     return -0.5 * ((s - mu) / torch.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
 
 
 def grpo_objective(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor, mu_ref: torch.Tensor,
                    log_std_ref: torch.Tensor, cfg: GRPOConfig, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """Eqs. 5-10 for any batch shape X of Gaussian heads: returns L_RL (scalar) and logs."""
+    """Eqs. 5-10 (TrajMoE paper, Xing et al.) for any batch shape X of Gaussian heads.
+
+    Args:
+        mu, log_std: (X) current heads (mu in [0, 1]); target: (X) true sub-scores s*;
+        mu_ref, log_std_ref: (X) frozen reference heads; cfg: group size N, clip eps, beta, KL weight;
+        generator: rng of the N samples per head.
+
+    Returns:
+        L_RL (scalar) and logs {"reward", "kl", "sigma", "abs_err_mu"} (detached scalars).
+    """
     N = cfg.group_size
     with torch.no_grad():
         noise = torch.randn((*mu.shape, N), generator=generator, device=mu.device, dtype=mu.dtype)
@@ -69,7 +79,10 @@ def grpo_objective(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor
 
 
 class GRPOPlanner(DrivePlanner):
-    """DrivePlanner with Gaussian heads whose forward computes the GRPO loss (for the Trainer)."""
+    """DrivePlanner with Gaussian heads whose forward computes the GRPO loss (for the Trainer).
+
+    Raises ValueError unless cfg.gaussian_heads; the std heads start at log sigma = grpo.init_log_std.
+    """
 
     def __init__(self, cfg: DriveModelConfig, grpo: GRPOConfig, vocab=None):
         if not cfg.gaussian_heads:
@@ -103,6 +116,12 @@ class GRPOPlanner(DrivePlanner):
         return self
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """GRPO loss of a batch (TrajMoE paper eqs. 5-10 summed over `grpo.metrics`, plus
+        `supervised_weight` x the supervised loss) and logs; batch["targets"] is (B, V, M).
+
+        Raises:
+            RuntimeError: `start_finetune()` has not been called.
+        """
         if not self._ref:
             raise RuntimeError("call start_finetune() before training")
         ref = self._ref[0]

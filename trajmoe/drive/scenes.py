@@ -18,20 +18,24 @@ One scene = one time t0 of a simulated episode (`trajmoe.envs.highway.HighwaySim
 Attributes: scenario, domain (index in SCENARIOS), seed, t0 (step).
 Files: `<out>/scenes/<scenario>_<seed>_<t0>.npz` (compressed); one JSON record per finished episode
 in `<out>/episodes/` makes generation resumable; `<out>/manifest.json` lists the scenes.
+Units: m, rad, m/s, m/s^2; steps of DT = 0.1 s. Legend: A agents, L lane tokens, R route points.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
 from trajmoe.drive import geometry as geo
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
-from trajmoe.io import atomic_path, atomic_write_json, read_json
+from trajmoe.io import DirLock, atomic_path, atomic_write_json, check_settings, read_json, remove_stale_temps, safe_relative
 
 HIST_STEPS = 20  # 2 s of history at 0.1 s
 PREV_STEPS = 5  # the previous frame (EC: two plans 0.5 s apart) is this many steps before t0
@@ -46,6 +50,10 @@ COMMANDS = ("left", "straight", "right", "unknown")
 
 @dataclass(frozen=True)
 class SceneGenConfig:
+    """Which scenes an episode yields: episode length, first scene step, stride (steps of 0.1 s)
+    and the first episode seed. Raises ValueError on a first_t0 below 2 s of history, a stride
+    < 1, or episodes too short for one 4 s future."""
+
     episode_steps: int = 120  # 12 s episodes
     first_t0: int = HIST_STEPS + PREV_STEPS
     stride: int = 20  # one scene every 2 s
@@ -60,6 +68,7 @@ class SceneGenConfig:
             raise ValueError(f"episode_steps must be >= first_t0 + {FUTURE_STEPS}, got {self.episode_steps}")
 
     def t0s(self) -> list[int]:
+        """Scene times (steps) of an episode: first_t0, first_t0 + stride, ... with 4 s of future left."""
         return list(range(self.first_t0, self.episode_steps - FUTURE_STEPS + 1, self.stride))
 
 
@@ -241,19 +250,20 @@ def current_fields(states: list[dict], t0: int, snap: dict) -> tuple[dict, list[
 
 # ---- files -----------------------------------------------------------------------------------
 def scene_name(scene: dict) -> str:
+    """File stem of a scene: `<scenario>_<seed:06d>_<t0:03d>`."""
     return f"{scene['scenario']}_{int(scene['seed']):06d}_{int(scene['t0']):03d}"
 
 
 def save_scene(path: str | os.PathLike, scene: dict) -> None:
+    """Write a scene as a compressed .npz, atomically; keys starting with '_' (caches) are skipped."""
     arrays = {k: np.asarray(v) for k, v in scene.items() if not k.startswith("_")}  # '_' = scorer caches
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
 
 def scene_path(data_dir: str | os.PathLike, item: dict) -> Path:
-    """`data_dir/scenes/<name>.npz` for a manifest entry; a name that leaves the folder is refused."""
-    from trajmoe.io import safe_relative
-
+    """`data_dir/scenes/<name>.npz` for a manifest entry; a name that leaves the folder is refused
+    (ValueError naming the manifest)."""
     name = item.get("name") if isinstance(item, dict) else None
     if not isinstance(name, str) or "/" in name:
         raise ValueError(f"{Path(data_dir) / 'manifest.json'}: scene name {name!r} must be a plain file name")
@@ -261,9 +271,11 @@ def scene_path(data_dir: str | os.PathLike, item: dict) -> Path:
 
 
 def load_scene(path: str | os.PathLike) -> dict:
-    """A scene file -> dict of arrays; a missing, truncated or damaged file is a one-line error naming it."""
-    import zipfile
+    """A scene file -> dict of arrays; a missing, truncated or damaged file is a one-line error naming it.
 
+    Raises:
+        FileNotFoundError: no such file; ValueError: a damaged file, a missing key or NaN/inf values.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing scene file: {path}")
@@ -310,7 +322,11 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
     The folder is locked (one generator at a time), records its settings in generation.json (a rerun
     with another stride / seed / episode length is refused naming the keys), and loses the
     temporaries of a killed run. `verify` reads every scene of the finished episodes; an episode
-    with a damaged scene is simulated again.
+    with a damaged scene is simulated again. Returns the manifest written.
+
+    Raises:
+        ValueError: an unknown scenario, n_scenes or workers < 1, or settings that differ from the
+            folder's earlier run (naming the keys).
     """
     for s in scenarios:
         if s not in SCENARIOS:
@@ -324,8 +340,6 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
     per = -(-n_scenes // len(scenarios))
     per_ep = len(cfg.t0s())
     cfg_dict = {"episode_steps": cfg.episode_steps, "first_t0": cfg.first_t0, "stride": cfg.stride, "seed": cfg.seed}
-    from trajmoe.io import DirLock, check_settings, remove_stale_temps
-
     with DirLock.acquire(out, what="scene folder"):
         for d in (out, out / "scenes", out / "episodes"):
             remove_stale_temps(d)
@@ -351,33 +365,12 @@ def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg
     next_seed = {s: cfg_dict["seed"] for s in scenarios}
     t_start = time.perf_counter()
     n_new = 0
-
-    from rich.progress import Progress
-
-    pool = None
-    if workers > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(workers)
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("scenes", total=per * len(scenarios))
             while True:
-                jobs = []
-                for s in scenarios:
-                    have = sum(len(r["scenes"]) for r in records[s])
-                    need = per - have
-                    # Schedule enough episodes for the remaining scenes (some scenes get dropped).
-                    n_eps = 0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))
-                    for _ in range(n_eps):
-                        seed = next_seed[s]
-                        next_seed[s] += 1
-                        rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
-                        rec = read_json(rec_path) if rec_path.is_file() else None
-                        if rec is not None and (not verify or _episode_ok(out, rec)):
-                            records[s].append(rec)
-                        else:
-                            jobs.append((s, seed, cfg_dict, str(out)))
+                jobs = _schedule(out, scenarios, per, per_ep, cfg_dict, records, next_seed, verify)
                 if not jobs and all(sum(len(r["scenes"]) for r in records[s]) >= per for s in scenarios):
                     break
                 results = pool.imap_unordered(_episode_job, jobs) if pool else map(_episode_job, jobs)
@@ -389,12 +382,40 @@ def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg
         if pool is not None:
             pool.close()
             pool.join()
-    seconds = time.perf_counter() - t_start
+    manifest = _manifest(records, scenarios, per, cfg_dict, n_new, time.perf_counter() - t_start)
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _schedule(out: Path, scenarios: list[str], per: int, per_ep: int, cfg_dict: dict, records: dict[str, list[dict]],
+              next_seed: dict[str, int], verify: bool) -> list[tuple]:
+    """Episode jobs for the scenes still missing; finished episodes on disk go straight to `records`."""
+    jobs = []
+    for s in scenarios:
+        have = sum(len(r["scenes"]) for r in records[s])
+        need = per - have
+        # Schedule enough episodes for the remaining scenes (some scenes get dropped).
+        n_eps = 0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))
+        for _ in range(n_eps):
+            seed = next_seed[s]
+            next_seed[s] += 1
+            rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
+            rec = read_json(rec_path) if rec_path.is_file() else None
+            if rec is not None and (not verify or _episode_ok(out, rec)):
+                records[s].append(rec)
+            else:
+                jobs.append((s, seed, cfg_dict, str(out)))
+    return jobs
+
+
+def _manifest(records: dict[str, list[dict]], scenarios: list[str], per: int, cfg_dict: dict, n_new: int,
+              seconds: float) -> dict:
+    """The manifest: the first `per` scenes of each scenario in seed order, conventions, timing."""
     listed = []
     for s in scenarios:
         names = [n for r in sorted(records[s], key=lambda r: r["seed"]) for n in r["scenes"]]
         listed += [{"name": n, "scenario": s, "domain": SCENARIOS.index(s)} for n in names[:per]]
-    manifest = {
+    return {
         "format": "trajmoe-drive-scenes/1",
         "scenarios": list(scenarios),
         "n_scenes": len(listed),
@@ -407,11 +428,14 @@ def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg
         "seconds_now": seconds,
         "scenes_per_second_now": n_new / seconds if seconds > 0 and n_new else None,
     }
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """`data_dir/manifest.json` of a scene folder.
+
+    Raises:
+        FileNotFoundError: no such folder (or manifest); ValueError: not a trajmoe drive scene manifest.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"missing scene directory: {data_dir}")
@@ -422,6 +446,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The first `limit` (all when None or 0) scenes of the folder's manifest, loaded (`load_scene`)."""
     m = read_manifest(data_dir)
     items = m["scenes"][:limit] if limit else m["scenes"]
     return [load_scene(scene_path(data_dir, it)) for it in items]

@@ -16,6 +16,8 @@ nuPlan's; the logged history has its measured value).
 Reference profiles (speed and curvature along each plan) are the regularised least-squares fits
 of nuPlan's tracker (jerk penalty 1e-4, curvature-rate penalty 1e-2); they depend on the plan only,
 so they are cached per plan array (a fixed vocabulary is fitted once).
+Source: Dauner et al., NAVSIM v2 devkit (PDM-Closed simulator: nuPlan's `LQRTracker` and
+`KinematicBicycleModel`). Legend: V plans, T / N steps of 0.1 s; units m, rad, m/s, m/s^2.
 """
 
 from __future__ import annotations
