@@ -79,7 +79,8 @@ def ec_features(states: np.ndarray) -> dict[str, np.ndarray]:
 def extended_comfort(states: np.ndarray, prev_states: np.ndarray | None, shift_steps: int = 5) -> np.ndarray:
     """EC of V plans (V, T, N_STATE) against the previous frame's simulated states (T, N_STATE),
     made `shift_steps` x 0.1 s earlier: RMS differences over the overlap (current [:-shift] vs
-    previous [shift:]) within EC_LIMITS -> (V,) 1.0 / 0.0; all 1.0 when prev_states is None."""
+    previous [shift:]) within EC_LIMITS -> (V,) 1.0 / 0.0; all 1.0 when prev_states is None.
+    Raises ValueError if prev_states is not (T, N_STATE) or shift_steps leaves under 9 steps of overlap."""
     if prev_states is None:
         return np.ones(len(states))
     prev = np.asarray(prev_states, np.float64)

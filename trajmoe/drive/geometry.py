@@ -197,7 +197,8 @@ ROUTE_STEP = 0.1  # m between the dense route points the route raster indexes
 
 
 def dense_route(route: np.ndarray) -> np.ndarray:
-    """(R, 2) route polyline -> (M, 2) resampled every ROUTE_STEP m (at most 32767 points)."""
+    """(R, 2) route polyline (m) -> (M, 2) resampled every ROUTE_STEP m (at most 32767 points).
+    Raises ValueError for fewer than 2 distinct points."""
     route = np.asarray(route, dtype=np.float64)
     s = polyline_arclength(route)
     if len(route) < 2 or s[-1] <= 0:

@@ -37,7 +37,8 @@ def group_advantages(rewards_XN: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
 
 def gaussian_kl(mu: torch.Tensor, log_std: torch.Tensor, mu_ref: torch.Tensor, log_std_ref: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: 1/2 [log s^2 - log s_ref^2 + (s_ref^2 + (mu - mu_ref)^2) / s^2 - 1] (elementwise)."""
+    """Eq. 9 (TrajMoE paper): 1/2 [log s^2 - log s_ref^2 + (s_ref^2 + (mu - mu_ref)^2) / s^2 - 1]
+    (elementwise, broadcast; s = exp(log_std)), i.e. KL(N(mu_ref, s_ref^2) || N(mu, s^2))."""
     var, var_ref = torch.exp(2 * log_std), torch.exp(2 * log_std_ref)
     return 0.5 * (2 * log_std - 2 * log_std_ref + (var_ref + (mu - mu_ref) ** 2) / var - 1.0)
 

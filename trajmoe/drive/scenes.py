@@ -117,7 +117,15 @@ def _lane_tokens(lanes_ego: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulate_episode(scenario: str, seed: int, cfg: SceneGenConfig) -> list[dict]:
-    """Run one episode with the expert ego and cut it into scenes (dicts of arrays)."""
+    """Run one episode with the expert ego and cut it into scenes (dicts of arrays, module docstring).
+
+    Args:
+        scenario: one of SCENARIOS; seed: highway-env seed; cfg: episode length and scene times.
+
+    Returns:
+        Scenes at cfg.t0s() in time order, without those where the expert crashed within the
+        window t0 - 2 s .. t0 + 4 s.
+    """
     sim = HighwaySim(scenario, seed)
     t0s = set(cfg.t0s())
     states, snaps = [], {}

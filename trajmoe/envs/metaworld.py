@@ -122,7 +122,7 @@ def check_views(views: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def variation_split(variation: int) -> str:
-    """'train' for variations in [0, EVAL_VARIATION_START), 'eval' above."""
+    """'train' for variations in [0, EVAL_VARIATION_START), 'eval' above; ValueError if negative."""
     if variation < 0:
         raise ValueError(f"variation must be >= 0, got {variation!r}")
     return "eval" if variation >= EVAL_VARIATION_START else "train"
@@ -403,7 +403,7 @@ class MetaWorldEnv:
 
     # ---- episode ---------------------------------------------------------------------------
     def set_visual_seed(self, seed: int | None) -> None:
-        """Colours/lighting for the following resets (None: MetaWorld's default look)."""
+        """Colours/lighting for the following resets (None: MetaWorld's default look); ValueError if < 0."""
         if seed is not None and seed < 0:
             raise ValueError(f"visual_seed must be >= 0 or None, got {seed!r}")
         self.visual_seed = seed
@@ -424,7 +424,12 @@ class MetaWorldEnv:
         return self.observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool]:
-        """Apply a (4,) action (clipped to [-1, 1]) -> (obs, reward, success, done)."""
+        """Apply a (4,) action (dx, dy, dz, grip; clipped to [-1, 1]) -> (obs, reward, success, done).
+
+        Raises:
+            ValueError: the episode is finished (success or step limit: reset first), or the action
+                does not have 4 values.
+        """
         if self._done:
             raise ValueError(f"step() called on a finished episode of {self.cfg.task} (reset first; limit {self.episode_limit} steps)")
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -441,7 +446,8 @@ class MetaWorldEnv:
         return self.observation(), float(reward), success, self._done
 
     def expert_action(self) -> np.ndarray:
-        """The task's scripted expert action for the current state, clipped to [-1, 1], (4,) float32."""
+        """The task's scripted expert action for the current state, clipped to [-1, 1], (4,) float32.
+        Raises ValueError before the first reset()."""
         if self._state is None:
             raise ValueError("expert_action() before reset()")
         with warnings.catch_warnings():

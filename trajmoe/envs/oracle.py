@@ -42,7 +42,8 @@ from trajmoe.envs.tracks import backproject, local_to_world, project, world_to_l
 
 def grid_points(num_points: int) -> np.ndarray:
     """Fixed query grid (N, 2) float32 as (x, y) in (0, 1): a rows x cols grid of cell centres, rows
-    the largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major (ATM grid sampling)."""
+    the largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major (ATM grid sampling).
+    Raises ValueError unless num_points is an integer >= 1."""
     if not isinstance(num_points, (int, np.integer)) or num_points < 1:
         raise ValueError(f"num_points must be an integer >= 1, got {num_points!r}")
     rows = max(d for d in range(1, int(math.isqrt(num_points)) + 1) if num_points % d == 0)
@@ -125,7 +126,8 @@ class ExpertLookahead:
 
 def lift_grid(env: Any, view: str, grid_N2: np.ndarray, depth_HW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grid points (N, 2) in (0, 1) of `view` at the env's current state -> (body id (N,),
-    body-local 3-D point (N, 3)). `depth_HW` is the view's rendered depth (metres) at this state."""
+    body-local 3-D point (N, 3) m). `depth_HW` is the view's rendered depth (metres) at this state;
+    ValueError if its shape is not the view's (H, W)."""
     cam = env.camera_model(view)
     H, W = cam.height, cam.width
     if depth_HW.shape != (H, W):
@@ -146,7 +148,8 @@ def oracle_tracks(env: Any, lookahead: ExpertLookahead, points: tuple[int, ...],
     """Exact future tracks of each query grid: {N: (V, H, N, 2) float32 in [0, 1]} (x, y), views in
     `env.cfg.views` order, for N in `points` (grids from `grid_points(N)`, the policy's query grids);
     `depth` is {view: (H, W)} rendered at the current state (rendered here when None).
-    Leaves `env` untouched (it is rendered, not stepped); see the module doc for the method."""
+    Leaves `env` untouched (it is rendered, not stepped); see the module doc for the method.
+    Raises ValueError for horizon < 1 or an env that has not been reset."""
     if horizon < 1:
         raise ValueError(f"oracle horizon must be >= 1, got {horizon}")
     views = env.cfg.views

@@ -106,7 +106,11 @@ def local_to_world(points_l: np.ndarray, body_pos: np.ndarray, body_mat: np.ndar
 
 
 def visibility(uv_TN2: np.ndarray, depth_TN: np.ndarray, depth_imgs_THW: np.ndarray) -> np.ndarray:
-    """Depth-test visibility (T, N) bool: in front, inside the image, rendered depth matches the point's."""
+    """Depth-test visibility (T, N) bool: in front, inside the image, rendered depth matches the point's.
+
+    uv_TN2: (T, N, 2) pixel coordinates (u, v); depth_TN: (T, N) point depths (m); depth_imgs_THW:
+    (T, H, W) rendered depth (m). Tolerance VIS_ABS_TOL + VIS_REL_TOL * depth (module docstring).
+    """
     T, H, W = depth_imgs_THW.shape
     u, v = uv_TN2[..., 0], uv_TN2[..., 1]
     inside = (depth_TN > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
@@ -168,7 +172,8 @@ class TrackResult:
 
 
 def query_frames(T: int, q: int, rng: np.random.Generator) -> np.ndarray:
-    """q distinct query frames, one drawn uniformly inside each of q equal segments of [0, T)."""
+    """At most q distinct query frames (sorted (Q,) int), one drawn uniformly inside each of
+    min(q, T) equal segments of [0, T)."""
     q = min(q, T)
     edges = np.linspace(0, T, q + 1)
     frames = [int(rng.integers(int(math.floor(a)), max(int(math.floor(a)) + 1, int(math.floor(b))))) for a, b in zip(edges[:-1], edges[1:])]

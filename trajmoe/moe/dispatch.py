@@ -148,7 +148,8 @@ def permute_out(y_SD: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 
 def combine(y_SD: torch.Tensor, gates_TK: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """(S, D) sorted expert outputs -> (T, D) = sum_k gates[t, k] * y(t, k), in y's dtype."""
+    """(S, D) sorted expert outputs -> (T, D) = sum_k gates[t, k] * y(t, k), in y's dtype
+    (TrajMoE paper eq. 2); gates_TK (T, K) are the router's gate weights."""
     return _Combine.apply(y_SD, gates_TK, plan.order_S, plan.inverse_S)
 
 

@@ -53,6 +53,9 @@ def select(logits_TE: torch.Tensor, probs_TE: torch.Tensor, k: int, gate: str) -
 
     Returns:
         expert_ids_TK (T, K) int64 and gate weights gates_TK (T, K) fp32.
+
+    Raises:
+        ValueError: an unknown gate (MoEConfig rejects it first).
     """
     if k == 1 and gate != "top2_ratio":
         # max is sync-free and ~8x cheaper than topk on GPU for k=1 (docs/performance.md).

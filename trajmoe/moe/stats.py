@@ -53,7 +53,16 @@ class RoutingStats(nn.Module):
 
 
 def expand_domain_ids(domain_ids: torch.Tensor | None, lead_shape: torch.Size, num_domains: int) -> torch.Tensor | None:
-    """Per-sequence (B,) or per-token (B, L) / (T,) domain ids -> per-token (T,), validated."""
+    """Per-sequence (B,) or per-token (B, L) / (T,) domain ids -> per-token (T,), validated.
+
+    Args:
+        domain_ids: (B,) or the tokens' lead shape, ints in [0, num_domains); None passes through.
+        lead_shape: the tokens' shape without D, e.g. (B, L); num_domains: MoEConfig.num_domains.
+
+    Raises:
+        ValueError: ids given with num_domains = 0, a shape matching neither tokens nor sequences,
+            or (on CPU, where the check is free of host syncs) an id out of range.
+    """
     if domain_ids is None:
         return None
     if num_domains == 0:

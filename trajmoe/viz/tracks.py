@@ -59,7 +59,11 @@ def _polylines(img: np.ndarray, pix_TN2: np.ndarray, colours_N3: np.ndarray) -> 
 
 def draw_tracks_on_frame(frame_HW3: np.ndarray, tracks_TN2: np.ndarray, vis_N: np.ndarray, scale: int = 3,
                          colours_N3: np.ndarray | None = None) -> np.ndarray:
-    """One frame (H, W, 3) uint8 with tracks (T, N, 2) in [0, 1] from this frame on -> (sH, sW, 3)."""
+    """One frame (H, W, 3) uint8 with tracks (T, N, 2) in [0, 1] from this frame on -> (sH, sW, 3).
+
+    vis_N: (N,) bool, visible at this frame (hollow grey ring otherwise); scale: s, nearest
+    upscaling; colours_N3: (N, 3) uint8 per-point colours (from the positions when None).
+    """
     img = np.repeat(np.repeat(frame_HW3, scale, axis=0), scale, axis=1).copy()
     H, W = frame_HW3.shape[:2]
     pix = tracks_TN2 * np.array([W, H]) * scale  # (T, N, 2) in upscaled pixels
