@@ -41,8 +41,7 @@ def _aggregate(rows: list[dict], scenarios: list[str]) -> dict:
 
 
 def routing_counts(planner) -> np.ndarray | None:
-    """(num_domains, E) tokens routed per scenario and expert, summed over the MoE layers (and the
-    members of an Ensemble); None for a dense planner."""
+    """(num_domains, E) tokens routed per scenario and expert, summed over the MoE layers."""
     models = getattr(planner, "models", [planner])
     total = None
     for m in models:
@@ -54,7 +53,6 @@ def routing_counts(planner) -> np.ndarray | None:
 
 
 def reset_routing(planner) -> None:
-    """Zero the routing statistics of every MoE decoder layer (of every member of an Ensemble)."""
     for m in getattr(planner, "models", [planner]):
         for blk in m.decoder:
             if blk.is_moe:

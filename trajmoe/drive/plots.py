@@ -1,18 +1,23 @@
 """Pictures: scenes with the vocabulary's top candidates coloured by selection score and the chosen
-plan; the routing heatmap (scenario x expert) of the MoE decoder."""
+plan; the routing heatmap (scenario x expert) of the MoE decoder; an EPDMS bar chart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 
 from trajmoe.drive import geometry as geo
 from trajmoe.io import atomic_path
+
+
+def _fig():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: np.ndarray, top: int = 32) -> None:
@@ -23,6 +28,7 @@ def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: 
         scenes: scene dicts (`trajmoe.drive.scenes`); plans: per scene {"scores": (V,), "plan8":
             (8, 3) chosen poses at 0.5 s}; vocab: (V, 40, 3) ego-frame poses (x m, y m, heading rad).
     """
+    plt = _fig()
     n = len(scenes)
     fig, axs = plt.subplots(1, n, figsize=(4.5 * n, 4.5), squeeze=False)
     for ax, sc, pl in zip(axs[0], scenes, plans):
@@ -53,8 +59,7 @@ def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: 
 
 
 def plot_routing(path: str | Path, counts: np.ndarray, scenarios: list[str], title: str = "") -> None:
-    """PNG heatmap of the routing share per scenario: counts (num_domains, E) tokens routed per
-    scenario (row, named by `scenarios`) and expert, each row normalised to sum 1."""
+    plt = _fig()
     frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * counts.shape[1], 1.0 + 0.6 * len(scenarios)))
     im = ax.imshow(frac, cmap="magma", vmin=0, vmax=max(frac.max(), 1e-9))
@@ -70,3 +75,17 @@ def plot_routing(path: str | Path, counts: np.ndarray, scenarios: list[str], tit
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
+
+def plot_bars(path: str | Path, results: dict[str, float], title: str = "EPDMS (held-out scenes)") -> None:
+    plt = _fig()
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(results), 3.5))
+    names = list(results)
+    ax.bar(names, [results[n] for n in names], color="tab:green")
+    for i, n in enumerate(names):
+        ax.text(i, results[n], f"{results[n]:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -23,7 +23,6 @@ Units: m, rad, m/s, m/s^2; steps of DT = 0.1 s. Legend: A agents, L lane tokens,
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 import zipfile
@@ -31,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 from trajmoe.drive import geometry as geo
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
-from trajmoe.io import DirLock, atomic_path, atomic_write_json, check_settings, read_json, remove_stale_temps, safe_relative
+from trajmoe.io import DirLock, check_settings, remove_stale_temps, safe_relative
+from trajmoe.io import atomic_path, atomic_write_json, read_json
 
 HIST_STEPS = 20  # 2 s of history at 0.1 s
 PREV_STEPS = 5  # the previous frame (EC: two plans 0.5 s apart) is this many steps before t0
@@ -373,12 +372,33 @@ def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg
     next_seed = {s: cfg_dict["seed"] for s in scenarios}
     t_start = time.perf_counter()
     n_new = 0
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+
+    from rich.progress import Progress
+
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers)
     try:
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("scenes", total=per * len(scenarios))
             while True:
-                jobs = _schedule(out, scenarios, per, per_ep, cfg_dict, records, next_seed, verify)
+                jobs = []
+                for s in scenarios:
+                    have = sum(len(r["scenes"]) for r in records[s])
+                    need = per - have
+                    # Schedule enough episodes for the remaining scenes (some scenes get dropped).
+                    n_eps = 0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))
+                    for _ in range(n_eps):
+                        seed = next_seed[s]
+                        next_seed[s] += 1
+                        rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
+                        rec = read_json(rec_path) if rec_path.is_file() else None
+                        if rec is not None and (not verify or _episode_ok(out, rec)):
+                            records[s].append(rec)
+                        else:
+                            jobs.append((s, seed, cfg_dict, str(out)))
                 if not jobs and all(sum(len(r["scenes"]) for r in records[s]) >= per for s in scenarios):
                     break
                 results = pool.imap_unordered(_episode_job, jobs) if pool else map(_episode_job, jobs)
@@ -390,40 +410,12 @@ def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg
         if pool is not None:
             pool.close()
             pool.join()
-    manifest = _manifest(records, scenarios, per, cfg_dict, n_new, time.perf_counter() - t_start)
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
-
-
-def _schedule(out: Path, scenarios: list[str], per: int, per_ep: int, cfg_dict: dict, records: dict[str, list[dict]],
-              next_seed: dict[str, int], verify: bool) -> list[tuple]:
-    """Episode jobs for the scenes still missing; finished episodes on disk go straight to `records`."""
-    jobs = []
-    for s in scenarios:
-        have = sum(len(r["scenes"]) for r in records[s])
-        need = per - have
-        # Schedule enough episodes for the remaining scenes (some scenes get dropped).
-        n_eps = 0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))
-        for _ in range(n_eps):
-            seed = next_seed[s]
-            next_seed[s] += 1
-            rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
-            rec = read_json(rec_path) if rec_path.is_file() else None
-            if rec is not None and (not verify or _episode_ok(out, rec)):
-                records[s].append(rec)
-            else:
-                jobs.append((s, seed, cfg_dict, str(out)))
-    return jobs
-
-
-def _manifest(records: dict[str, list[dict]], scenarios: list[str], per: int, cfg_dict: dict, n_new: int,
-              seconds: float) -> dict:
-    """The manifest: the first `per` scenes of each scenario in seed order, conventions, timing."""
+    seconds = time.perf_counter() - t_start
     listed = []
     for s in scenarios:
         names = [n for r in sorted(records[s], key=lambda r: r["seed"]) for n in r["scenes"]]
         listed += [{"name": n, "scenario": s, "domain": SCENARIOS.index(s)} for n in names[:per]]
-    return {
+    manifest = {
         "format": "trajmoe-drive-scenes/1",
         "scenarios": list(scenarios),
         "n_scenes": len(listed),
@@ -436,6 +428,8 @@ def _manifest(records: dict[str, list[dict]], scenarios: list[str], per: int, cf
         "seconds_now": seconds,
         "scenes_per_second_now": n_new / seconds if seconds > 0 and n_new else None,
     }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:

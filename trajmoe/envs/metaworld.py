@@ -43,7 +43,6 @@ randomised deterministically from the seed, starting from the model's defaults e
 from __future__ import annotations
 
 import atexit
-import ctypes.util
 import os
 import pickle
 import warnings
@@ -63,6 +62,8 @@ def choose_gl_backend() -> str:
     imported (before any MuJoCo import in this package).
     """
     if not os.environ.get("MUJOCO_GL"):
+        import ctypes.util
+
         has_egl, has_osmesa = ctypes.util.find_library("EGL"), ctypes.util.find_library("OSMesa")
         os.environ["MUJOCO_GL"] = "osmesa" if (has_osmesa and not has_egl) else "egl"
     return os.environ["MUJOCO_GL"]
@@ -212,13 +213,6 @@ class FastRenderer:
     """One offscreen OpenGL context + scene for a model; RGB and depth from one render pass."""
 
     def __init__(self, model: Any, height: int, width: int) -> None:
-        """Offscreen context for `model` at height x width px.
-
-        Raises:
-            ValueError: mujoco was imported with a windowed (GLFW) backend.
-        """
-        # mujoco/metaworld (optional `sim` extra) are imported lazily in this module: TASKS,
-        # check_task etc. are imported by code that must run without the simulator.
         import mujoco
 
         _LIVE_RENDERERS.add(self)
@@ -310,7 +304,6 @@ class FastRenderer:
         return lut[np.clip(seg_plus1, 0, ngeom + 1)]
 
     def close(self) -> None:
-        """Free the MuJoCo render context and the OpenGL context (idempotent)."""
         if getattr(self, "_ctx", None) is not None:
             self._ctx.free()
             self._ctx = None
@@ -335,7 +328,7 @@ class MetaWorldEnv:
     def __init__(self, cfg: EnvConfig) -> None:
         """Build the task's env and scripted expert; rendering starts on the first observation."""
         choose_gl_backend()
-        # lazy: optional `sim` extra (see FastRenderer)
+        # lazy: optional `sim` extra; TASKS, check_task, ... are imported by code that runs without it
         import metaworld  # noqa: F401  (registers the envs; needs `packaging`)
         import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
@@ -393,7 +386,7 @@ class MetaWorldEnv:
         return rv
 
     def _set_variation(self, variation: int) -> None:
-        from metaworld.types import Task  # lazy: optional `sim` extra (see FastRenderer)
+        from metaworld.types import Task  # lazy: optional `sim` extra (see __init__)
 
         variation_split(variation)
         data = dict(self._task_kwargs, rand_vec=self.rand_vec(variation), env_cls=self._cls, partially_observable=False)
@@ -526,7 +519,7 @@ class MetaWorldEnv:
 
     def set_sim_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore a `sim_state()` and recompute the kinematics; the episode cannot be stepped after."""
-        import mujoco  # lazy: optional `sim` extra (see FastRenderer)
+        import mujoco  # lazy: optional `sim` extra (see __init__)
 
         d = self.data
         d.qpos[:], d.qvel[:] = state["qpos"], state["qvel"]

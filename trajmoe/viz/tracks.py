@@ -13,10 +13,8 @@ from __future__ import annotations
 import colorsys
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
 
-from ..data.atm_hdf5 import open_episode
 from ..io import atomic_path
 
 OCCLUDED_RGB = np.array([150, 150, 150], dtype=np.uint8)
@@ -88,6 +86,8 @@ def render_episode_frames(path: str | Path, frames: list[int] | None = None, hor
     Raises:
         ValueError: a view the file lacks, or a frame outside 0..T-1 (the message names the file).
     """
+    from ..data.atm_hdf5 import open_episode
+
     out = []
     with open_episode(path) as ep:
         views = list(views or ep.meta.views)
@@ -119,12 +119,11 @@ def render_episode_frames(path: str | Path, frames: list[int] | None = None, hor
 
 def save_track_picture(path: str | Path, out: str | Path, num_frames: int = 4, horizon: int = 16, scale: int = 3,
                        fps: int = 10, max_points: int | None = 64) -> Path:
-    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF: every
-    frame at `fps`. Returns `out`.
+    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF: every frame."""
+    import imageio.v2 as imageio
 
-    Raises:
-        ValueError: `out` does not end in .png or .gif, or num_frames / horizon / scale <= 0.
-    """
+    from ..data.atm_hdf5 import open_episode
+
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".png", ".gif"):
