@@ -46,7 +46,7 @@ def _headings(states: np.ndarray) -> np.ndarray:
 
 
 def hc_features(states: np.ndarray) -> dict[str, np.ndarray]:
-    """(V, T, N_STATE) -> the six HC signals, each (V, T)."""
+    """(V, T, N_STATE) -> the six HC signals (filters in the module docstring), each (V, T)."""
     w, dw = states[..., tr.S_YAW_RATE], states[..., tr.S_YAW_ACC]
     lon = _sg(states[..., tr.S_A] + tr.CENTRE * (w * w + dw), 8, 2)
     lat = _sg(states[..., tr.S_AY], 8, 2)

@@ -70,7 +70,11 @@ def scene_features(scene: dict) -> dict[str, np.ndarray]:
 
 
 class DriveDataset:
-    """Precomputed features of S scenes + their (S, V, M) vocabulary score targets."""
+    """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
+
+    Raises:
+        ValueError: no scenes, or targets for a different number of scenes.
+    """
 
     def __init__(self, scenes: list[dict], targets: np.ndarray | None = None):
         if not scenes:

@@ -251,7 +251,8 @@ def route_coordinates(xy: np.ndarray, pts: np.ndarray, idx_raster: np.ndarray, t
 
 
 def pad_raster(raster: np.ndarray, outside) -> np.ndarray:
-    """Raster with a one-cell border of `outside`, flattened, for `lookup_flat`."""
+    """(H_CELLS, W_CELLS) raster -> ((H_CELLS + 2) * (W_CELLS + 2),) flattened copy with a one-cell
+    border of `outside`, indexed by `flat_index`."""
     out = np.full((H_CELLS + 2, W_CELLS + 2), outside, dtype=raster.dtype)
     out[1:-1, 1:-1] = raster
     return out.ravel()

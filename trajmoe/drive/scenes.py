@@ -72,7 +72,11 @@ class SceneGenConfig:
 
 
 def driving_command(route_ego: np.ndarray) -> int:
-    """NAVSIM-style command from the route ahead: heading of the route 30-45 m past the ego."""
+    """NAVSIM-style command from the route ahead: heading of the route 30-45 m past the ego.
+
+    route_ego: (R, 2) route centreline in the ego frame (m). Returns 0 left (> 0.5 rad), 1 straight,
+    2 right (< -0.5 rad), 3 unknown (fewer than 3 route points); indices into COMMANDS.
+    """
     if len(route_ego) < 3:
         return 3
     s = geo.polyline_arclength(route_ego)

@@ -47,7 +47,7 @@ _CACHE_SIZE = 8
 
 
 def centre_to_rear(poses: np.ndarray) -> np.ndarray:
-    """(..., 3) box-centre poses -> rear-axle poses (same heading)."""
+    """(..., 3) box-centre poses (m, rad) -> rear-axle poses, CENTRE m behind along the heading."""
     out = np.array(poses, dtype=np.float64, copy=True)
     out[..., 0] -= CENTRE * np.cos(out[..., 2])
     out[..., 1] -= CENTRE * np.sin(out[..., 2])
