@@ -83,6 +83,8 @@ def register(groups) -> None:
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--plots", default=None, help="directory for scene / routing pictures")
     p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the rule-based baselines (deterministic: evaluate them once per scene set)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_eval)
 
@@ -163,7 +165,9 @@ def run_eval(args) -> int:
         from trajmoe.drive.scenes import load_scenes
 
         scenes = load_scenes(args.data, args.limit or None)
-        res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots))
+        if args.no_baselines and planner is None:
+            raise ValueError("--no-baselines with --baselines-only leaves nothing to evaluate")
+        res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots), with_baselines=not args.no_baselines)
         plans = res.pop("_plans", None)
         if planner is not None and hasattr(planner, "vocab"):
             from trajmoe.drive.evaluate import evaluate_vocab_oracle
@@ -216,9 +220,10 @@ def _print_eval(result: dict) -> None:
     if cl:
         for name, c in cl.items():
             if isinstance(c, dict):
-                print(f"closed loop {name:18s}: crash {c['crash_rate']:.2f} +- {c['crash_rate_ci95']:.2f}  off-road "
-                      f"{c['offroad_rate']:.2f} +- {c['offroad_rate_ci95']:.2f}  progress {c['progress_m']:.1f} +- "
-                      f"{c['progress_m_ci95']:.1f} m")
+                cw, ow = c["crash_rate_wilson95"], c["offroad_rate_wilson95"]
+                print(f"closed loop {name:18s}: crash {c['crash_rate']:.2f} [{cw[0]:.2f}, {cw[1]:.2f}]  off-road "
+                      f"{c['offroad_rate']:.2f} [{ow[0]:.2f}, {ow[1]:.2f}]  progress {c['progress_m']:.1f} +- "
+                      f"{c['progress_m_ci95']:.1f} m  ({c['episodes']} episodes; rates with Wilson 95 %)")
 
 
 def run_bench_scorer(args) -> int:

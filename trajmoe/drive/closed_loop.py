@@ -17,6 +17,7 @@ import torch
 from rich.progress import Progress
 
 from trajmoe.drive import baselines
+from trajmoe.eval.stats import wilson_interval
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.dataset import collate, scene_features
 from trajmoe.drive.metrics import interpolate_plan
@@ -146,6 +147,8 @@ def _aggregate(rs: list[dict], scenarios: list[str]) -> dict:
     for key, name in (("crash", "crash_rate"), ("offroad", "offroad_rate"), ("progress", "progress_m")):
         vals = [float(r[key]) for r in rs]
         out[name], out[name + "_ci95"] = float(np.mean(vals)), _ci95(vals)
+    for key, name in (("crash", "crash_rate"), ("offroad", "offroad_rate")):  # rates: Wilson 95 % (low, high)
+        out[name + "_wilson95"] = list(wilson_interval(int(sum(bool(r[key]) for r in rs)), len(rs)))
     out["per_scenario"] = {
         s: {"crash_rate": float(np.mean([r["crash"] for r in rs if r["scenario"] == s])),
             "offroad_rate": float(np.mean([r["offroad"] for r in rs if r["scenario"] == s])),

@@ -123,6 +123,9 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
     counts = routing_counts(planner) if planner is not None else None
     if counts is not None:
         result["routing_counts"] = {"scenarios": list(SCENARIOS[: len(counts)]), "counts": counts.tolist()}  # rows = domain ids
+        # router collapse at a glance: the busiest expert's share of each scenario's routed tokens
+        # (1/E = perfectly balanced, 1 = collapsed onto one expert), over every MoE layer
+        result["routing_busiest_share"] = {s: float(c.max() / c.sum()) for s, c in zip(SCENARIOS, counts) if c.sum() > 0}
     if keep_plans:
         result["_plans"] = plans
     return result
