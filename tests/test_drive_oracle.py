@@ -33,3 +33,13 @@ def test_oracle_is_the_per_scene_best_and_bounds_every_fixed_choice():
     assert res["EPDMS"] == pytest.approx(np.mean(best), abs=1e-12) and res["EC"] == 1.0
     with pytest.raises(ValueError, match="empty vocabulary"):
         evaluate_vocab_oracle(np.zeros((0, 40, 3)), scenes)
+
+
+def test_closed_loop_rates_carry_wilson_intervals():
+    from trajmoe.drive.closed_loop import _aggregate
+    from trajmoe.eval.stats import wilson_interval
+
+    rows = [{"scenario": "highway", "crash": c, "offroad": False, "progress": 100.0} for c in (True, False, False, False)]
+    out = _aggregate(rows, ["highway"])
+    assert out["crash_rate"] == 0.25 and out["crash_rate_wilson95"] == list(wilson_interval(1, 4))
+    assert out["offroad_rate_wilson95"][0] == 0.0 and 0.4 < out["offroad_rate_wilson95"][1] < 0.6  # 0/4: up to ~49 %
