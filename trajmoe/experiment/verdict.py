@@ -157,9 +157,13 @@ def verdict_lines(verdicts: list[dict], results: dict) -> list[str]:
     if not verdicts:
         return []
     rows = [decide(v, results) for v in verdicts]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    summary = "In short: " + ", ".join(f"{n} {w}" for w, n in counts.items()) + f" (of {len(rows)} claims)."
     show_paper = any(r["paper"] for r in rows)
     head = "| claim | " + ("paper | " if show_paper else "") + "ours | verdict |"
-    lines = [head, "|---" * (4 if show_paper else 3) + "|"]
+    lines = [summary, "", head, "|---" * (4 if show_paper else 3) + "|"]
     for r in rows:
         lines.append(f"| {r['claim']} | " + (f"{r['paper']} | " if show_paper else "") + f"{r['ours']} | **{r['verdict']}** |")
     return lines
