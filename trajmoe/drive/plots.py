@@ -1,5 +1,5 @@
 """Pictures: scenes with the vocabulary's top candidates coloured by selection score and the chosen
-plan; the routing heatmap (scenario x expert) of the MoE decoder; an EPDMS bar chart."""
+plan; the routing heatmap (scenario x expert) of the MoE decoder."""
 
 from __future__ import annotations
 
@@ -68,17 +68,3 @@ def plot_routing(path: str | Path, counts: np.ndarray, scenarios: list[str], tit
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
-
-def plot_bars(path: str | Path, results: dict[str, float], title: str = "EPDMS (held-out scenes)") -> None:
-    plt = _fig()
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(results), 3.5))
-    names = list(results)
-    ax.bar(names, [results[n] for n in names], color="tab:green")
-    for i, n in enumerate(names):
-        ax.text(i, results[n], f"{results[n]:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)

@@ -14,7 +14,7 @@ import numpy as np
 
 from trajmoe.config import from_dict, load_yaml, replace, resolve_sections, to_dict
 from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
-from trajmoe.io import atomic_path, atomic_write_json
+from trajmoe.io import atomic_path
 
 RUN_KIND = "trajmoe-drive-planner"
 
@@ -236,6 +236,3 @@ def _sha256(path: Path) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj)
