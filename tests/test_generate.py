@@ -142,7 +142,7 @@ def test_cli_unwritable_output_and_bad_yaml(tmp_path, capsys):
     assert rc == 2 and "cameras" in err and "b.yaml" in err and len(err.splitlines()) == 1
 
 
-def test_viz_tracks_png_and_gif(bench_dir, tmp_path, capsys):
+def test_viz_tracks_png_gif_mp4(bench_dir, tmp_path, capsys):
     import imageio.v2 as imageio
 
     ep = list_episodes(bench_dir)[0]
@@ -153,6 +153,8 @@ def test_viz_tracks_png_and_gif(bench_dir, tmp_path, capsys):
         T = f.meta.length
     assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.gif"), "--scale", "1"]) == 0
     assert len(imageio.mimread(tmp_path / "t.gif")) == T
+    assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.mp4"), "--scale", "2"]) == 0
+    assert len(imageio.mimread(tmp_path / "t.mp4")) == T
     capsys.readouterr()
     assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.jpg")]) == 2
-    assert ".png or .gif" in capsys.readouterr().err
+    assert ".png, .gif or .mp4" in capsys.readouterr().err

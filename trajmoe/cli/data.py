@@ -3,7 +3,7 @@
     trajmoe data metaworld --tasks reach-v3,push-v3 --episodes 2 --out data/mw_demo
     trajmoe data metaworld --benchmark configs/benchmarks/metaworld.yaml --out data/mw --workers 2
     trajmoe data metaworld ... --shard 0/4          # this machine's quarter of the work list
-    trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif
+    trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif / .mp4
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def register(groups) -> None:
 
     p = groups["viz"].add_parser("tracks", help="draw an episode's tracks (visible/occluded) on its frames")
     p.add_argument("file", help="episode HDF5 file")
-    p.add_argument("--out", required=True, help="OUT.png (a few frames) or OUT.gif (every frame)")
+    p.add_argument("--out", required=True, help="OUT.png (a few frames), OUT.gif or OUT.mp4 (every frame)")
     p.add_argument("--frames", type=int, default=4, help="frames in the PNG")
     p.add_argument("--horizon", type=int, default=16, help="future steps drawn per point")
     p.add_argument("--scale", type=int, default=3, help="upscaling factor")
