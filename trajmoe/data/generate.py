@@ -42,6 +42,7 @@ from trajmoe.envs.metaworld import (
     view_camera,
 )
 from trajmoe.envs.tracks import TrackConfig
+from trajmoe.parallel import worker_pool
 
 GENERATOR_VERSION = "trajmoe-metaworld-1"
 ATTEMPT_STRIDE = 100_000  # attempt k of episode i uses variation variation_seed + i + k * STRIDE
@@ -466,25 +467,14 @@ def _map(args: list, workers: int, progress: bool, total: int):
     cols = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=False) as bar:
         job = bar.add_task("episodes", total=total)
-        if workers == 1 or total <= 1:
+        n = 1 if total <= 1 else min(workers, total)
+        if n == 1:
             _worker_init()
-            for a in args:
-                res = _run_item(a)
-                bar.advance(job)
-                yield res
-            return
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # OpenGL contexts do not survive fork
-        with ctx.Pool(min(workers, total), initializer=_pool_worker_init) as pool:
-            for results in pool.imap_unordered(_run_chunk, _chunks(args, workers), chunksize=1):
+        with worker_pool(n, initializer=_pool_worker_init) as imap:
+            for results in imap(_run_chunk, _chunks(args, workers) if n > 1 else [[a] for a in args], ordered=False):
                 for res in results:
                     bar.advance(job)
                     yield res
-            # Normal end: let workers exit on their own (Pool.__exit__ would SIGTERM them, which
-            # the handler above turns into KeyboardInterrupt noise during their atexit cleanup).
-            pool.close()
-            pool.join()
 
 
 def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from sklearn.cluster import KMeans
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.metrics import TARGET_METRICS, score_in_chunks
+from trajmoe.parallel import worker_pool
 
 HEADING_SCALE = 5.0  # m per rad in the clustering features
 
@@ -86,20 +87,9 @@ def precompute_targets(scene_paths: list[str], vocab: np.ndarray, workers: int =
 
     jobs = [(str(p), vocab) for p in scene_paths]
     out = []
-    pool = None
-    if workers > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(workers)
-    try:
-        it = pool.imap(_targets_job, jobs, chunksize=4) if pool else map(_targets_job, jobs)
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("scoring vocabulary", total=len(jobs))
-            for t in it:
-                out.append(t)
-                bar.advance(task)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    with worker_pool(workers) as imap, Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("scoring vocabulary", total=len(jobs))
+        for t in imap(_targets_job, jobs, chunksize=4):
+            out.append(t)
+            bar.advance(task)
     return np.stack(out) if out else np.zeros((0, len(vocab), len(TARGET_METRICS)), np.float32)

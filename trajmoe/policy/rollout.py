@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..parallel import worker_pool
 from ..viz.tracks import draw_tracks_on_frame
 from ..viz.video import VIDEO_FORMATS, write_video
 
@@ -188,18 +189,11 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
     try:
         if workers == 1:
             _init_worker(*init_args)
-            for job in jobs:
-                results.append(run_episode(job, max_steps))
+        with worker_pool(workers, initializer=_init_worker, initargs=init_args) as imap:
+            for r in imap(_run_job, [(j, max_steps) for j in jobs], ordered=False):
+                results.append(r)
                 if bar:
                     bar.advance(task_id)
-        else:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-                for r in pool.imap_unordered(_run_job, [(j, max_steps) for j in jobs]):
-                    results.append(r)
-                    if bar:
-                        bar.advance(task_id)
     finally:
         torch.set_num_threads(threads_before)
         if bar:
