@@ -15,6 +15,8 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from .configs import find_config
+
 T = TypeVar("T")
 
 
@@ -56,7 +58,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """A YAML mapping from `path` (a `configs/...` path may name a spec shipped in the package:
+    `trajmoe.configs.find_config`); missing file, bad YAML or a non-mapping is a one-line error."""
+    path = find_config(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing config file: {path}")
     try:

@@ -1,7 +1,7 @@
 """`trajmoe data metaworld` (episodes with exact GT tracks) and `trajmoe viz tracks`.
 
     trajmoe data metaworld --tasks reach-v3,push-v3 --episodes 2 --out data/mw_demo
-    trajmoe data metaworld --benchmark configs/benchmarks/metaworld.yaml --out data/mw --workers 2
+    trajmoe data metaworld --benchmark trajmoe/configs/benchmarks/metaworld.yaml --out data/mw --workers 2
     trajmoe data metaworld ... --shard 0/4          # this machine's quarter of the work list
     trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif / .mp4
 """
@@ -16,7 +16,7 @@ def register(groups) -> None:
     p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tasks", help="comma-separated MetaWorld v3 tasks, or 'all'")
-    src.add_argument("--benchmark", help="benchmark YAML (e.g. configs/benchmarks/metaworld.yaml): every domain in it")
+    src.add_argument("--benchmark", help="benchmark YAML or packaged name (metaworld, metaworld-demo, metaworld-smoke): every domain in it")
     p.add_argument("--episodes", type=int, default=None, help="episodes per task (with --tasks; default 10)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--views", default="agentview,eye_in_hand", help="agentview (scene camera) and/or eye_in_hand (gripperPOV)")

@@ -549,10 +549,12 @@ class Benchmark:
 
 
 def load_benchmark(path: str | Path) -> Benchmark:
-    """Parse a benchmark YAML (see configs/benchmarks/metaworld.yaml) with strict keys."""
+    """Parse a benchmark YAML (a file, or a packaged one by path `configs/benchmarks/metaworld.yaml`
+    or name `metaworld`) with strict keys."""
     from trajmoe.config import check_keys, from_dict, load_yaml
+    from trajmoe.configs import find_config
 
-    path = Path(path)
+    path = find_config(path, "benchmarks")
     raw = load_yaml(path)
     allowed = {"name", "description", "defaults", "domains", "evaluation"}
     unknown = sorted(set(raw) - allowed)
