@@ -10,7 +10,8 @@ import pytest
 from trajmoe.cli import main
 from trajmoe.configs import PACKAGED
 from trajmoe.data.atm_hdf5 import list_episodes, load_episode, open_episode
-from trajmoe.data.generate import DomainSpec, generate, load_benchmark, parse_shard, work_items
+from trajmoe.data.generate import generate
+from trajmoe.data.specs import DomainSpec, load_benchmark, parse_shard, work_items
 from trajmoe.envs.metaworld import EVAL_VARIATION_START, TASKS
 from trajmoe.envs.tracks import TrackConfig
 

@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from trajmoe.data.generate import DomainSpec, generate
+    from trajmoe.data.generate import generate
+    from trajmoe.data.specs import DomainSpec
 
     out = tmp_path_factory.mktemp("data") / "mw"
     summary = generate([(DomainSpec(name="mw", tasks=("reach-v3",), episodes=2, max_steps=120), str(out))],

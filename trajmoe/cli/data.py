@@ -57,7 +57,8 @@ def _positive(name: str, value: int | None) -> None:
 
 def run_metaworld(args) -> int:
     from ..config import replace
-    from ..data.generate import DomainSpec, generate, load_benchmark, parse_shard, write_benchmark_manifest
+    from ..data.generate import generate
+    from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
     from ..envs.metaworld import TASKS, check_task
     from ..envs.tracks import TrackConfig
 
