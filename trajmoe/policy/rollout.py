@@ -141,16 +141,47 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
                     video_dir: str | None = None, video_per_task: int = 1, max_steps: int | None = None,
                     device: str = "cpu", track_run: str | None = None, first_variation: int = 0,
                     progress: bool = True, video_format: str = "mp4") -> dict:
-    from ..envs.metaworld import EVAL_VARIATION_START, check_task
-    from ..eval.stats import success_summary
-    from ..train.checkpoint import load_run_config
+    """Closed-loop success of the policy in `run_dir` on `episodes` held-out variations per task,
+    beside the zero-action baseline on the same episodes (module doc). Bad arguments raise a
+    one-line ValueError (FileNotFoundError for a missing run folder)."""
+    from ..envs.metaworld import EVAL_VARIATION_START
 
     run_path = Path(run_dir)
+    run_cfg, tasks = _check_eval_args(run_path, tasks, episodes, workers, video_format, first_variation)
+    first = EVAL_VARIATION_START + first_variation
+    jobs = [Job(task, first + e, str(Path(video_dir) / f"{task}_v{first + e}.{video_format}")
+                if video_dir and e < video_per_task else None)
+            for task in tasks for e in range(episodes)]
+    jobs.sort(key=lambda j: (j.variation, j.task))  # interleave tasks so every worker gets a mix
+    workers = min(workers, len(jobs))
+    t0 = time.perf_counter()
+    results = _run_jobs(jobs, workers, (str(run_path), track_run, device), max_steps, progress)
+    wall = time.perf_counter() - t0
+    return {
+        "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"],
+        **_success_table(results, tasks),
+        "mean_length": sum(r["length"] for r in results) / len(results),
+        "episodes": len(results), "episodes_per_task": episodes,
+        "variations": [first, first + episodes - 1],
+        "latency_ms": statistics.median(r["latency_ms"] for r in results),
+        "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
+        "workers": workers, "wall_s": wall,
+        "videos": [r["video"] for r in results if r["video"]],
+        "baseline": _zero_action_baseline(jobs, tasks, episodes, max_steps),
+    }
+
+
+def _check_eval_args(run_path: Path, tasks: list[str] | None, episodes: int, workers: int, video_format: str,
+                     first_variation: int) -> tuple[dict, list[str]]:
+    """(the run's config.json, the tasks to evaluate), or a one-line error naming the bad argument."""
+    from ..envs.metaworld import check_task
+    from ..train.checkpoint import load_run_config
+
     if not run_path.is_dir():
-        raise FileNotFoundError(f"policy run directory not found: {run_dir}")
+        raise FileNotFoundError(f"policy run directory not found: {run_path}")
     run_cfg = load_run_config(run_path)
     if run_cfg.get("kind") != "policy":
-        raise ValueError(f"{run_dir} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+        raise ValueError(f"{run_path} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
     tasks = list(tasks or run_cfg.get("tasks") or [])
     if not tasks:
         raise ValueError("no tasks to evaluate: pass --tasks")
@@ -164,22 +195,17 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
         raise ValueError(f"--video-format must be one of {', '.join(VIDEO_FORMATS)}, got {video_format!r}")
     if first_variation < 0:
         raise ValueError(f"--first-variation must be >= 0, got {first_variation}")
-    jobs = []
-    for task in tasks:
-        for e in range(episodes):
-            var = EVAL_VARIATION_START + first_variation + e
-            video = str(Path(video_dir) / f"{task}_v{var}.{video_format}") if video_dir and e < video_per_task else None
-            jobs.append(Job(task, var, video))
-    # Longest-first is unknown; interleave tasks so both workers get a mix.
-    jobs.sort(key=lambda j: (j.variation, j.task))
-    workers = min(workers, len(jobs))
-    init_args = (str(run_path), track_run, device, 1 if workers > 1 else max(1, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    results = []
-    bar = None
+    return run_cfg, tasks
+
+
+def _run_jobs(jobs: list[Job], workers: int, load_args: tuple, max_steps: int | None, progress: bool) -> list[dict]:
+    """Every episode, on `workers` spawned processes (one torch thread each) or in this process."""
     import torch  # lazy like the rest of this module: spawned workers set their environment first
 
+    init_args = (*load_args, 1 if workers > 1 else max(1, os.cpu_count() or 1))
     threads_before = torch.get_num_threads()  # the in-process path sets torch's threads: put them back after
+    results = []
+    bar = None
     if progress:
         from rich.progress import Progress
 
@@ -198,27 +224,29 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
         torch.set_num_threads(threads_before)
         if bar:
             bar.stop()
-    wall = time.perf_counter() - t0
+    return results
+
+
+def _success_table(results: list[dict], tasks: list[str]) -> dict:
+    """Per-task and overall success with Wilson 95% intervals."""
+    from ..eval.stats import success_summary
+
     per_task = {}
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
         per_task[task] = dict(success_summary(sum(r["success"] for r in rs), len(rs)),
                               mean_length=sum(r["length"] for r in rs) / len(rs), limit=rs[0]["limit"])
     overall = success_summary(sum(r["success"] for r in results), len(results))
-    # Trivial baseline on the same episodes (zero action), with the same intervals.
+    return {"tasks": per_task, "success_rate": overall["success_rate"], "successes": overall["successes"],
+            "ci95": overall["ci95"]}
+
+
+def _zero_action_baseline(jobs: list[Job], tasks: list[str], episodes: int, max_steps: int | None) -> dict:
+    """The trivial baseline on the same episodes (zero action), with the same intervals."""
+    from ..eval.stats import success_summary
+
     zero = {(j.task, j.variation): zero_action_success(j.task, j.variation, max_steps) for j in jobs}
     baseline = {"policy": "zero action", "tasks": {
         t: success_summary(sum(v for (tt, _), v in zero.items() if tt == t), episodes) for t in tasks}}
     baseline.update(success_summary(sum(zero.values()), len(zero)))
-    return {
-        "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"], "tasks": per_task,
-        "success_rate": overall["success_rate"], "successes": overall["successes"], "ci95": overall["ci95"],
-        "mean_length": sum(r["length"] for r in results) / len(results),
-        "episodes": len(results), "episodes_per_task": episodes,
-        "variations": [EVAL_VARIATION_START + first_variation, EVAL_VARIATION_START + first_variation + episodes - 1],
-        "latency_ms": statistics.median(r["latency_ms"] for r in results),
-        "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
-        "workers": workers, "wall_s": wall,
-        "videos": [r["video"] for r in results if r["video"]],
-        "baseline": baseline,
-    }
+    return baseline

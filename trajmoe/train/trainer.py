@@ -125,21 +125,7 @@ class Trainer:
         self.out_dir, self.run_config = Path(out_dir), run_config
         self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
 
-        # Device, process group.
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("train.device='cuda' but CUDA is not available on this machine")
-        dev_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.dist = D.init_distributed(dev_type)
-        if dev_type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else torch.cuda.current_device())
-        else:
-            self.device = torch.device("cpu")
-        if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({self.dist.world_size})")
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev_type == "cuda")
-        if dev_type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
-            torch.backends.cudnn.allow_tf32 = True
+        self._setup_device()
 
         # Rank 0 locks the run directory (one writer); every rank checks it before anyone writes to it.
         self.step = 0
@@ -156,32 +142,54 @@ class Trainer:
             raise
         D.barrier(self.dist)
         try:
-            self._model = model.to(self.device)
-            self.optimizer = torch.optim.AdamW(
-                param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
-            )
-            self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-            self.ema: dict[str, torch.Tensor] | None = None
-            if cfg.ema_decay > 0:
-                self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+            self._build(model, saved)
             self.resumed = resume
-            if saved is not None:
-                self._load_state(*saved)
-
-            self.ddp_model: nn.Module = self._model
-            if self.dist.enabled:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                self.ddp_model = DDP(
-                    self._model,
-                    device_ids=[self.device.index] if dev_type == "cuda" else None,
-                    find_unused_parameters=cfg.ddp_find_unused,
-                )
             if self.dist.is_main:
                 atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": history})
         except BaseException:
             self.close()
             raise
+
+    def _setup_device(self) -> None:
+        """Device, process group (torchrun), bf16 autocast and TF32 from cfg.device / cfg.amp."""
+        cfg = self.cfg
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("train.device='cuda' but CUDA is not available on this machine")
+        dev_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist = D.init_distributed(dev_type)
+        if dev_type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({self.dist.world_size})")
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev_type == "cuda")
+        if dev_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
+            torch.backends.cudnn.allow_tf32 = True
+
+    def _build(self, model: nn.Module, saved: tuple[int, Path] | None) -> None:
+        """Model on the device, AdamW, EMA copy, the checkpoint `saved` loaded, the DDP wrapper."""
+        cfg, cuda = self.cfg, self.device.type == "cuda"
+        self._model = model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=cuda
+        )
+        self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        if saved is not None:
+            self._load_state(*saved)
+        self.ddp_model: nn.Module = self._model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(
+                self._model,
+                device_ids=[self.device.index] if cuda else None,
+                find_unused_parameters=cfg.ddp_find_unused,
+            )
 
     @property
     def model(self) -> nn.Module:
