@@ -7,7 +7,7 @@ import pytest
 
 from trajmoe.cli import main
 from trajmoe.configs import PACKAGED, find_config
-from trajmoe.experiment.report import lookup
+from trajmoe.experiment.values import lookup
 from trajmoe.experiment.spec import load_spec, substitute
 
 SPECS = sorted((PACKAGED / "experiments").glob("*.yaml"))
@@ -138,3 +138,52 @@ def test_success_columns_pool_seeds_with_wilson_intervals(tmp_path):
     # 24/40 pooled = 60 %, Wilson 95 % [44.6, 73.7]; per-seed 50 and 70 -> 60.0 ± 14.1
     assert "| none | 60.0 [44.6, 73.7] n=40 (seeds 60.0 ± 14.1) | 75.0 [53.1, 88.8] n=20 (seeds 75.0 ± 21.2) |" in text
     assert "| old | 25.0 [11.2, 46.9] n=20 |" in text
+
+
+def test_verdicts_decide_by_interval(tmp_path):
+    from trajmoe.experiment.spec import Spec
+    from trajmoe.experiment.verdict import check_verdicts, decide
+    from trajmoe.experiment.report import write_report
+
+    def ev(mse, ci, k=None, n=None):
+        j = {"m": {"mse": mse, "ci": ci}}
+        if k is not None:
+            j.update(successes=k, episodes=n)
+        return {"json": j}
+
+    results = {"runs": {"moe": {0: {"e": ev(1.0, 0.1, 18, 20)}, 1: {"e": ev(1.1, 0.1, 19, 20)}, 2: {"e": ev(0.9, 0.1, 17, 20)}},
+                        "dense": {0: {"e": ev(2.0, 0.1, 10, 20)}, 1: {"e": ev(2.1, 0.1, 9, 20)}, 2: {"e": ev(1.9, 0.1, 11, 20)}},
+                        "one": {0: {"e": ev(1.5, 0.1)}}}, "data": {}}
+    a = {"variant": "moe", "step": "e", "path": "m.mse"}
+    b = {"variant": "dense", "step": "e", "path": "m.mse"}
+    lower = decide({"claim": "c", "a": a, "b": b, "better": "lower"}, results)
+    assert lower["verdict"] == "reproduced" and "difference -1.000" in lower["ours"]
+    assert "± 0.000" in lower["ours"]  # 3 paired seeds, differences all -1.0: Student's t half-width 0
+    # with per-seed intervals (0.1 each, independent): sqrt(6 * 0.01) / 3 = 0.082
+    with_ci = decide({"claim": "c", "a": {**a, "ci": "m.ci"}, "b": {**b, "ci": "m.ci"}, "better": "lower"}, results)
+    assert "± 0.082" in with_ci["ours"]
+    assert decide({"claim": "c", "a": a, "b": b, "better": "higher"}, results)["verdict"] == "contradicted"
+    # one seed without an interval: inconclusive, and says why
+    one = decide({"claim": "c", "a": {"variant": "one", "step": "e", "path": "m.mse"}, "b": {"value": 0}, "better": "higher"},
+                 results)
+    assert one["verdict"] == "inconclusive" and "no interval" in one["ours"]
+    # with its interval (1.5 +- 0.1 vs the constant 0): decided
+    one_ci = {"variant": "one", "step": "e", "path": "m.mse", "ci": "m.ci"}
+    assert decide({"claim": "c", "a": one_ci, "b": {"value": 1.45}, "better": "higher"}, results)["verdict"] == "inconclusive"
+    assert decide({"claim": "c", "a": one_ci, "b": {"value": 1.3}, "better": "higher",
+                   "words": ["learned", "worse", "unclear"]}, results)["verdict"] == "learned"
+    # success: 54/60 [79.9, 95.3] vs 30/60 [37.7, 62.3] -> no overlap
+    s = decide({"claim": "c", "a": {"variant": "moe", "step": "e", "kind": "success"},
+                "b": {"variant": "dense", "step": "e", "kind": "success"}, "better": "higher"}, results)
+    assert s["verdict"] == "reproduced" and "90.0 %" in s["ours"] and "50.0 %" in s["ours"]
+    assert decide({"claim": "c", "a": {"variant": "absent", "step": "e", "path": "m.mse"}, "b": b, "better": "lower"},
+                  results)["verdict"] == "n/a"
+    for bad, msg in (([{"a": a, "b": b, "better": "lower"}], "claim"), ([{"claim": "c", "a": a, "b": b, "better": "up"}], "better"),
+                     ([{"claim": "c", "a": a, "b": {"variant": "x"}, "better": "lower"}], "b needs"),
+                     ([{"claim": "c", "a": a, "b": b, "better": "lower", "x": 1}], "unknown")):
+        with pytest.raises(ValueError, match=msg):
+            check_verdicts(bad, "spec s.yaml")
+    spec = Spec(path=tmp_path / "s.yaml", name="s", title="t", vars={}, data=[], variants={"moe": {}}, steps=[],
+                verdicts=[{"claim": "MoE beats dense", "paper": "x", "a": a, "b": b, "better": "lower"}])
+    text = write_report(spec, results, tmp_path, seeds=3).read_text()
+    assert text.index("## Verdict") < text.index("## Steps") and "| MoE beats dense | x |" in text and "**reproduced**" in text

@@ -2,6 +2,7 @@
 CUDA grouped_mm path is exercised on CPU and reads nothing back to the host, and the benchmarks'
 CLI and FLOP counting are right. Nothing here times anything."""
 
+import dataclasses
 import json
 
 import pytest
@@ -184,7 +185,7 @@ def test_grouped_path_reads_nothing_back_to_the_host(force_grouped_mm, monkeypat
 
 @pytest.mark.parametrize("preset", ["tiny-tramoe", "tiny-dense"])
 def test_analytic_flops_match_flop_counter(preset):
-    cfg = TrackConfig.preset(preset).replace(moe_impl="loop")
+    cfg = TrackConfig.preset(preset).replace(moe=dataclasses.replace(TrackConfig.preset(preset).moe, impl="loop"))
     model = TrackModel(cfg).eval()
     batch = synthetic_batch(cfg, 2, torch.device("cpu"), torch.float32)
     # math SDPA decomposes into counted bmm's (the fused CPU kernel is not counted)
@@ -224,9 +225,9 @@ def test_bench_train_cli_json(capsys):
     assert r["samples_per_s"] == pytest.approx(2 / (r["step_ms"] / 1e3))
     assert 0 < r["mfu"] < 1 and r["peak_tflops"] == 1 and r["peak_mem_mb"] > 0
     assert r["params_active"] < r["params_total"] and r["precision"] == "fp32"
-    assert main(argv[:-1] + ["--bf16-weights", "--set", "depth=2", "--set", "moe_layers=[1]", "--json"]) == 0
+    assert main(argv[:-1] + ["--bf16-weights", "--set", "depth=2", "--set", "moe.layers=[1]", "--json"]) == 0
     r = _last_json(capsys)
-    assert r["precision"] == "bf16 weights" and r["overrides"] == {"depth": 2, "moe_layers": [1]}
+    assert r["precision"] == "bf16 weights" and r["overrides"] == {"depth": 2, "moe.layers": [1]}
 
 
 @pytest.mark.parametrize(

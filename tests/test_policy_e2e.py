@@ -70,7 +70,7 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
     from trajmoe.policy.dataset import CACHE_FILE
     from trajmoe.train.checkpoint import read_tensors
 
-    pol = load_policy(run)
+    pol, _ = load_policy(run)
     cache = read_tensors(run / CACHE_FILE)["0"].float()  # episode 0: (T, V, Tt, N, 2)
     from trajmoe.data.atm_hdf5 import list_episodes, open_episode
 

@@ -29,8 +29,22 @@ def test_metrics_and_skill_against_hand_values():
     assert r["fde_px"] == pytest.approx(3.0) and r["fde_px_static"] == pytest.approx(5.0)
     assert r["skill_mse"] == pytest.approx(1 - 0.09 / 0.25)
     assert r["skill_ade"] == pytest.approx(1 - 3 / 5) and r["skill_fde"] == pytest.approx(1 - 3 / 5)
-    assert m.result()["id"] == r
+    assert m.result()["id"].keys() == r.keys() and np.isnan(r["skill_mse_ci95"])  # one sample: no interval
+    assert all(m.result()["id"][k] == v for k, v in r.items() if k != "skill_mse_ci95")
     assert np.isnan(skill(0.0, 0.0)) and skill(1.0, 2.0) == 0.5
+
+
+def test_skill_interval_from_paired_differences():
+    # two samples, 2 steps, 1 point: both start at (0, 0); the model covers half of each motion.
+    gt = torch.tensor([[[[0.0, 0.0]], [[0.4, 0.0]]], [[[0.0, 0.0]], [[0.0, 0.2]]]])
+    pred = torch.tensor([[[[0.0, 0.0]], [[0.2, 0.0]]], [[[0.0, 0.0]], [[0.0, 0.1]]]])
+    m = TrackMetrics(img_size=10, domain_names=["id"])
+    m.update(pred, gt, torch.ones(2, 2, 1), torch.tensor([0, 0]))
+    r = m.result()["overall"]
+    static = np.array([0.4**2, 0.2**2]) / 4  # mean over T*N*2 = 4 elements
+    d = np.array([0.2**2, 0.1**2]) / 4 - static  # paired model - no-motion error per sample
+    assert r["skill_mse"] == pytest.approx(0.75) == pytest.approx(-d.mean() / static.mean())
+    assert r["skill_mse_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(2) / static.mean())
 
 
 def test_occluded_points_count_in_mse_but_not_in_ade():

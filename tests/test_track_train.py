@@ -8,7 +8,8 @@ import pytest
 
 from trajmoe.cli import main
 from trajmoe.track import PRESETS
-from trajmoe.track.run import DataOptions, build_dataset, train_track
+from trajmoe.track.config import DataOptions
+from trajmoe.track.run import build_dataset, train_track
 
 FAST = ["steps=4", "batch_size=4", "log_every=1", "ckpt_every=2", "progress=false", "warmup_steps=1"]
 
@@ -18,7 +19,7 @@ def _losses(run):
 
 
 def test_samples_follow_atm_recipe(mw_data):
-    cfg = PRESETS["tiny-tramoe"]
+    cfg = PRESETS["tiny-tramoe"].model
     ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions(augment=False))
     assert ds.domain_names == ["id", "ood"]
     it = ds.get(0, np.random.default_rng(0))
@@ -37,7 +38,7 @@ def test_samples_follow_atm_recipe(mw_data):
 
 
 def test_domain_weights_give_per_sample_weights(mw_data):
-    cfg = PRESETS["tiny-dense"]
+    cfg = PRESETS["tiny-dense"].model
     ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions())
     w = ds.sample_weights({"id": 3.0, "ood": 1.0})
     dom = ds.domains()
@@ -157,7 +158,7 @@ def test_resume_with_different_architecture_is_refused(mw_data, tmp_path, capsys
     run = tmp_path / "arch"
     train_track("tiny-tramoe", [str(mw_data["id"])], str(run), sets=FAST)
     args = ["train", "track", "--preset", "tiny-tramoe", "--data", str(mw_data["id"]), "--out", str(run), "--resume",
-            "--set", "model.num_experts=8"] + sum((["--set", s] for s in FAST), [])
+            "--set", "model.moe.num_experts=8"] + sum((["--set", s] for s in FAST), [])
     assert main(args) == 2
     assert "num_experts" in capsys.readouterr().err
 

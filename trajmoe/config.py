@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -18,6 +19,26 @@ import yaml
 from .configs import find_config
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point of one model family: model config, training recipe, data options.
+
+    Every family keeps a `PRESETS: dict[str, Preset]` next to its config class; `--preset NAME`
+    picks one, then a YAML file and `--set` overrides apply on top (`resolve_sections`).
+    """
+
+    model: Any
+    train: Any  # trajmoe.train.TrainConfig
+    data: Any = None
+
+
+def pick_preset(presets: dict[str, Preset], name: str, family: str) -> Preset:
+    """presets[name]; an unknown name is a one-line ValueError listing the valid ones."""
+    if name not in presets:
+        raise ValueError(f"unknown {family} preset {name!r}; valid presets: {', '.join(presets)}")
+    return presets[name]
 
 
 class _Loader(yaml.SafeLoader):
@@ -34,6 +55,18 @@ _Loader.add_implicit_resolver(
     |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."),
 )
+
+
+def check_legacy_keys(section: str, renames: dict[str, str], file_data: dict | None, overrides: dict) -> None:
+    """Settings renamed when the MoE knobs moved into `<section>.moe`: a one-line ValueError naming
+    the new key (old `w_lb`, `moe_layers`, ... in a YAML file or a `--set`)."""
+    keys = list(((file_data or {}).get(section) or {}).items())
+    keys += [(k.split(".", 1)[1] if k.startswith(section + ".") else k, v) for k, v in overrides.items()]
+    for k, v in keys:
+        if k in renames:
+            raise ValueError(f"{section}.{k} is now {section}.moe.{renames[k]} (MoE settings live in {section}.moe)")
+        if k == "moe" and not isinstance(v, dict):
+            raise ValueError(f"{section}.moe is a mapping of MoE settings, got {v!r} (a dense model: {section}.moe.layers=[])")
 
 
 def yaml_load(text: str) -> Any:
@@ -236,3 +269,13 @@ def resolve_sections(sections: dict[str, Any], file_data: dict[str, Any] | None,
     for name, sub in routed.items():
         out[name] = replace(out[name], sub, f"{where}.{name}")
     return out
+
+
+# The `kind` a run folder's config.json records, by model family: the one place these names live.
+RUN_KINDS = {"track": "track", "policy": "policy", "planner": "trajmoe-drive-planner"}
+
+
+def check_run_kind(run_cfg: dict, family: str, where: str) -> None:
+    """ValueError naming `where` unless the run config records the kind of `family` and a model."""
+    if run_cfg.get("kind") != RUN_KINDS[family] or "model" not in run_cfg:
+        raise ValueError(f"{where} is not a {family} run (config.json has kind={run_cfg.get('kind')!r})")

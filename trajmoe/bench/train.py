@@ -51,9 +51,9 @@ def track_forward_flops(cfg: TrackConfig) -> dict[str, float]:
     heads = 2 * n_trk * D * 2 * cfg.track_patch + 2 * P * D * patch_in
     attn_proj = cfg.depth * 2 * L * 4 * D * D  # q, kv (2D), out
     attn_scores = cfg.depth * 2 * 2 * L * L * D  # QK^T and AV over all heads
-    n_moe = len(cfg.moe_layers)
-    ffn = (cfg.depth - n_moe) * 2 * L * 2 * D * H + n_moe * cfg.top_k * 2 * L * 2 * D * H
-    router = n_moe * 2 * L * D * cfg.num_experts
+    n_moe = len(cfg.moe.layers)
+    ffn = (cfg.depth - n_moe) * 2 * L * 2 * D * H + n_moe * cfg.moe.top_k * 2 * L * 2 * D * H
+    router = n_moe * 2 * L * D * cfg.moe.num_experts
     parts = {"embed_heads": embed + heads, "attn_proj": attn_proj, "attn_scores": attn_scores,
              "ffn": ffn, "router": router}
     parts["total"] = float(sum(parts.values()))
@@ -96,7 +96,7 @@ def synthetic_batch(cfg: TrackConfig, batch: int, device: torch.device, dtype: t
     steps = torch.randn(batch, cfg.track_len - 1, cfg.num_points, 2, generator=g) * 0.01
     tracks = torch.cat([start, start + steps.cumsum(1)], dim=1).clamp(0, 1)
     emb = torch.nn.functional.normalize(torch.randn(batch, cfg.lang_dim, generator=g), dim=-1)
-    domain = torch.randint(0, max(cfg.num_domains, 1), (batch,), generator=g)
+    domain = torch.randint(0, max(cfg.moe.num_domains, 1), (batch,), generator=g)
     out = {"image": img.to(dtype), "tracks": tracks.to(dtype), "task_emb": emb.to(dtype), "domain": domain}
     return {k: v.to(device) for k, v in out.items()}
 
@@ -176,7 +176,7 @@ def bench_train(preset: str = "tramoe", batch: int = 512, device: str = "auto", 
         "device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "preset": preset, "overrides": overrides or {}, "batch": batch, "precision": precision, "compile": compile,
         "steps": steps, "warmup": warmup, "tokens_per_sample": cfg.num_tokens,
-        "params_total": params["total"], "params_active": params["active_per_token"],
+        "params_total": params.total, "params_active": params.active_per_token,
         "step_ms": step_s * 1e3, "step_min_ms": min(times) * 1e3,
         "samples_per_s": batch / step_s,
         "gflop_per_sample": flops / 1e9, "achieved_tflops": achieved,

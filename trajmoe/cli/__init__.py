@@ -1,4 +1,4 @@
-"""`trajmoe <group> <verb>` entry point.
+"""`trajmoe <verb> <family>` entry point (`trajmoe train planner`, `trajmoe eval track`, `trajmoe data scenes`).
 
 Each feature module in this package (`trajmoe/cli/<name>.py`) exposes
 `register(groups) -> None` and adds its verbs to the groups it owns: `groups[name]` is an argparse
@@ -17,12 +17,14 @@ import os
 import sys
 
 GROUPS = {
-    "data": "generate datasets (MetaWorld episodes)",
-    "train": "train models (track, policy)",
-    "eval": "evaluate models (track, policy)",
-    "bench": "benchmarks (moe, train, policy)",
+    "data": "generate datasets (metaworld episodes, highway-env scenes)",
+    "train": "train a model family (track, policy, planner)",
+    "finetune": "fine-tune a trained model (planner: GRPO)",
+    "ensemble": "combine trained runs (planner)",
+    "eval": "evaluate a model family (track, policy, planner)",
+    "bench": "benchmarks (moe, train, policy, drive-scorer)",
     "viz": "pictures and videos (tracks, routing)",
-    "drive": "TrajMoE driving planner (data, train, finetune, ensemble, eval)",
+    "drive": "old spellings of the planner verbs (`drive train` = `train planner`, `drive data` = `data scenes`)",
     "experiment": "run an experiment spec and write a report",
     "demo": "the main job end to end (make demo)",
 }

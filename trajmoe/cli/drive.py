@@ -1,4 +1,6 @@
-"""`trajmoe drive data|train|finetune|ensemble|eval` and `trajmoe bench drive-scorer`."""
+"""The planner's verbs in the one grammar `trajmoe <verb> <family>`: `data scenes`, `train planner`,
+`finetune planner`, `ensemble planner`, `eval planner`; and `bench drive-scorer`.
+The old spellings `trajmoe drive data|train|finetune|ensemble|eval` stay as aliases."""
 
 from __future__ import annotations
 
@@ -6,9 +8,32 @@ import json
 from pathlib import Path
 
 
+class _Both:
+    """Adds every argument to the parser of the new spelling and to the one of its old alias."""
+
+    def __init__(self, *parsers) -> None:
+        self.parsers = parsers
+
+    def add_argument(self, *a, **kw) -> None:
+        for p in self.parsers:
+            p.add_argument(*a, **kw)
+
+    def add_mutually_exclusive_group(self, **kw) -> "_Both":
+        return _Both(*(p.add_mutually_exclusive_group(**kw) for p in self.parsers))
+
+    def set_defaults(self, **kw) -> None:
+        for p in self.parsers:
+            p.set_defaults(**kw)
+
+
+def _verb(groups, group: str, name: str, old: str, help_text: str) -> _Both:
+    """`trajmoe GROUP NAME` and its old spelling `trajmoe drive OLD`, sharing their arguments."""
+    return _Both(groups[group].add_parser(name, help=help_text),
+                 groups["drive"].add_parser(old, help=f"old spelling of `trajmoe {group} {name}`"))
+
+
 def register(groups) -> None:
-    g = groups["drive"]
-    p = g.add_parser("data", help="generate highway-env scenes (one domain per scenario)")
+    p = _verb(groups, "data", "scenes", "data", "highway-env scenes for the planner (one domain per scenario)")
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--scenes", type=int, required=True, help="total scenes, split evenly over the scenarios")
     p.add_argument("--out", required=True)
@@ -19,19 +44,18 @@ def register(groups) -> None:
     p.add_argument("--verify", action="store_true", help="read every finished scene; simulate damaged episodes again")
     p.set_defaults(func=run_data)
 
-    for verb, helptext in (("train", "supervised training of the vocabulary scorer"),):
-        p = g.add_parser(verb, help=helptext)
-        p.add_argument("--data", required=True, help="scene directory (trajmoe drive data)")
-        p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
-        p.add_argument("--config", default=None, help="YAML with sections model/data/train")
-        p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-        p.add_argument("--out", required=True)
-        p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-        p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
-        p.add_argument("--no-progress", action="store_true")
-        p.set_defaults(func=run_train)
+    p = _verb(groups, "train", "planner", "train", "train the TrajMoE driving planner (supervised vocabulary scorer)")
+    p.add_argument("--data", required=True, help="scene directory (trajmoe data scenes)")
+    p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
+    p.add_argument("--config", default=None, help="YAML with sections model/data/train")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set steps=50 model.moe.top_k=1")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_train)
 
-    p = g.add_parser("finetune", help="GRPO fine-tuning of the scoring heads (TrajMoE paper eqs. 5-10)")
+    p = _verb(groups, "finetune", "planner", "finetune", "GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
@@ -41,13 +65,13 @@ def register(groups) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_finetune)
 
-    p = g.add_parser("ensemble", help="weighted average of several runs' sub-score predictions")
+    p = _verb(groups, "ensemble", "planner", "ensemble", "weighted average of several planner runs' sub-score predictions")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_ensemble)
 
-    p = g.add_parser("eval", help="EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
+    p = _verb(groups, "eval", "planner", "eval", "planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run or ensemble directory")
     src.add_argument("--ensemble", nargs="+", help="run directories to ensemble")
@@ -141,6 +165,10 @@ def run_eval(args) -> int:
         scenes = load_scenes(args.data, args.limit or None)
         res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots))
         plans = res.pop("_plans", None)
+        if planner is not None and hasattr(planner, "vocab"):
+            from trajmoe.drive.evaluate import evaluate_vocab_oracle
+
+            res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
         result["open_loop"] = res
         if args.plots:
             from trajmoe.drive.plots import plot_scenes
@@ -174,7 +202,9 @@ def _print_eval(result: dict) -> None:
     ol = result.get("open_loop")
     if ol:
         print(f"open loop ({ol['expert']['n']} scenes, {ol.get('scenes_with_previous_frame', 0)} with a previous frame for EC)")
-        rows = {**({"planner": ol["planner"]} if "planner" in ol else {}), "expert": ol["expert"], **ol.get("baselines", {})}
+        rows = {**({"planner": ol["planner"]} if "planner" in ol else {}),
+                **({"vocab oracle": ol["vocab_oracle"]} if "vocab_oracle" in ol else {}),
+                "expert": ol["expert"], **ol.get("baselines", {})}
         print(f"  {'':18s} {'EPDMS':>14s} " + " ".join(f"{m:>5s}" for m in subs))
         for name, p in rows.items():
             print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f} " + " ".join(f"{p[m]:5.3f}" for m in subs))

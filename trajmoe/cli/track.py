@@ -9,7 +9,7 @@ def register(groups) -> None:
     p = groups["train"].add_parser("track", help="train a Tra-MoE / dense track model")
     p.add_argument("--preset", default="tiny-tramoe", help="tramoe | dense | dense-wide | dense-deep | tiny-*")
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 model.num_experts=8")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 model.moe.num_experts=8")
     p.add_argument("--data", nargs="+", default=None, help="episode directories (each a domain set)")
     p.add_argument("--out", default=None, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
@@ -46,9 +46,9 @@ def run_train(args) -> int:
         from ..track import PRESETS, TrackModel, count_params
 
         print(f"{'preset':18s} {'total':>12s} {'active/token':>13s}  moe_layers")
-        for name, cfg in PRESETS.items():
-            c = count_params(TrackModel(cfg))
-            print(f"{name:18s} {c['total']:12,d} {c['active_per_token']:13,d}  {list(cfg.moe_layers)}")
+        for name, preset in PRESETS.items():
+            c = count_params(TrackModel(preset.model))
+            print(f"{name:18s} {c.total:12,d} {c.active_per_token:13,d}  {list(preset.model.moe.layers)}")
         return 0
     if not args.data or not args.out:
         raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")

@@ -6,5 +6,6 @@ scorer; tracker.py: LQR tracking on a kinematic bicycle, comfort.py: HC / EC), b
 vocab.py (k-means vocabulary + per-scene targets) -> model.py (GTRS scorer with sparse-MoE decoder)
 -> run.py (training via trajmoe.train.Trainer), grpo.py (TrajMoE paper eqs. 5-10), ensemble.py,
 evaluate.py (open loop), closed_loop.py (planner drives highway-env), plots.py.
-CLI: `trajmoe drive data|train|finetune|ensemble|eval`, `trajmoe bench drive-scorer`.
+CLI: `trajmoe data scenes`, `trajmoe train|finetune|ensemble|eval planner` (old spelling
+`trajmoe drive data|train|...` kept as an alias), `trajmoe bench drive-scorer`.
 """

@@ -1,14 +1,27 @@
-"""Configs of the driving planner (model, data/vocabulary, GRPO) and their presets.
-
-No torch import here: the CLI validates configs before heavy imports.
-"""
+"""Configs of the driving planner (model, data/vocabulary, GRPO) and its presets (model config +
+training recipe + data options, `trajmoe.config.Preset`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from trajmoe.config import checker
+from trajmoe.config import Preset, checker, pick_preset
 from trajmoe.drive.metrics import TARGET_METRICS
+from trajmoe.moe.config import MoEConfig, nest_legacy_moe
+from trajmoe.train.config import TrainConfig
+
+PLANNER_MOE = MoEConfig(layers=(0, 1, 2), num_experts=4, top_k=2, num_shared_experts=1, gate="renorm",
+                        balance_loss="cv2", balance_weight=0.01, z_weight=0.0)
+# Flat keys of planner runs written before the MoE settings were nested -> MoEConfig fields.
+LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k",
+                   "num_shared_experts": "num_shared_experts", "balance_weight": "balance_weight", "z_weight": "z_weight"}
+
+
+def upgrade_model_dict(model: dict) -> dict:
+    """A planner run's recorded model dict, old flat MoE keys nested into `moe` (loader shim): the old
+    code hard-coded the renormalised gate, the CV^2 balance loss and 4 routing-statistics rows."""
+    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"gate": "renorm", "balance_loss": "cv2", "num_domains": 4})
 
 
 @dataclass(frozen=True)
@@ -45,13 +58,10 @@ class DriveModelConfig:
     dropout: float = 0.0
     vocab_size: int = 1024
     vocab_hidden: int = 1024  # GTRS vocabulary embedding MLP (flattened poses -> 1024 -> D)
-    moe: bool = True
-    num_experts: int = 4
-    top_k: int = 2
-    num_shared_experts: int = 1
-    moe_layers: tuple[int, ...] = (0, 1, 2)  # decoder layers whose FFN is the sparse MoE
-    balance_weight: float = 0.01  # CV^2(importance) + CV^2(load), summed over MoE layers (TrajMoE paper eq. 4)
-    z_weight: float = 0.0
+    # Decoder layers whose FFN is the sparse MoE (moe.layers; () = dense): top-2 of 4 experts + 1 shared,
+    # weights renormalised over the chosen 2 (TrajMoE paper eqs. 1-2), CV^2 balance loss (eq. 4).
+    # moe.num_domains is set from the training scenes' domain ids.
+    moe: MoEConfig = PLANNER_MOE
     imi_sigma: float = 0.5  # GTRS soft imitation target on 8 poses at 0.5 s
     imi_weight: float = 1.0
     score_weight: float = 1.0
@@ -69,15 +79,9 @@ class DriveModelConfig:
         need(isinstance(self.vocab_size, int) and 2 <= self.vocab_size <= 8192, "vocab_size", "an integer in [2, 8192]")
         need(self.mlp_ratio > 0, "mlp_ratio", "> 0")
         need(0 <= self.dropout < 1, "dropout", "in [0, 1)")
-        need(self.num_experts >= 1, "num_experts", ">= 1")
-        need(1 <= self.top_k <= self.num_experts, "top_k", f"in [1, num_experts={self.num_experts}]")
-        need(self.num_shared_experts >= 0, "num_shared_experts", ">= 0")
-        need(all(isinstance(i, int) and 0 <= i < self.decoder_layers for i in self.moe_layers), "moe_layers",
-             f"decoder layer indices in [0, {self.decoder_layers})")
+        need(isinstance(self.moe, MoEConfig), "moe", "a mapping of MoE settings")
+        self.moe.check_layers(self.decoder_layers, "model")
         need(self.imi_sigma > 0, "imi_sigma", "> 0")
-        need(self.balance_weight >= 0, "balance_weight", ">= 0")
-        if isinstance(self.moe_layers, list):
-            object.__setattr__(self, "moe_layers", tuple(self.moe_layers))
 
 
 @dataclass(frozen=True)
@@ -121,28 +125,28 @@ class GRPOConfig:
             object.__setattr__(self, "metrics", tuple(self.metrics))
 
 
-PRESETS: dict[str, dict] = {
+def _model(dim: int, heads: int, enc: int, dec: int, vocab: int, hidden: int, moe_layers: tuple[int, ...]) -> DriveModelConfig:
+    return DriveModelConfig(dim=dim, num_heads=heads, encoder_layers=enc, decoder_layers=dec, vocab_size=vocab,
+                            vocab_hidden=hidden, moe=dataclasses.replace(PLANNER_MOE, layers=moe_layers))
+
+
+_TINY_TRAIN = TrainConfig(steps=20, batch_size=8, lr=1e-3, warmup_steps=2, log_every=5, ckpt_every=0)
+_CPU_TRAIN = TrainConfig(steps=400, batch_size=16, lr=5e-4, warmup_steps=40, log_every=20, ckpt_every=0)
+_GPU_TRAIN = TrainConfig(steps=20000, batch_size=64, lr=2e-4, warmup_steps=500, ckpt_every=1000)
+
+PRESETS: dict[str, Preset] = {
     # CPU / tests.
-    "tiny-moe": {"model": {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64,
-                           "vocab_hidden": 64, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1]},
-                 "data": {"workers": 1},
-                 "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 0}},
-    "tiny-dense": {"model": {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64,
-                             "vocab_hidden": 64, "moe": False, "moe_layers": []},
-                   "data": {"workers": 1},
-                   "train": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 0}},
+    "tiny-moe": Preset(_model(32, 2, 1, 2, 64, 64, (0, 1)), _TINY_TRAIN, DriveDataConfig(workers=1)),
+    "tiny-dense": Preset(_model(32, 2, 1, 2, 64, 64, ()), _TINY_TRAIN, DriveDataConfig(workers=1)),
     # 2-core CPU budget used for the figures.
-    "cpu-moe": {"model": {"dim": 96, "num_heads": 4, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 256,
-                          "vocab_hidden": 256, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1]},
-                "train": {"steps": 400, "batch_size": 16, "lr": 5e-4, "warmup_steps": 40, "log_every": 20, "ckpt_every": 0}},
-    "cpu-dense": {"model": {"dim": 96, "num_heads": 4, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 256,
-                            "vocab_hidden": 256, "moe": False, "moe_layers": []},
-                  "train": {"steps": 400, "batch_size": 16, "lr": 5e-4, "warmup_steps": 40, "log_every": 20, "ckpt_every": 0}},
+    "cpu-moe": Preset(_model(96, 4, 1, 2, 256, 256, (0, 1)), _CPU_TRAIN, DriveDataConfig()),
+    "cpu-dense": Preset(_model(96, 4, 1, 2, 256, 256, ()), _CPU_TRAIN, DriveDataConfig()),
     # GTRS-size (GPU).
-    "moe": {"model": {"dim": 256, "num_heads": 8, "encoder_layers": 2, "decoder_layers": 3, "vocab_size": 8192,
-                      "vocab_hidden": 1024, "moe": True, "num_experts": 4, "top_k": 2, "moe_layers": [0, 1, 2]},
-            "train": {"steps": 20000, "batch_size": 64, "lr": 2e-4, "warmup_steps": 500, "ckpt_every": 1000}},
-    "dense": {"model": {"dim": 256, "num_heads": 8, "encoder_layers": 2, "decoder_layers": 3, "vocab_size": 8192,
-                        "vocab_hidden": 1024, "moe": False, "moe_layers": []},
-              "train": {"steps": 20000, "batch_size": 64, "lr": 2e-4, "warmup_steps": 500, "ckpt_every": 1000}},
+    "moe": Preset(_model(256, 8, 2, 3, 8192, 1024, (0, 1, 2)), _GPU_TRAIN, DriveDataConfig()),
+    "dense": Preset(_model(256, 8, 2, 3, 8192, 1024, ()), _GPU_TRAIN, DriveDataConfig()),
 }
+
+
+def planner_preset(name: str) -> Preset:
+    """PRESETS[name]; an unknown name is a one-line ValueError listing the valid ones."""
+    return pick_preset(PRESETS, name, "planner")

@@ -17,7 +17,7 @@ import torch
 
 from trajmoe.drive import baselines
 from trajmoe.drive.dataset import collate, scene_features
-from trajmoe.drive.metrics import METRICS, interpolate_plan, score_trajectories, simulate_plans
+from trajmoe.drive.metrics import METRICS, epdms, interpolate_plan, score_in_chunks, score_trajectories, simulate_plans
 from trajmoe.drive.scenes import prev_scene
 from trajmoe.envs.highway import SCENARIOS
 from trajmoe.moe import expert_shares, reset_routing
@@ -108,3 +108,34 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
     if keep_plans:
         result["_plans"] = plans
     return result
+
+
+def _vocab_plans(vocab_V403: np.ndarray, stride: int = 5) -> np.ndarray:
+    """The (V, 40, 3) plans a vocabulary planner actually emits: its 8 poses at 0.5 s, re-interpolated."""
+    v = np.asarray(vocab_V403, np.float64)
+    return interpolate_plan(v[:, stride - 1 :: stride])
+
+
+def evaluate_vocab_oracle(vocab_V403: np.ndarray, scenes: list[dict]) -> dict:
+    """The ceiling of any scorer over this vocabulary: per scene, the entry with the best true EPDMS.
+
+    Args: vocab_V403 (V, 40, 3) trajectories in the ego frame (x, y m; heading rad) at 0.1 s; scenes
+    held-out scene dicts. The choice uses the EPDMS of the 8 target sub-scores (EC = 1, as the planner's
+    targets); the chosen plan is then scored like every other driver, except EC, which is 1 (as for
+    the expert): the oracle's choice in the frame 0.5 s earlier would need that frame's agent futures,
+    which scenes do not store. Apart from EC (weight 2/16), a learned planner over the same vocabulary
+    cannot exceed it, so the gap planner -> oracle is the scorer's error and the gap oracle ->
+    PDM-Closed analogue the vocabulary's coverage. Returns the same aggregate as `evaluate_open_loop`'s entries.
+    Raises: ValueError for an empty vocabulary (from the scorer).
+    """
+    plans = _vocab_plans(vocab_V403)
+    scen = [s for s in SCENARIOS if any(sc["scenario"] == s for sc in scenes)]
+    rows = [_row(sc, plans[vocab_oracle_index(plans, sc)], None, None) for sc in scenes]
+    return _aggregate(rows, scen)
+
+
+def vocab_oracle_index(plans_V403: np.ndarray, scene: dict) -> int:
+    """Index of the plan (V, 40, 3) with the best true EPDMS in `scene`, EC taken as 1 (the targets' EPDMS)."""
+    sub = score_in_chunks(scene, plans_V403, chunk=512)
+    sub["EC"] = np.ones(len(plans_V403))
+    return int(np.argmax(epdms(sub)))

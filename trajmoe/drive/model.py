@@ -30,8 +30,6 @@ import torch.nn.functional as F
 from trajmoe.drive.config import DriveModelConfig, SelectionWeights
 from trajmoe.drive.dataset import AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS
 from trajmoe.drive.metrics import TARGET_METRICS
-from trajmoe.envs.highway import SCENARIOS
-from trajmoe.moe import MoEConfig
 from trajmoe.nn.blocks import Block, collect_moe_aux
 
 
@@ -75,15 +73,11 @@ class DrivePlanner(nn.Module):
         # Vocabulary queries.
         self.vocab_in = _mlp(40 * 3, cfg.vocab_hidden, D)
         self.ego_to_query = nn.Linear(D, D)
-        blocks = []
-        for i in range(cfg.decoder_layers):
-            moe = None
-            if cfg.moe and i in cfg.moe_layers:
-                moe = MoEConfig(dim=D, hidden_dim=int(cfg.mlp_ratio * D), num_experts=cfg.num_experts, top_k=cfg.top_k,
-                                num_shared_experts=cfg.num_shared_experts, gate="renorm", dropout=cfg.dropout,
-                                num_domains=len(SCENARIOS))
-            blocks.append(Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, moe=moe, cross_attention=True))
-        self.decoder = nn.ModuleList(blocks)
+        moe = cfg.moe.bind(D, int(cfg.mlp_ratio * D), cfg.dropout)
+        self.decoder = nn.ModuleList(
+            Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, moe=moe if i in cfg.moe.layers else None, cross_attention=True)
+            for i in range(cfg.decoder_layers)
+        )
         self.dec_norm = nn.LayerNorm(D)
         self.score_heads = nn.ModuleDict({m: _mlp(D, D, 1) for m in TARGET_METRICS})
         self.imi_head = _mlp(D, D, 1)
@@ -118,6 +112,8 @@ class DrivePlanner(nn.Module):
         x = q_VD[None] + self.ego_to_query(ego_BD)[:, None]  # (B, V, D)
         auxes = []
         dom = batch.get("domain")
+        if dom is not None and (not self.cfg.moe.num_domains or int(dom.max()) >= self.cfg.moe.num_domains):
+            dom = None  # a scenario the training data did not have: no routing-statistics row for it
         for blk in self.decoder:
             x, aux = blk(x, context=tok, context_mask=mask, domain_ids=dom if blk.is_moe else None)
             auxes.append(aux)
@@ -155,8 +151,8 @@ class DrivePlanner(nn.Module):
         out = self.heads(feat)
         loss, logs = self.supervised_loss(out, batch)
         aux = collect_moe_aux(auxes)
-        if self.cfg.moe:
-            loss = loss + self.cfg.balance_weight * aux["cv2_loss"].to(loss.device) + self.cfg.z_weight * aux["z_loss"].to(loss.device)
+        if self.cfg.moe.layers:
+            loss = loss + self.cfg.moe.aux_loss(aux).to(loss.device)
             logs["cv2"] = aux["cv2_loss"].detach()
         return loss, logs
 

@@ -12,30 +12,30 @@ from pathlib import Path
 
 import numpy as np
 
-from trajmoe.config import from_dict, load_yaml, replace, resolve_sections, to_dict
-from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
+from trajmoe.config import (RUN_KINDS, check_legacy_keys, check_run_kind, from_dict, load_yaml, replace,
+                            resolve_sections, to_dict)
+from trajmoe.drive.config import (LEGACY_MOE_KEYS, DriveDataConfig, DriveModelConfig, GRPOConfig, planner_preset,
+                                  upgrade_model_dict)
 from trajmoe.io import atomic_path
+from trajmoe.train.config import TrainConfig
 
-RUN_KIND = "trajmoe-drive-planner"
+RUN_KIND = RUN_KINDS["planner"]
 
 
 def resolve_config(preset: str | None, config_file: str | None, overrides: dict) -> dict:
     """preset -> YAML file -> --set overrides; returns {'model', 'data', 'train', 'grpo'} dataclasses.
 
     Bare `--set` keys go to the one section that has them (`steps=N` -> train), as in every training verb.
+    No preset: the config classes' defaults.
     """
-    from trajmoe.train.config import TrainConfig
-
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    base = PRESETS.get(preset, {}) if preset else {}
-    sections = {
-        "model": from_dict(DriveModelConfig, dict(base.get("model", {})), "model"),
-        "data": from_dict(DriveDataConfig, dict(base.get("data", {})), "data"),
-        "train": from_dict(TrainConfig, dict(base.get("train", {})), "train"),
-        "grpo": from_dict(GRPOConfig, dict(base.get("grpo", {})), "grpo"),
-    }
-    return resolve_sections(sections, load_yaml(config_file) if config_file else None, overrides, "drive config")
+    file_data = load_yaml(config_file) if config_file else None
+    check_legacy_keys("model", LEGACY_MOE_KEYS, file_data, overrides)
+    if preset is None:
+        sections = {"model": DriveModelConfig(), "data": DriveDataConfig(), "train": TrainConfig()}
+    else:
+        p = planner_preset(preset)
+        sections = {"model": p.model, "data": p.data, "train": p.train}
+    return resolve_sections({**sections, "grpo": GRPOConfig()}, file_data, overrides, "drive config")
 
 
 def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
@@ -82,6 +82,9 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
     mcfg: DriveModelConfig = cfg["model"]
     dcfg: DriveDataConfig = cfg["data"]
     paths, manifest = _scene_paths(data_dir, dcfg.max_scenes)
+    domains = 1 + max((int(it["domain"]) for it in manifest["scenes"][: dcfg.max_scenes or None]), default=-1)
+    if mcfg.moe.layers and domains > mcfg.moe.num_domains:  # routing statistics: one row per domain id of the data
+        mcfg = replace(mcfg, {"moe.num_domains": domains}, "model")
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
                   "data_dir": str(data_dir), "n_scenes": len(paths)}
@@ -152,19 +155,24 @@ def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np
     return None
 
 
-def load_planner(run_dir: str | Path):
-    """A trained run (supervised or GRPO) -> DrivePlanner in eval mode."""
+def planner_config_from_run(rc: dict, where: str) -> DriveModelConfig:
+    """The DriveModelConfig a run recorded (runs written before the MoE settings were nested are read
+    through `upgrade_model_dict`); ValueError when it is not a planner run."""
+    check_run_kind(rc, "planner", where)
+    return from_dict(DriveModelConfig, upgrade_model_dict(rc["model"]), f"{where} model")
+
+
+def load_planner(run_dir: str | Path, device: str = "cpu", ema: bool = True):
+    """A trained run (supervised or GRPO) -> DrivePlanner in eval mode on `device` (EMA weights when
+    the run has them and `ema`). FileNotFoundError / ValueError name the folder."""
     from trajmoe.drive.model import DrivePlanner
-    from trajmoe.train.checkpoint import load_run_config, load_weights
+    from trajmoe.train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
 
     run_dir = Path(run_dir)
-    rc = load_run_config(run_dir)
-    if rc.get("kind") != RUN_KIND:
-        raise ValueError(f"{run_dir / 'config.json'} is not a driving-planner run (kind={rc.get('kind')!r})")
-    mcfg = from_dict(DriveModelConfig, rc["model"], "model")
+    mcfg = planner_config_from_run(load_run_config(run_dir), str(run_dir / "config.json"))
     model = DrivePlanner(mcfg)
-    load_weights(model, run_dir / "model.safetensors")
-    return model.eval()
+    load_weights(model, run_dir / (EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else WEIGHTS))
+    return model.to(device).eval()
 
 
 def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
@@ -181,20 +189,18 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     from trajmoe.drive.scenes import load_scene
     from trajmoe.train import Trainer
     from trajmoe.train.checkpoint import load_run_config, load_weights
-    from trajmoe.train.config import TrainConfig
     from trajmoe.train.rundir import check_run_dir
 
     run_p, out_p = Path(run), Path(out)
     rc = load_run_config(run_p)
-    if rc.get("kind") != RUN_KIND:
-        raise ValueError(f"{run_p / 'config.json'} is not a driving-planner run (kind={rc.get('kind')!r})")
+    base_mcfg = planner_config_from_run(rc, str(run_p / "config.json"))
     base_train = dict(rc.get("train", {}))
     base_train.update({"steps": max(1, base_train.get("steps", 100) // 4), "warmup_steps": 0,
                        "lr": base_train.get("lr", 1e-4) * 0.2})
     secs = resolve_sections({"train": from_dict(TrainConfig, base_train, "train"), "grpo": GRPOConfig()},
                             load_yaml(config_file) if config_file else None, cfg_overrides, "finetune config")
     tcfg, gcfg = secs["train"], secs["grpo"]
-    mcfg = replace(from_dict(DriveModelConfig, rc["model"], "model"), {"gaussian_heads": True}, "model")
+    mcfg = replace(base_mcfg, {"gaussian_heads": True}, "model")
     torch.manual_seed(tcfg.seed)
     model = GRPOPlanner(mcfg, gcfg)
     missing, unexpected = load_weights(model, run_p / "model.safetensors", strict=False)

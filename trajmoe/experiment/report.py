@@ -13,22 +13,11 @@ import glob
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 from ..io import atomic_path, atomic_write_text
 from .spec import Spec
-
-
-def lookup(obj: Any, path: str) -> Any:
-    """'metrics.overall.track_mse' -> obj['metrics']['overall']['track_mse'] (None if absent)."""
-    for part in path.split("."):
-        if isinstance(obj, dict) and part in obj:
-            obj = obj[part]
-        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
-            obj = obj[int(part)]
-        else:
-            return None
-    return obj
+from .values import lookup, success_records
+from .verdict import verdict_lines
 
 
 def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, list[float]]]:
@@ -40,7 +29,7 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
         row = out.setdefault(variant, {})
         for col in table["columns"]:
             if col.get("kind") == "success":
-                row[col["name"]] = _success_records(seeds, col)
+                row[col["name"]] = success_records(seeds, col)
                 continue
             vals = []
             for _seed, steps in sorted(seeds.items()):
@@ -49,23 +38,6 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     vals.append(float(v) * float(col.get("scale", 1.0)))
             row[col["name"]] = vals
-    return out
-
-
-def _success_records(seeds: dict, col: dict) -> list[tuple[int, int]]:
-    """[(successes, episodes) per seed] for a `kind: success` column."""
-    out = []
-    for _seed, steps in sorted(seeds.items()):
-        rec = steps.get(col["step"])
-        obj = rec.get("json") if rec else None
-        if col.get("path"):
-            obj = lookup(obj, col["path"])
-        if not isinstance(obj, dict) or not isinstance(obj.get("episodes"), int) or obj["episodes"] < 1:
-            continue
-        k = obj.get("successes")
-        if not isinstance(k, int):  # results written before `successes` existed
-            k = round(float(obj.get("success_rate", 0.0)) * obj["episodes"])
-        out.append((int(k), int(obj["episodes"])))
     return out
 
 
@@ -96,6 +68,10 @@ def _fmt(vals: list[float], fmt: str) -> str:
 def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
     lines = [f"# {spec.title}", "", f"Spec: `{spec.path}` · scale: `{spec.vars.get('scale')}` · seeds: {seeds} · "
              f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
+    verdict = verdict_lines(spec.verdicts, results)
+    if verdict:
+        lines += ["## Verdict", "", *verdict, "",
+                  "(each verdict compares the two quantities with their 95 % intervals: see trajmoe/experiment/verdict.py)", ""]
     if spec.notes:
         lines += [spec.notes.strip(), ""]
     fig_dir = out / "figures"

@@ -75,7 +75,7 @@ def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict
         console.print(f"[dim]skip[/dim] {label} (done in {done.get('wall_s', 0):.0f}s)")
         return done
     run_argv = list(argv)
-    if argv[:1] == ["train"] or argv[:2] in (["drive", "train"], ["drive", "finetune"]):
+    if argv[:1] in (["train"], ["finetune"]) or argv[:2] in (["drive", "train"], ["drive", "finetune"]):
         run_dir = _arg_after(argv, "--out")
         if run_dir and latest_checkpoint(run_dir) is not None and "--resume" not in argv:
             run_argv.append("--resume")  # an interrupted training step continues where it stopped

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import load_yaml
 from ..configs import find_config
+from .verdict import check_verdicts
 
 SCALES = ("smoke", "cpu", "gpu")
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -60,9 +61,10 @@ class Spec:
     tables: list[dict[str, Any]] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-_TOP_KEYS = {"name", "title", "scales", "vars", "data", "variants", "steps", "tables", "figures", "notes"}
+_TOP_KEYS = {"name", "title", "scales", "vars", "data", "variants", "steps", "tables", "figures", "notes", "verdicts"}
 
 
 def load_spec(path: str | Path, scale: str) -> Spec:
@@ -91,6 +93,7 @@ def load_spec(path: str | Path, scale: str) -> Spec:
         steps=[_step(s, path) for s in raw["steps"]],
         tables=list(raw.get("tables") or []), figures=list(raw.get("figures") or []),
         notes=str(raw.get("notes", "")),
+        verdicts=check_verdicts(raw.get("verdicts"), f"spec {path}"),
     )
 
 

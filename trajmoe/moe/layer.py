@@ -30,6 +30,8 @@ class MoE(nn.Module):
 
     def __init__(self, cfg: MoEConfig) -> None:
         super().__init__()
+        if cfg.dim is None:
+            raise ValueError("MoEConfig.dim is unset: bind the config to its host width first (MoEConfig.bind)")
         self.cfg = cfg
         self.router = Router(cfg)
         self.experts = StackedExperts(cfg.num_experts, cfg.dim, cfg.hidden_dim, cfg.activation, cfg.dropout, cfg.bias)

@@ -3,5 +3,6 @@
 from .attention import Attention
 from .blocks import Block, collect_moe_aux
 from .embeddings import PatchEmbed, sincos_1d, sincos_2d, sincos_2d_at
+from .params import ParamCount, count_params
 
-__all__ = ["Attention", "Block", "collect_moe_aux", "PatchEmbed", "sincos_1d", "sincos_2d", "sincos_2d_at"]
+__all__ = ["Attention", "Block", "collect_moe_aux", "PatchEmbed", "sincos_1d", "sincos_2d", "sincos_2d_at", "ParamCount", "count_params"]

@@ -22,7 +22,8 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
                  track_run: str | None = None, run_dir: str | None = None, repeats: int = 30,
                  threads: int | None = None, seed: int = 0) -> dict:
     from ..track import TrackConfig, TrackModel, load_track_model
-    from .model import TrajectoryPolicy, count_params
+    from ..nn import count_params
+    from .model import TrajectoryPolicy
 
     dev = resolve_device(device)
     if threads:
@@ -33,11 +34,11 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
     if run_dir is not None:
         from .io import load_policy
 
-        policy = load_policy(run_dir, device=dev, track_run=track_run)
+        policy, run_cfg = load_policy(run_dir, device=dev, track_run=track_run)
         if conditioning and conditioning != policy.cfg.conditioning:
             raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
         cfg = policy.cfg
-        track_name = str(policy.track_run) if cfg.uses_track_model else None
+        track_name = run_cfg["track_run"] if cfg.uses_track_model else None
     else:
         cfg = dataclasses.replace(PolicyConfig.preset(preset), conditioning=conditioning or "adaptive_mask")
         tm = None
@@ -66,7 +67,7 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "conditioning": cfg.conditioning, "preset": preset if run_dir is None else f"run:{run_dir}",
         "track_model": track_name, "views": len(cfg.views), "num_points": cfg.num_points,
-        "frame_stack": cfg.frame_stack, "img_size": H, "policy_params": count_params(policy),
+        "frame_stack": cfg.frame_stack, "img_size": H, "policy_params": count_params(policy).total,
         "select_action_ms": step["median_ms"], "select_action_min_ms": step["min_ms"],
     }
     if cfg.uses_track_model:

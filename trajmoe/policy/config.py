@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trajmoe.config import checker
+from ..config import Preset, checker, pick_preset
+from ..train.config import TrainConfig
 
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 
@@ -125,22 +126,8 @@ class PolicyConfig:
 
     @staticmethod
     def preset(name: str) -> "PolicyConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown policy preset {name!r}; valid presets: {', '.join(PRESETS)}")
-        return PRESETS[name]
-
-
-# `default` follows ATM's LIBERO policy (dim 128, spatial 7 x 8 heads, temporal 4, frame stack 10,
-# 32 grid points, dropout 0.1, Tab. 7); `tiny` is the CPU/test model; `cpu` the budget used for the
-# CPU figures (small enough to train a few thousand steps on 2 cores).
-PRESETS: dict[str, PolicyConfig] = {
-    "default": PolicyConfig(),
-    "cpu": PolicyConfig(dim=64, spatial_depth=2, spatial_heads=4, temporal_depth=2, temporal_heads=4,
-                        frame_stack=4, num_points=16, conv_channels=16, patch=8, downsample=2,
-                        head_hidden=256, dropout=0.1),
-    "tiny": PolicyConfig(dim=32, spatial_depth=1, spatial_heads=2, temporal_depth=1, temporal_heads=2,
-                         frame_stack=3, num_points=8, conv_channels=8, patch=16, head_hidden=32, dropout=0.0),
-}
+        """The model config of preset `name` (ValueError listing the valid ones)."""
+        return pick_preset(PRESETS, name, "policy").model
 
 
 @dataclass(frozen=True)
@@ -167,15 +154,20 @@ class PolicyDataConfig:
              and self.max_episodes_per_task >= 0, "max_episodes_per_task", "an integer >= 0 (0 = all)")
 
 
-def train_preset(name: str):
-    """Optimisation defaults per policy preset (paper Tab. 7: AdamW lr 5e-4, wd 1e-4, cosine,
-    no warm-up, clip 100, batch 384; `cpu` / `tiny` shrink batch and steps for 2 CPU cores)."""
-    from ..train.config import TrainConfig
 
-    PolicyConfig.preset(name)  # validates the name
-    common = dict(lr=5e-4, weight_decay=1e-4, warmup_steps=0, grad_clip=100.0, min_lr_ratio=0.0)
-    if name == "default":
-        return TrainConfig(steps=20000, batch_size=384, log_every=50, ckpt_every=2000, **common)
-    if name == "cpu":
-        return TrainConfig(steps=2000, batch_size=32, log_every=50, ckpt_every=500, **common)
-    return TrainConfig(steps=100, batch_size=8, log_every=10, ckpt_every=0, **common)
+# `default` follows ATM's LIBERO policy (dim 128, spatial 7 x 8 heads, temporal 4, frame stack 10,
+# 32 grid points, dropout 0.1, Tab. 7); `tiny` is the CPU/test model; `cpu` the budget used for the
+# CPU figures (small enough to train a few thousand steps on 2 cores). Training recipe: paper Tab. 7
+# (AdamW lr 5e-4, wd 1e-4, cosine, no warm-up, clip 100, batch 384); `cpu` / `tiny` shrink batch and steps.
+_RECIPE = dict(lr=5e-4, weight_decay=1e-4, warmup_steps=0, grad_clip=100.0, min_lr_ratio=0.0)
+PRESETS: dict[str, Preset] = {
+    "default": Preset(PolicyConfig(), TrainConfig(steps=20000, batch_size=384, log_every=50, ckpt_every=2000, **_RECIPE),
+                      PolicyDataConfig()),
+    "cpu": Preset(PolicyConfig(dim=64, spatial_depth=2, spatial_heads=4, temporal_depth=2, temporal_heads=4,
+                               frame_stack=4, num_points=16, conv_channels=16, patch=8, downsample=2,
+                               head_hidden=256, dropout=0.1),
+                  TrainConfig(steps=2000, batch_size=32, log_every=50, ckpt_every=500, **_RECIPE), PolicyDataConfig()),
+    "tiny": Preset(PolicyConfig(dim=32, spatial_depth=1, spatial_heads=2, temporal_depth=1, temporal_heads=2,
+                                frame_stack=3, num_points=8, conv_channels=8, patch=16, head_hidden=32, dropout=0.0),
+                   TrainConfig(steps=100, batch_size=8, log_every=10, ckpt_every=0, **_RECIPE), PolicyDataConfig()),
+}

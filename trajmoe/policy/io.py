@@ -14,26 +14,28 @@ from pathlib import Path
 
 import torch
 
-from ..config import from_dict, to_dict
+from ..config import check_run_kind, from_dict, to_dict
 from .config import PolicyConfig
-
-KIND = "policy"
 
 
 def policy_config_from_run(run_cfg: dict, where: str) -> PolicyConfig:
-    if run_cfg.get("kind") != KIND or "model" not in run_cfg:
-        raise ValueError(f"{where} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+    """The PolicyConfig a run recorded; ValueError when it is not a policy run."""
+    check_run_kind(run_cfg, "policy", where)
     return from_dict(PolicyConfig, run_cfg["model"], f"{where} model")
 
 
 def load_track_for_policy(track_run: str | Path, device: str | torch.device = "cpu", expected: dict | None = None):
     """The frozen track model of a policy; `expected` = the TrackConfig dict recorded in the policy run."""
-    from ..track import load_track_model
+    from ..track import TrackConfig, load_track_model
 
     track_run = Path(track_run)
     if not track_run.is_dir():
         raise FileNotFoundError(f"track run directory not found: {track_run}")
     tm = load_track_model(track_run, device=device)
+    if expected is not None:
+        from ..track.config import upgrade_model_dict
+
+        expected = to_dict(from_dict(TrackConfig, upgrade_model_dict(expected), "track_model"))  # old flat MoE keys
     if expected is not None and to_dict(tm.cfg) != expected:
         diff = [k for k in expected if to_dict(tm.cfg).get(k) != expected[k]]
         raise ValueError(f"track run {track_run} has a different track model config than the policy was trained with (keys: {', '.join(diff)})")
@@ -41,9 +43,11 @@ def load_track_for_policy(track_run: str | Path, device: str | torch.device = "c
 
 
 def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_run: str | Path | None = None,
-                ema: bool = True):
-    """TrajectoryPolicy in eval mode from a policy run directory (EMA weights if present and `ema`).
-    `track_run` overrides the track run recorded in the policy run (e.g. after moving directories)."""
+                ema: bool = True) -> tuple:
+    """(TrajectoryPolicy in eval mode, run config dict) from a policy run directory (EMA weights if
+    present and `ema`). `track_run` overrides the track run recorded in the policy run (e.g. after
+    moving directories); the returned run config's "track_run" is the one actually loaded (None
+    without a track model) and its "env" the camera settings rollouts use."""
     from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
     from .model import TrajectoryPolicy
 
@@ -70,6 +74,4 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_r
     policy = TrajectoryPolicy(cfg, tm)
     weights = run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
     load_weights(policy, weights)
-    policy.track_run = None if tm is None else Path(path)
-    policy.run_config = run_cfg
-    return policy.to(device).eval()
+    return policy.to(device).eval(), {**run_cfg, "track_run": None if tm is None else str(path)}

@@ -316,7 +316,3 @@ class TrajectoryPolicy(nn.Module):
             raise ValueError(f"obs['oracle_tracks'] must be {want} (views, track_len, num_points, 2), got {tuple(tr.shape)}")
         return tr
 
-
-def count_params(policy: TrajectoryPolicy) -> int:
-    """Trainable policy parameters (the frozen track model is not part of the policy)."""
-    return sum(p.numel() for p in policy.parameters())

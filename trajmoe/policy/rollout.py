@@ -50,9 +50,9 @@ def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int)
     from .io import load_policy
     from .train import TASK_EMB_FILE
 
-    policy = load_policy(run_dir, device=device, track_run=track_run)
+    policy, run_cfg = load_policy(run_dir, device=device, track_run=track_run)
     path = Path(run_dir) / TASK_EMB_FILE
-    _STATE.update(policy=policy, embs={k: v.numpy() for k, v in read_tensors(path).items()} if path.is_file() else {})
+    _STATE.update(policy=policy, run_config=run_cfg, embs={k: v.numpy() for k, v in read_tensors(path).items()} if path.is_file() else {})
 
 
 def _task_emb(task: str) -> np.ndarray:
@@ -69,7 +69,7 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
     from ..envs.metaworld import make_eval_env
 
     policy = _STATE["policy"]
-    env_cfg = policy.run_config.get("env", {})
+    env_cfg = _STATE["run_config"].get("env", {})
     cfg = policy.cfg
     frames = [] if job.video else None
     latencies, oracle_ms = [], []

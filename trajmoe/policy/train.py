@@ -12,40 +12,47 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..config import load_yaml, parse_overrides, resolve_sections, to_dict
+from ..config import RUN_KINDS, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
+from ..nn import count_params
 from ..track.io import track_weights_path, weights_digest
-from .config import CONDITIONINGS, PolicyConfig, PolicyDataConfig, train_preset
+from ..track.run import explicit_model_keys
+from .config import CONDITIONINGS, PRESETS
 
 DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
 TASK_EMB_FILE = "task_emb.safetensors"
 
 
-def _explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
-    keys = set((file_data or {}).get("model", {}) or {})
-    for k in overrides:
-        keys.add(k.split(".", 1)[1] if k.startswith("model.") else k)
-    return keys
-
-
-def resolve_policy_config(preset: str, conditioning: str | None, config_file: str | None, sets: list[str] | None):
-    """(PolicyConfig, TrainConfig, PolicyDataConfig, explicit model keys) before the data is seen."""
+def resolve_policy_config(preset: str, conditioning: str | None = None, config_file: str | None = None,
+                          sets: list[str] | None = None) -> dict:
+    """{"model": PolicyConfig, "train": TrainConfig, "data": PolicyDataConfig, "preset": name,
+    "explicit": model keys the file or `--set` named} before the data is seen."""
     file_data = load_yaml(config_file) if config_file else None
     overrides = parse_overrides(sets)
-    model = PolicyConfig.preset(preset)
+    p = pick_preset(PRESETS, preset, "policy")
+    model = p.model
     if conditioning is not None:
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
         model = dataclasses.replace(model, conditioning=conditioning)
-    secs = resolve_sections({"model": model, "train": train_preset(preset), "data": PolicyDataConfig()},
+    secs = resolve_sections({"model": model, "train": p.train, "data": p.data},
                             file_data, overrides, "policy config")
     if conditioning is not None and secs["model"].conditioning != conditioning:
         raise ValueError(f"--conditioning {conditioning} conflicts with model.conditioning={secs['model'].conditioning} from --config/--set")
-    return secs["model"], secs["train"], secs["data"], _explicit_model_keys(file_data, overrides)
+    return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides)}
 
 
 def train_policy(preset: str, conditioning: str | None, track_run: str | None, data_dir: str, out: str,
                  config_file: str | None = None, sets: list[str] | None = None, resume: bool = False,
                  tasks: list[str] | None = None, allow_change: bool = False) -> dict:
+    """Resolve the config (`resolve_policy_config`), then `train_resolved`."""
+    return train_resolved(resolve_policy_config(preset, conditioning, config_file, sets), data_dir, out, track_run,
+                          tasks, resume, allow_change)
+
+
+def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None = None, tasks: list[str] | None = None,
+                   resume: bool = False, allow_change: bool = False) -> dict:
+    """Train a policy from a resolved config into the run folder `out`: the final training metrics.
+    ValueError (one line) when the track run, the data and the config disagree."""
     import numpy as np
     import torch
 
@@ -53,9 +60,9 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
     from ..train.checkpoint import save_tensors
     from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
     from .io import load_track_for_policy
-    from .model import TrajectoryPolicy, count_params
+    from .model import TrajectoryPolicy
 
-    cfg, train_cfg, data, explicit = resolve_policy_config(preset, conditioning, config_file, sets)
+    cfg, train_cfg, data, explicit, preset = (cfg_in[k] for k in ("model", "train", "data", "explicit", "preset"))
     # Track run first: a missing one is the cheapest mistake to report.
     tm = None
     if cfg.uses_track_model:
@@ -84,14 +91,14 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
     task_names = sorted({m.task for m in metas})
     first = metas[0].attrs
     run_config = {
-        "kind": "policy", "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
+        "kind": RUN_KINDS["policy"], "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
         "data_dir": str(Path(data_dir).resolve()), "tasks": task_names, "episodes": len(metas), "samples": len(ds),
         "track_run": None if tm is None else str(Path(track_run).resolve()),
         "track_model": None if tm is None else to_dict(tm.cfg),
         "track_weights_sha256": None if tm is None else weights_digest(track_weights_path(track_run)),
         "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
                 "visual_seed": None},
-        "params": count_params(policy),
+        "params": count_params(policy).as_dict(),
     }
     trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume, allow_change=allow_change)
     try:

@@ -1,7 +1,8 @@
 """Tra-MoE track model (Tra-MoE paper) and its dense baselines."""
 
 from .config import PRESETS, TrackConfig
-from .model import TrackModel, count_params
+from ..nn import count_params
+from .model import TrackModel
 
 __all__ = ["PRESETS", "TrackConfig", "TrackModel", "count_params", "load_track_model"]
 

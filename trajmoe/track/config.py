@@ -11,13 +11,26 @@ Parameter-matched dense baselines (Tra-MoE paper Tab. 1d): 3 MoE layers x 3 extr
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..config import Preset, pick_preset
 from ..moe import MoEConfig
+from ..moe.config import nest_legacy_moe
+from ..train.config import TrainConfig
+
+# Flat keys of track runs written before the MoE settings were nested -> MoEConfig fields.
+LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k", "gate": "gate",
+                   "noisy_gating": "noisy_gating", "moe_impl": "impl", "num_domains": "num_domains",
+                   "w_z": "z_weight", "w_lb": "balance_weight"}
+# Paper defaults: MoE FFNs at 0-based layers {0, 4, 7}, 4 experts, top-1, l_z = 1e-4, l_lb = 0.
+PAPER_MOE = MoEConfig(layers=(0, 4, 7), num_experts=4, top_k=1, gate="softmax", num_domains=8,
+                      balance_loss="switch", balance_weight=0.0, z_weight=1e-4)
 
 
 @dataclass(frozen=True)
 class TrackConfig:
+    """The track transformer's shape, MoE settings (`moe`, a `MoEConfig`) and loss weights."""
+
     img_size: int = 128
     patch: int = 16
     dim: int = 384
@@ -34,19 +47,10 @@ class TrackConfig:
     query_pos_embed: bool = False  # add the image's 2D sin-cos embedding at each query point to its track tokens
     track_out_scale: float = 1.0  # head output x scale = offset in [0, 1] units (small: finer early Adam steps)
     zero_init_head: bool = True  # track head starts at 0: a fresh model predicts "no point moves"
-    # MoE
-    moe_layers: tuple[int, ...] = (0, 4, 7)
-    num_experts: int = 4
-    top_k: int = 1
-    gate: str = "softmax"
-    noisy_gating: bool = False
-    moe_impl: str = "grouped"
-    num_domains: int = 8  # rows of the routing-statistics matrix
-    # loss weights
+    moe: MoEConfig = PAPER_MOE  # moe.layers = () is a dense model; num_domains grows to the data's
+    # loss weights (the MoE ones are moe.balance_weight / moe.z_weight)
     w_track: float = 10.0
     w_img: float = 1.0
-    w_z: float = 1e-4
-    w_lb: float = 0.0
     track_loss: str = "mse"  # "mse" (Tra-MoE / ATM) | "l1"
     w_occluded: float = 0.1  # weight of occluded points in the track loss (as the public Tra-MoE code)
 
@@ -69,13 +73,10 @@ class TrackConfig:
             bad("img_mask_ratio", "must be in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "must be in [0, 1)")
-        object.__setattr__(self, "moe_layers", tuple(int(i) for i in self.moe_layers))
-        for i in self.moe_layers:
-            if not 0 <= i < self.depth:
-                bad("moe_layers", f"layer {i} is outside 0..{self.depth - 1}")
-        if len(set(self.moe_layers)) != len(self.moe_layers):
-            bad("moe_layers", "has duplicates")
-        for k in ("w_track", "w_img", "w_z", "w_lb", "w_occluded"):
+        if not isinstance(self.moe, MoEConfig):
+            bad("moe", "must be a mapping of MoE settings")
+        self.moe.check_layers(self.depth, "TrackConfig")
+        for k in ("w_track", "w_img", "w_occluded"):
             if getattr(self, k) < 0:
                 bad(k, "must be >= 0")
         if self.track_loss not in ("mse", "l1"):
@@ -84,15 +85,10 @@ class TrackConfig:
             bad("track_out_scale", "must be > 0")
         if self.zero_init_head and not self.residual_tracks:
             bad("zero_init_head", "needs residual_tracks=true (a zero head then predicts the query points)")
-        if self.moe_layers:
-            self.moe_config()  # validates num_experts / top_k / gate / impl
 
     def moe_config(self) -> MoEConfig:
-        return MoEConfig(
-            dim=self.dim, hidden_dim=int(self.dim * self.mlp_ratio), num_experts=self.num_experts,
-            top_k=self.top_k, gate=self.gate, noisy_gating=self.noisy_gating, impl=self.moe_impl,
-            dropout=self.dropout, num_domains=self.num_domains,
-        )
+        """The MoE layer config of this model's blocks (width, FFN width and dropout bound)."""
+        return self.moe.bind(self.dim, int(self.dim * self.mlp_ratio), self.dropout)
 
     @property
     def num_tokens(self) -> int:
@@ -100,32 +96,62 @@ class TrackConfig:
 
     @staticmethod
     def preset(name: str) -> "TrackConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown track preset {name!r}; valid: {', '.join(PRESETS)}")
-        return PRESETS[name]
+        """The model config of preset `name` (ValueError listing the valid ones)."""
+        return pick_preset(PRESETS, name, "track").model
 
     def replace(self, **kw) -> "TrackConfig":
         return dataclasses.replace(self, **kw)
 
 
+def upgrade_model_dict(model: dict) -> dict:
+    """A track run's recorded model dict, old flat MoE keys nested into `moe` (loader shim)."""
+    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"balance_loss": "switch"})
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How training samples are drawn from the episode folders (trajmoe.track.dataset)."""
+
+    views: tuple[str, ...] = ()  # () = every view in the data
+    frame_stride: int = 1
+    augment: bool = True
+    domain_weights: dict = field(default_factory=dict)  # {domain name: weight}; {} = proportional to data
+    max_episodes_per_dir: int = 0  # 0 = all
+
+    def __post_init__(self) -> None:
+        if self.frame_stride < 1:
+            raise ValueError(f"data.frame_stride must be >= 1, got {self.frame_stride}")
+        if self.max_episodes_per_dir < 0:
+            raise ValueError(f"data.max_episodes_per_dir must be >= 0, got {self.max_episodes_per_dir}")
+        if not isinstance(self.domain_weights, dict):
+            raise ValueError(f"data.domain_weights must be a mapping name -> weight, got {self.domain_weights!r}")
+
+
+# CPU-friendly training recipe of every track preset; the paper's (Tab. 6): lr 1e-4, wd 1e-4, clip 10,
+# batch 2048.
+CPU_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=5e-4, weight_decay=1e-4, warmup_steps=100,
+                        grad_clip=10.0, log_every=20, ckpt_every=500)
+
 _PAPER = TrackConfig()
+_DENSE = dataclasses.replace(PAPER_MOE, layers=())
 # Tiny: same token layout (128x128 images, 16x16 patches, 32 points x 16 steps = 193 tokens),
 # narrow and shallow for CPU. MoE at {0, depth//2, depth-1} as the public code places them.
 # Small-budget recipe (measured in docs/results.md, "Track models that learn"), NOT the paper's:
 # no dropout (a few hundred steps underfit; dropout also keeps SDPA off its fused kernel, 1.9x
 # slower on CPU), no MAE image masking (p_img 0.5 -> 0: the largest single gain in held-out skill),
 # image-reconstruction weight 0.1 (at 1.0 its gradient swamps the track term's).
-_TINY = TrackConfig(dim=64, depth=4, heads=4, dropout=0.0, img_mask_ratio=0.0, w_img=0.1, moe_layers=(0, 2, 3))
+_TINY = TrackConfig(dim=64, depth=4, heads=4, dropout=0.0, img_mask_ratio=0.0, w_img=0.1,
+                    moe=dataclasses.replace(PAPER_MOE, layers=(0, 2, 3)))
 
-PRESETS: dict[str, TrackConfig] = {
+PRESETS: dict[str, Preset] = {name: Preset(cfg, CPU_TRAIN, DataOptions()) for name, cfg in {
     "tramoe": _PAPER,
-    "dense": _PAPER.replace(moe_layers=()),
-    "dense-wide": _PAPER.replace(moe_layers=(), dim=512),
-    "dense-deep": _PAPER.replace(moe_layers=(), depth=14),
+    "dense": _PAPER.replace(moe=_DENSE),
+    "dense-wide": _PAPER.replace(moe=_DENSE, dim=512),
+    "dense-deep": _PAPER.replace(moe=_DENSE, depth=14),
     "tiny-tramoe": _TINY,
-    "tiny-dense": _TINY.replace(moe_layers=()),
+    "tiny-dense": _TINY.replace(moe=_DENSE),
     # 4 * 12 d'^2 = 4 * 12 * 64^2 + 72 * 64^2 -> d' ~ 101; 96 matches the total best (non-FFN parts scale too)
-    "tiny-dense-wide": _TINY.replace(moe_layers=(), dim=96),
+    "tiny-dense-wide": _TINY.replace(moe=_DENSE, dim=96),
     # 72 d^2 extra = 6 extra dense layers
-    "tiny-dense-deep": _TINY.replace(moe_layers=(), depth=10),
-}
+    "tiny-dense-deep": _TINY.replace(moe=_DENSE, depth=10),
+}.items()}

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import from_dict
-from .config import TrackConfig
+from ..config import check_run_kind, from_dict
+from .config import TrackConfig, upgrade_model_dict
 from .model import TrackModel
 
 
 def track_config_from_run(run_cfg: dict, where: str) -> TrackConfig:
-    if run_cfg.get("kind") != "track" or "model" not in run_cfg:
-        raise ValueError(f"{where} is not a track-model run (config.json has kind={run_cfg.get('kind')!r})")
-    return from_dict(TrackConfig, run_cfg["model"], f"{where} model")
+    """The TrackConfig a run recorded; runs written before the MoE settings were nested are read
+    through `upgrade_model_dict` (loader shim). ValueError when it is not a track run."""
+    check_run_kind(run_cfg, "track", where)
+    return from_dict(TrackConfig, upgrade_model_dict(run_cfg["model"]), f"{where} model")
 
 
 def track_weights_path(run_dir: str | Path, ema: bool = True) -> Path:

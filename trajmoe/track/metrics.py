@@ -27,6 +27,16 @@ def skill(err: float, err_static: float) -> float:
     return 1.0 - err / err_static if err_static > 0 else float("nan")
 
 
+def _skill_ci95(s: dict, n: int, mse_static: float) -> float:
+    """Half-width of the normal 95 % interval of skill_mse from the paired per-sample differences
+    MSE - MSE_static (skill_mse = -mean(d) / MSE_static). Samples of one episode are correlated, so
+    this is a lower bound on the true uncertainty; nan with < 2 samples or a zero baseline."""
+    if n < 2 or mse_static <= 0:
+        return float("nan")
+    var = max(s["dmse2"] / n - (s["dmse"] / n) ** 2, 0.0) * n / (n - 1)
+    return 1.96 * (var / n) ** 0.5 / mse_static
+
+
 class TrackMetrics:
     """Accumulates model and no-motion errors per domain; `result()` gives both and the skills."""
 
@@ -58,9 +68,12 @@ class TrackMetrics:
                 for k in ("mse", "ade_num", "fde_num"):
                     s[k] += float(model[k][b])
                     s[k + "_static"] += float(static[k][b])
+                d = float(model["mse"][b]) - float(static["mse"][b])  # paired per-sample difference
+                s["dmse"] += d
+                s["dmse2"] += d * d
 
     def result(self) -> dict[str, dict[str, float]]:
-        """{domain or 'overall': {samples, track_mse, ade_px, fde_px, their *_static, skill_*}}."""
+        """{domain or 'overall': {samples, track_mse, ade_px, fde_px, their *_static, skill_*, skill_mse_ci95}}."""
         out = {}
         for key, s in self.sums.items():
             n, ade_den, fde_den = max(s["n"], 1), max(s["ade_den"], 1), max(s["fde_den"], 1)
@@ -69,6 +82,7 @@ class TrackMetrics:
                  "track_mse_static": s["mse_static"] / n, "ade_px_static": s["ade_num_static"] / ade_den,
                  "fde_px_static": s["fde_num_static"] / fde_den}
             r["skill_mse"] = skill(r["track_mse"], r["track_mse_static"])
+            r["skill_mse_ci95"] = _skill_ci95(s, n, r["track_mse_static"])
             r["skill_ade"] = skill(r["ade_px"], r["ade_px_static"])
             r["skill_fde"] = skill(r["fde_px"], r["fde_px_static"])
             out[key] = r

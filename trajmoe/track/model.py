@@ -5,8 +5,8 @@ Conditioning", CVPR 2025, arXiv:2411.14519; see docs/references.md).
 Tokens (ATM (Wen et al., RSS 2024) and the Tra-MoE paper Tab. 6): 64 image patches (16x16 on 128x128, fixed 2D sin-cos position,
 MAE-like masking in training), (T/4) x N track tokens (tracks "masked as first": every timestep is
 the query point, then Conv1d patches of 4 steps per point, + a learnable temporal embedding shared
-by points), 1 language token. Full attention, pre-LN blocks; FFNs of `moe_layers` are MoE.
-Loss = w_track * track MSE + w_img * image-patch MSE + w_z * z-loss + w_lb * balance loss
+by points), 1 language token. Full attention, pre-LN blocks; FFNs of `moe.layers` are MoE.
+Loss = w_track * track MSE + w_img * image-patch MSE + moe.z_weight * z-loss + moe.balance_weight * balance loss
 (Tra-MoE paper Sec. 3.3: l_tra L_tra + l_lb L_lo-ba + l_z L_z).
 Legend: B batch, T track length, N points, P image patches, D dim.
 """
@@ -35,9 +35,9 @@ class TrackModel(nn.Module):
         self.track_embed = nn.Conv1d(2, D, kernel_size=cfg.track_patch, stride=cfg.track_patch)
         self.track_time_emb = nn.Parameter(torch.randn(cfg.track_len // cfg.track_patch, D) * 0.02)
         self.lang_proj = nn.Linear(cfg.lang_dim, D)
-        moe_cfg = cfg.moe_config() if cfg.moe_layers else None
+        moe_cfg = cfg.moe_config()
         self.blocks = nn.ModuleList(
-            Block(D, cfg.heads, cfg.mlp_ratio, cfg.dropout, moe=moe_cfg if i in cfg.moe_layers else None)
+            Block(D, cfg.heads, cfg.mlp_ratio, cfg.dropout, moe=moe_cfg if i in cfg.moe.layers else None)
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(D)
@@ -107,10 +107,10 @@ class TrackModel(nn.Module):
         img_mse = F.mse_loss(self.img_head(img_tok).float(), target.float())
         moe = collect_moe_aux(auxes)
         loss = cfg.w_track * track_loss + cfg.w_img * img_mse
-        if cfg.moe_layers:
-            loss = loss + cfg.w_z * moe["z_loss"].to(loss.device) + cfg.w_lb * moe["balance_loss"].to(loss.device)
+        if cfg.moe.layers:
+            loss = loss + cfg.moe.aux_loss(moe).to(loss.device)
         logs = {"track_mse": track_mse.detach(), "track_mse_static": static_mse.detach(), "img_mse": img_mse.detach()}
-        if cfg.moe_layers:
+        if cfg.moe.layers:
             logs.update(z_loss=moe["z_loss"].detach(), balance_loss=moe["balance_loss"].detach())
         return loss, logs
 
@@ -140,14 +140,3 @@ class TrackModel(nn.Module):
     def reset_routing_stats(self) -> None:
         reset_routing(self)
 
-
-def count_params(model: TrackModel) -> dict[str, int]:
-    """Total parameters and parameters active per token: the k routed experts of each MoE layer count,
-    the idle experts do not; the routers (E x D per MoE layer, 0.03% of `tramoe`) are left out so that
-    a top-1 MoE model and its dense twin report the same active count."""
-    total = sum(p.numel() for p in model.parameters())
-    inactive = 0
-    for _, moe in model.moe_layers():
-        per_expert = sum(p.numel() for p in moe.experts.parameters()) // moe.cfg.num_experts
-        inactive += (moe.cfg.num_experts - moe.cfg.top_k) * per_expert + sum(p.numel() for p in moe.router.parameters())
-    return {"total": total, "active_per_token": total - inactive}

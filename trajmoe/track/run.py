@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import load_yaml, parse_overrides, resolve_sections, to_dict
+from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
 from ..moe import expert_shares
-from ..train import TrainConfig
-from .config import TrackConfig
+from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
 
 
-@dataclass(frozen=True)
-class DataOptions:
-    views: tuple[str, ...] = ()  # () = every view in the data
-    frame_stride: int = 1
-    augment: bool = True
-    domain_weights: dict = field(default_factory=dict)  # {domain name: weight}; {} = proportional to data
-    max_episodes_per_dir: int = 0  # 0 = all
-
-    def __post_init__(self) -> None:
-        if self.frame_stride < 1:
-            raise ValueError(f"data.frame_stride must be >= 1, got {self.frame_stride}")
-        if self.max_episodes_per_dir < 0:
-            raise ValueError(f"data.max_episodes_per_dir must be >= 0, got {self.max_episodes_per_dir}")
-        if not isinstance(self.domain_weights, dict):
-            raise ValueError(f"data.domain_weights must be a mapping name -> weight, got {self.domain_weights!r}")
-
-
-# CPU-friendly default training recipe; paper's (Tab. 6): lr 1e-4, wd 1e-4, clip 10, batch 2048.
-DEFAULT_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=5e-4, weight_decay=1e-4, warmup_steps=100,
-                            grad_clip=10.0, log_every=20, ckpt_every=500)
-
-
-def resolve(preset: str, config_file: str | None, sets: list[str] | None):
+def resolve(preset: str, config_file: str | None = None, sets: list[str] | None = None) -> dict:
+    """preset -> YAML file -> `--set` overrides: {"model": TrackConfig, "train": TrainConfig,
+    "data": DataOptions, "preset": name, "explicit": model keys the file or `--set` named}."""
     file_data = load_yaml(config_file) if config_file else None
-    secs = resolve_sections(
-        {"model": TrackConfig.preset(preset), "train": DEFAULT_TRAIN, "data": DataOptions()},
-        file_data, parse_overrides(sets), "track config",
-    )
-    return secs["model"], secs["train"], secs["data"]
+    overrides = parse_overrides(sets)
+    check_legacy_keys("model", LEGACY_MOE_KEYS, file_data, overrides)
+    p = pick_preset(PRESETS, preset, "track")
+    secs = resolve_sections({"model": p.model, "train": p.train, "data": p.data}, file_data, overrides, "track config")
+    return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides)}
+
+
+def explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
+    """Model keys a config file's `model:` section or a `--set` (bare or `model.`) names."""
+    keys = set((file_data or {}).get("model", {}) or {})
+    return keys | {k.split(".", 1)[1] if k.startswith("model.") else k for k in overrides}
 
 
 def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, augment: bool | None = None,
@@ -66,24 +50,30 @@ def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | 
     ATM's LIBERO files with BERT embeddings) unless `model.lang_dim` is set explicitly; an explicit
     value that disagrees with the data is a one-line error naming both.
     """
-    from ..train import Trainer
-    from .model import TrackModel, count_params
+    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change)
 
-    model_cfg, train_cfg, data = resolve(preset, config_file, sets)
+
+def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False) -> dict:
+    """`train_track` from a resolved config (`resolve`): the final training metrics."""
+    from ..nn import count_params
+    from ..train import Trainer
+    from .model import TrackModel
+
+    model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
     ds = build_dataset(data_dirs, model_cfg, data)
-    if len(ds.domain_names) > model_cfg.num_domains:
-        model_cfg = dataclasses.replace(model_cfg, num_domains=len(ds.domain_names))
+    if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
+        model_cfg = model_cfg.replace(moe=dataclasses.replace(model_cfg.moe, num_domains=len(ds.domain_names)))
     lang_dim = task_emb_dim(ds.paths)
     if lang_dim != model_cfg.lang_dim:
-        if _explicitly_set("lang_dim", config_file, sets):
+        if "lang_dim" in cfg.get("explicit", ()):
             raise ValueError(f"model.lang_dim={model_cfg.lang_dim} but the task embeddings in the data have size {lang_dim}")
         model_cfg = dataclasses.replace(model_cfg, lang_dim=lang_dim)
     torch.manual_seed(train_cfg.seed)
     model = TrackModel(model_cfg)
     run_config = {
-        "kind": "track", "preset": preset, "model": to_dict(model_cfg), "data": to_dict(data),
+        "kind": RUN_KINDS["track"], "preset": preset, "model": to_dict(model_cfg), "data": to_dict(data),
         "data_dirs": [str(Path(d)) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
-        "params": count_params(model),
+        "params": count_params(model).as_dict(),
     }
     trainer = Trainer(model, ds, train_cfg, out, run_config,
                       sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change)
@@ -102,12 +92,6 @@ def task_emb_dim(paths) -> int:
         (d1, p1), (d2, p2) = list(dims.items())[:2]
         raise ValueError(f"task embeddings of different sizes in one training set: {d1} in {p1}, {d2} in {p2}")
     return next(iter(dims))
-
-
-def _explicitly_set(key: str, config_file: str | None, sets: list[str] | None) -> bool:
-    file_data = load_yaml(config_file) if config_file else None
-    in_file = isinstance(file_data, dict) and isinstance(file_data.get("model"), dict) and key in file_data["model"]
-    return in_file or any(k in (key, f"model.{key}") for k in parse_overrides(sets))
 
 
 @torch.no_grad()
@@ -130,7 +114,7 @@ def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, b
     for start in range(0, len(pick), batch_size):
         items = [ds.get(int(i), np.random.default_rng([seed, int(i)])) for i in pick[start : start + batch_size]]
         batch = {k: torch.as_tensor(np.stack([it[k] for it in items])).to(device) for k in ("image", "tracks", "vis", "task_emb", "domain")}
-        dom = batch["domain"] if model.cfg.moe_layers and len(ds.domain_names) <= model.cfg.num_domains else None
+        dom = batch["domain"] if model.cfg.moe.layers and len(ds.domain_names) <= model.cfg.moe.num_domains else None
         pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], dom)
         metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"],
                        [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])

@@ -18,7 +18,8 @@ def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, sample
 
     from ..train.checkpoint import load_run_config
     from ..track.io import load_track_model
-    from ..track.run import DataOptions, build_dataset
+    from ..track.config import DataOptions
+    from ..track.run import build_dataset
 
     model = load_track_model(run_dir)
     data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in load_run_config(run_dir).get("data", {}).items()})

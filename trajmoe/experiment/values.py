@@ -1,0 +1,34 @@
+"""Reading measured values out of an experiment's results (shared by tables and verdicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def lookup(obj: Any, path: str) -> Any:
+    """'metrics.overall.track_mse' -> obj['metrics']['overall']['track_mse'] (None if absent)."""
+    for part in path.split("."):
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return None
+    return obj
+
+
+def success_records(seeds: dict, col: dict) -> list[tuple[int, int]]:
+    """[(successes, episodes) per seed] for a `kind: success` column."""
+    out = []
+    for _seed, steps in sorted(seeds.items()):
+        rec = steps.get(col["step"])
+        obj = rec.get("json") if rec else None
+        if col.get("path"):
+            obj = lookup(obj, col["path"])
+        if not isinstance(obj, dict) or not isinstance(obj.get("episodes"), int) or obj["episodes"] < 1:
+            continue
+        k = obj.get("successes")
+        if not isinstance(k, int):  # results written before `successes` existed
+            k = round(float(obj.get("success_rate", 0.0)) * obj["episodes"])
+        out.append((int(k), int(obj["episodes"])))
+    return out
