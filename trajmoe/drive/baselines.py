@@ -11,6 +11,7 @@
   proposals); the best EPDMS is chosen. IDM (Treiber et al. 2000) with PDM-Closed's parameters:
   maximum acceleration 1.5 m/s^2, comfortable deceleration 3 m/s^2, headway 1.5 s, minimum gap 1 m;
   the leader is the nearest forecast agent ahead on the path (within 2 m of it laterally).
+Plans: (40, 3) ego-frame box-centre poses (x m, y m, heading rad) at t = 0.1 .. 4.0 s. Legend: A agents.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from trajmoe.drive import geometry as geo
+from trajmoe.drive.metrics import score_trajectories
 
 T_STEPS, DT = 40, 0.1
 IDM_A, IDM_B, IDM_HEADWAY, IDM_GAP, IDM_DELTA = 1.5, 3.0, 1.5, 1.0, 4.0
@@ -70,7 +72,8 @@ def cv_forecast(scene: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def idm_profile(scene: dict, fut: np.ndarray, v0: float) -> np.ndarray:
-    """Arc lengths (40,) along the route of an IDM ego with desired speed v0 behind the forecast agents."""
+    """Arc lengths (40,) m along the route of an IDM ego (Treiber et al. 2000, PDM-Closed parameters)
+    with desired speed v0 m/s behind the forecast agents fut (A, 40, 3)."""
     pts, s, h, s0 = _route(scene)
     ag = np.asarray(scene["agents"], np.float64)
     if len(ag):
@@ -116,8 +119,6 @@ def pdm_proposals(scene: dict) -> np.ndarray:
 
 def pdm_closed(scene: dict) -> np.ndarray:
     """(40, 3) plan: the best PDM-Closed proposal by EPDMS on the constant-velocity forecast."""
-    from trajmoe.drive.metrics import score_trajectories
-
     props = pdm_proposals(scene)
     fut, valid = cv_forecast(scene)
     forecast = {k: v for k, v in scene.items() if not k.startswith("_")}
@@ -127,7 +128,11 @@ def pdm_closed(scene: dict) -> np.ndarray:
 
 
 def plan(name: str, scene: dict) -> np.ndarray:
-    """Plan of baseline `name` (one of NAMES) for `scene` -> (40, 3)."""
+    """Plan of baseline `name` (one of NAMES) for `scene` -> (40, 3).
+
+    Raises:
+        ValueError: an unknown baseline name (the message lists NAMES).
+    """
     fns = {"constant_velocity": constant_velocity, "keep_lane": keep_lane, "pdm_closed": pdm_closed}
     if name not in fns:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(NAMES)}")

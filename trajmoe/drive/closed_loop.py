@@ -7,12 +7,14 @@ highway-env's bicycle steering) and a proportional speed controller on the plan'
 Reported: crash rate, off-road rate (ego not on any lane at some step), progress along the route
 (m), and the same for the IDM/MOBIL expert and the rule-based baselines driving the same seeds (a
 baseline re-plans every 0.5 s from the live scene and is tracked the same way).
+Units: m, rad, s, m/s; plans are (40, 3) ego-frame poses at 0.1 s (x, y, heading).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from trajmoe.drive import baselines
 from trajmoe.drive import geometry as geo
@@ -29,7 +31,9 @@ MAX_ACC = 5.0
 
 def track_action(ego_xyh: np.ndarray, speed: float, plan_world: np.ndarray, k: int, length: float) -> dict:
     """Controller: plan_world (41, 3) world poses at 0.1 s from the replanning time (row 0 = start);
-    k = steps since replanning."""
+    k = steps since replanning; ego_xyh (3,) world pose (m, rad), speed m/s, length m (wheelbase
+    proxy). Pure pursuit (Coulter 1992) on the pose 0.5 s ahead and a P speed controller ->
+    highway-env action {'acceleration': m/s^2, 'steering': rad (highway-env's left-handed sign)}."""
     tgt = plan_world[min(k + LOOKAHEAD_STEPS, len(plan_world) - 1)]
     local = geo.to_frame(tgt[:2], None, ego_xyh)
     ld2 = max(float(local @ local), 1e-3)
@@ -61,6 +65,17 @@ def live_scene(sim: HighwaySim, states: list[dict], t: int, rasters: bool = Fals
 
 @torch.no_grad()
 def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict:
+    """One closed-loop episode: 2 s of expert history, then `seconds` s driven by `planner`.
+
+    Args:
+        planner: a DrivePlanner / Ensemble (`.plan(batch)`), a baseline name from
+            `baselines.NAMES`, or None for the IDM/MOBIL expert itself.
+        scenario: one of SCENARIOS; seed: the episode's highway-env seed.
+
+    Returns:
+        {"scenario", "seed", "crash": bool, "offroad": bool, "progress": m along the route,
+        "steps": steps driven (stops at the first crash)}.
+    """
     sim = HighwaySim(scenario, seed, expert_ego=True)
     states = [sim.state()]
     for _ in range(HIST_STEPS):
@@ -107,8 +122,6 @@ def evaluate_closed_loop(planner, scenarios: list[str], episodes: int, seed: int
     """Crash rate, off-road rate and route progress of the planner, the IDM/MOBIL expert and the
     rule-based baselines (`trajmoe.drive.baselines`) over the same episodes (seeds seed, seed+1, ...).
     Each figure comes with the half-width of a 95% normal interval over episodes."""
-    from rich.progress import Progress
-
     drivers = {"planner": planner, "expert": None, **{n: n for n in baseline_names}}
     if planner is None:
         del drivers["planner"]

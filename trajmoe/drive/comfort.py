@@ -10,6 +10,8 @@ Filters as in NAVSIM's `pdm_comfort_metrics` (Savitzky-Golay, scipy's `mode="int
 HC: every value over history + plan within the bounds below. EC (two-frame extended comfort): RMS of
 the difference between this frame's and the previous frame's features over their overlap.
 Each filter is a fixed linear operator per length, built once and applied as one matrix product.
+Source: Dauner et al., NAVSIM v2 devkit `pdm_comfort_metrics.py` (limits from its config).
+Legend: V plans, T states (0.1 s apart), N_STATE = `tracker.N_STATE`; units m/s^2, m/s^3, rad/s, rad/s^2.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ DT = tr.DT
 @lru_cache(maxsize=64)
 def _operator(n: int, window: int, order: int, deriv: int) -> np.ndarray:
     """(n, n) matrix R with savgol_filter(x) = x @ R for rows x of length n."""
-    from scipy.signal import savgol_filter
+    from scipy.signal import savgol_filter  # lazy: see geometry.rasterise_lanes
 
     w = min(window, n)
     return savgol_filter(np.eye(n), w, order, deriv=deriv, delta=DT, axis=0).T.copy()
@@ -44,7 +46,7 @@ def _headings(states: np.ndarray) -> np.ndarray:
 
 
 def hc_features(states: np.ndarray) -> dict[str, np.ndarray]:
-    """(V, T, N_STATE) -> the six HC signals, each (V, T)."""
+    """(V, T, N_STATE) -> the six HC signals (filters in the module docstring), each (V, T)."""
     w, dw = states[..., tr.S_YAW_RATE], states[..., tr.S_YAW_ACC]
     lon = _sg(states[..., tr.S_A] + tr.CENTRE * (w * w + dw), 8, 2)
     lat = _sg(states[..., tr.S_AY], 8, 2)
@@ -77,7 +79,8 @@ def ec_features(states: np.ndarray) -> dict[str, np.ndarray]:
 def extended_comfort(states: np.ndarray, prev_states: np.ndarray | None, shift_steps: int = 5) -> np.ndarray:
     """EC of V plans (V, T, N_STATE) against the previous frame's simulated states (T, N_STATE),
     made `shift_steps` x 0.1 s earlier: RMS differences over the overlap (current [:-shift] vs
-    previous [shift:]) within EC_LIMITS -> (V,) 1.0 / 0.0; all 1.0 when prev_states is None."""
+    previous [shift:]) within EC_LIMITS -> (V,) 1.0 / 0.0; all 1.0 when prev_states is None.
+    Raises ValueError if prev_states is not (T, N_STATE) or shift_steps leaves under 9 steps of overlap."""
     if prev_states is None:
         return np.ones(len(states))
     prev = np.asarray(prev_states, np.float64)

@@ -5,11 +5,13 @@ Token features (ego frame, scaled to O(1)):
   lanes  (MAX_LANES, 42): 20 centreline points /50 (40), width/4, junction
   ego    (72,): speed/20, vx/20, vy/20, ax/5, ay/5, command one-hot (4), 2 s history (21 x (x/20, y/20, h))
   route  (40,): route centreline resampled every 5 m over the next 100 m, /50
+Legend: S scenes, V vocabulary trajectories, M scored metrics (`metrics.TARGET_METRICS`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.scenes import LANE_CHUNK, MAX_AGENTS, MAX_LANES
@@ -24,6 +26,12 @@ PLAN_STRIDE = 5  # of the 40 scoring poses at 0.1 s
 
 
 def scene_features(scene: dict) -> dict[str, np.ndarray]:
+    """One scene -> fixed-size float32 model inputs (layout in the module docstring).
+
+    Returns agents (MAX_AGENTS, 9), agents_mask (MAX_AGENTS,) bool, lanes (MAX_LANES, 42),
+    lanes_mask (MAX_LANES,) bool, ego (72,), route (40,), domain () int64 and expert8 (8, 2): the
+    expert's positions (m) at 0.5 s steps, the imitation target.
+    """
     agents = np.zeros((MAX_AGENTS, AGENT_FEATS), np.float32)
     a = scene["agents"][:MAX_AGENTS]
     n = len(a)
@@ -62,7 +70,11 @@ def scene_features(scene: dict) -> dict[str, np.ndarray]:
 
 
 class DriveDataset:
-    """Precomputed features of S scenes + their (S, V, M) vocabulary score targets."""
+    """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
+
+    Raises:
+        ValueError: no scenes, or targets for a different number of scenes.
+    """
 
     def __init__(self, scenes: list[dict], targets: np.ndarray | None = None):
         if not scenes:
@@ -77,6 +89,8 @@ class DriveDataset:
         return len(self.features)
 
     def get(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Sample `index`: `scene_features` plus "targets" (V, M) float32 when targets were given
+        (`rng` is unused: no augmentation)."""
         out = dict(self.features[index])
         if self.targets is not None:
             out["targets"] = self.targets[index].astype(np.float32)
@@ -84,6 +98,5 @@ class DriveDataset:
 
 
 def collate(items: list[dict]) -> dict:
-    import torch
-
+    """Stack samples key by key into tensors with a leading batch dim B = len(items)."""
     return {k: torch.as_tensor(np.stack([it[k] for it in items])) for k in items[0]}

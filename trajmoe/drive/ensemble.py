@@ -3,6 +3,7 @@ predictions (and imitation probabilities), then the usual selection.
 
 All members must share the vocabulary (runs trained on the same scenes with the same
 `data.vocab_seed` do). An ensemble directory holds `ensemble.json` {runs, weights}.
+Legend: B batch, V vocabulary trajectories, M scored metrics.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import torch
 
 from trajmoe.drive.config import SelectionWeights
 from trajmoe.drive.model import select_plan
+from trajmoe.drive.run import load_planner
 from trajmoe.io import atomic_write_json, read_json
 
 ENSEMBLE_FILE = "ensemble.json"
 
 
 class Ensemble:
+    """Planners averaged with normalised weights; quacks like a DrivePlanner for evaluation.
+
+    Raises:
+        ValueError: no models, a weight count that differs from the model count, a negative
+            weight or a non-positive sum, or members with different vocabularies.
+    """
+
     def __init__(self, models: list, weights: list[float] | None = None):
         if not models:
             raise ValueError("an ensemble needs at least one run")
@@ -39,6 +48,8 @@ class Ensemble:
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Weighted mean of the members' sub-score probabilities "probs" (B, V, M) and imitation
+        probabilities, returned as log "imi_logp" (B, V) (TrajMoE paper Sec. II.D)."""
         probs, imi = 0.0, 0.0
         for w, m in zip(self.weights, self.models):
             p = m.predict(batch)
@@ -48,15 +59,21 @@ class Ensemble:
 
     @torch.no_grad()
     def plan(self, batch: dict, weights: SelectionWeights | None = None) -> dict[str, torch.Tensor]:
+        """`select_plan` on the averaged predictions (weights: the first member's selection by default)."""
         return select_plan(self.predict(batch), self.vocab, weights or self.cfg.selection)
 
     def eval(self):
+        """No-op (members are loaded in eval mode); returns self, as nn.Module.eval does."""
         return self
 
 
 def write_ensemble(out: str | Path, runs: list[str], weights: list[float] | None) -> dict:
-    from trajmoe.drive.run import load_planner
+    """Validate the runs (loading each) and write `out/ensemble.json`; returns the spec written.
 
+    Raises:
+        ValueError / FileNotFoundError: as `Ensemble` and `load_planner` (bad weights, missing run,
+            different vocabularies).
+    """
     ens = Ensemble([load_planner(r) for r in runs], weights)  # validates runs, weights, vocabularies
     spec = {"kind": "trajmoe-drive-ensemble", "runs": [str(Path(r)) for r in runs], "weights": ens.weights}
     atomic_write_json(Path(out) / ENSEMBLE_FILE, spec)
@@ -64,9 +81,11 @@ def write_ensemble(out: str | Path, runs: list[str], weights: list[float] | None
 
 
 def load_any(path: str | Path):
-    """A run directory -> DrivePlanner; an ensemble directory -> Ensemble."""
-    from trajmoe.drive.run import load_planner
+    """A run directory -> DrivePlanner; an ensemble directory -> Ensemble.
 
+    Raises:
+        FileNotFoundError: `path` is not a directory; ValueError: a malformed ensemble.json.
+    """
     path = Path(path)
     if (path / ENSEMBLE_FILE).is_file():
         spec = read_json(path / ENSEMBLE_FILE)

@@ -51,7 +51,8 @@ def _row(scene: dict, plan40: np.ndarray, prev: dict | None, prev_plan40: np.nda
 
 
 def evaluate_baselines(scenes: list[dict], names: tuple[str, ...] = baselines.NAMES) -> dict:
-    """Open-loop scores of the rule-based baselines on `scenes` -> {name: aggregate}."""
+    """Open-loop scores of the rule-based baselines on `scenes` -> {name: aggregate} (EC against the
+    same baseline's plan in the previous frame, as the planner's)."""
     scen = [s for s in SCENARIOS if any(sc["scenario"] == s for sc in scenes)]
     out = {}
     for name in names:

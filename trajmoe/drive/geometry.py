@@ -8,6 +8,7 @@ Raster (ego frame, x forward, y left): cells of RES m covering X_RANGE x Y_RANGE
 - `junction` bool: cell covered by a lane inside an intersection (LK does not apply there).
 Everything outside the raster counts as not drivable: its extent (-30..170 m forward, +-60 m
 lateral) holds any 4 s plan up to 42 m/s.
+Units: m and rad (heading counter-clockwise from +x). Legend: M polyline points, R route points.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ PACIFICA_CENTRE_OFFSET = (PACIFICA_FRONT - PACIFICA_REAR) / 2.0
 
 
 def wrap_angle(a: np.ndarray) -> np.ndarray:
+    """Angles (...) rad -> the same angles in [-pi, pi)."""
     return (a + np.pi) % (2 * np.pi) - np.pi
 
 
 def to_frame(xy: np.ndarray, heading: np.ndarray | None, origin_xyh: np.ndarray):
-    """World (x, y[, heading]) -> the frame of pose `origin_xyh` = (x0, y0, h0)."""
+    """World points xy (..., 2) m [and headings (...) rad] -> the frame of pose `origin_xyh` =
+    (x0 m, y0 m, h0 rad): points (..., 2), or (points, wrapped headings) when heading is given."""
     x0, y0, h0 = origin_xyh
     c, s = np.cos(h0), np.sin(h0)
     d = np.asarray(xy, dtype=np.float64) - np.array([x0, y0])
@@ -48,7 +51,7 @@ def to_frame(xy: np.ndarray, heading: np.ndarray | None, origin_xyh: np.ndarray)
 
 
 def from_frame(xy: np.ndarray, heading: np.ndarray | None, origin_xyh: np.ndarray):
-    """Inverse of `to_frame`."""
+    """Inverse of `to_frame`: frame points (..., 2) m [and headings rad] -> world."""
     x0, y0, h0 = origin_xyh
     c, s = np.cos(h0), np.sin(h0)
     xy = np.asarray(xy, dtype=np.float64)
@@ -59,7 +62,8 @@ def from_frame(xy: np.ndarray, heading: np.ndarray | None, origin_xyh: np.ndarra
 
 
 def box_corners(xy: np.ndarray, heading: np.ndarray, length, width) -> np.ndarray:
-    """(..., 2), (...) centre poses -> (..., 4, 2) corners (front-left, front-right, rear-right, rear-left)."""
+    """Box centres xy (..., 2) m, headings (...) rad, length / width m (scalars or (...)) -> (..., 4, 2)
+    corners (front-left, front-right, rear-right, rear-left)."""
     c, s = np.cos(heading)[..., None], np.sin(heading)[..., None]
     hl = np.asarray(length, dtype=np.float64)[..., None] / 2.0 if np.ndim(length) else np.full(1, length / 2.0)
     hw = np.asarray(width, dtype=np.float64)[..., None] / 2.0 if np.ndim(width) else np.full(1, width / 2.0)
@@ -80,7 +84,7 @@ def cell_index(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def heading_bit(heading: np.ndarray) -> np.ndarray:
-    """Direction bin bit of each heading (ego frame)."""
+    """Direction bin bit (1 << bin, uint8) of each heading (...) rad, ego frame, 45-degree bins."""
     b = np.floor((np.mod(heading, 2 * np.pi)) / (2 * np.pi / N_DIR_BINS)).astype(np.int64) % N_DIR_BINS
     return (1 << b).astype(np.uint8)
 
@@ -96,6 +100,9 @@ def compatible_bits(heading: np.ndarray, max_angle_deg: float = 90.0) -> np.ndar
 def rasterise_lanes(lanes_ego: list[dict]) -> dict[str, np.ndarray]:
     """Lanes in the ego frame (dicts with xy (M,2) dense centreline, heading (M,), width (M,),
     junction bool) -> {'dir_bits', 'centre_dm', 'junction'} rasters (H_CELLS, W_CELLS)."""
+    # scipy is imported lazily here and in comfort.py: scipy.ndimage + scipy.signal take ~2.5 s to
+    # import (measured after torch), and the planner imports this module (drive.model ->
+    # drive.config -> drive.metrics) without ever rasterising or scoring.
     from scipy.ndimage import distance_transform_edt
 
     dir_bits = np.zeros((H_CELLS, W_CELLS), np.uint8)
@@ -144,7 +151,7 @@ def _close_gaps(dir_bits: np.ndarray, radius_m: float = 1.5, shoulder_m: float =
     dilation (highway-env's own vehicles, 2 m wide, put a corner a few decimetres past the lane edge
     when entering roundabouts; NAVSIM's road polygons extend past the lane lines too). Filled cells
     take the direction bits of the nearest lane cell."""
-    from scipy.ndimage import binary_closing, binary_dilation, distance_transform_edt
+    from scipy.ndimage import binary_closing, binary_dilation, distance_transform_edt  # lazy: see rasterise_lanes
 
     drivable = dir_bits != 0
     if not drivable.any():
@@ -165,13 +172,13 @@ def _close_gaps(dir_bits: np.ndarray, radius_m: float = 1.5, shoulder_m: float =
 
 
 def polyline_arclength(poly: np.ndarray) -> np.ndarray:
-    """(M, 2) -> (M,) cumulative arc length."""
+    """(M, 2) polyline (m) -> (M,) cumulative arc length (m), 0 at the first point."""
     seg = np.linalg.norm(np.diff(poly, axis=0), axis=-1)
     return np.concatenate([[0.0], np.cumsum(seg)])
 
 
 def project_on_polyline(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Arc-length coordinate of each point (..., 2) projected on polyline (M, 2) -> (...)."""
+    """Arc-length coordinate (m) of each point (..., 2) projected on polyline (M, 2) -> (...)."""
     a, b = poly[:-1], poly[1:]  # (S, 2)
     ab = b - a
     L2 = np.maximum((ab**2).sum(-1), 1e-12)
@@ -190,7 +197,8 @@ ROUTE_STEP = 0.1  # m between the dense route points the route raster indexes
 
 
 def dense_route(route: np.ndarray) -> np.ndarray:
-    """(R, 2) route polyline -> (M, 2) resampled every ROUTE_STEP m (at most 32767 points)."""
+    """(R, 2) route polyline (m) -> (M, 2) resampled every ROUTE_STEP m (at most 32767 points).
+    Raises ValueError for fewer than 2 distinct points."""
     route = np.asarray(route, dtype=np.float64)
     s = polyline_arclength(route)
     if len(route) < 2 or s[-1] <= 0:
@@ -201,8 +209,9 @@ def dense_route(route: np.ndarray) -> np.ndarray:
 
 def rasterise_route(route: np.ndarray) -> np.ndarray:
     """(H_CELLS, W_CELLS) int16 raster: index of the dense route point (`dense_route`) nearest to
-    each cell (through the nearest cell holding a route point)."""
-    from scipy.ndimage import distance_transform_edt
+    each cell (through the nearest cell holding a route point). Raises ValueError for a route with
+    fewer than 2 distinct points."""
+    from scipy.ndimage import distance_transform_edt  # lazy: see rasterise_lanes
 
     pts = dense_route(route)
     r, c, ins = cell_index(pts)
@@ -216,7 +225,7 @@ def rasterise_route(route: np.ndarray) -> np.ndarray:
 
 
 def route_tangents(pts: np.ndarray) -> np.ndarray:
-    """(M, 2) dense route -> (M,) heading of the route at each point."""
+    """(M, 2) dense route (m) -> (M,) heading (rad) of the route at each point (central differences)."""
     d = np.gradient(pts, axis=0) if len(pts) > 1 else np.array([[1.0, 0.0]])
     return np.arctan2(d[:, 1], d[:, 0])
 
@@ -242,7 +251,8 @@ def route_coordinates(xy: np.ndarray, pts: np.ndarray, idx_raster: np.ndarray, t
 
 
 def pad_raster(raster: np.ndarray, outside) -> np.ndarray:
-    """Raster with a one-cell border of `outside`, flattened, for `lookup_flat`."""
+    """(H_CELLS, W_CELLS) raster -> ((H_CELLS + 2) * (W_CELLS + 2),) flattened copy with a one-cell
+    border of `outside`, indexed by `flat_index`."""
     out = np.full((H_CELLS + 2, W_CELLS + 2), outside, dtype=raster.dtype)
     out[1:-1, 1:-1] = raster
     return out.ravel()

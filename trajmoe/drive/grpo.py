@@ -37,18 +37,29 @@ def group_advantages(rewards_XN: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
 
 def gaussian_kl(mu: torch.Tensor, log_std: torch.Tensor, mu_ref: torch.Tensor, log_std_ref: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: 1/2 [log s^2 - log s_ref^2 + (s_ref^2 + (mu - mu_ref)^2) / s^2 - 1] (elementwise)."""
+    """Eq. 9 (TrajMoE paper): 1/2 [log s^2 - log s_ref^2 + (s_ref^2 + (mu - mu_ref)^2) / s^2 - 1]
+    (elementwise, broadcast; s = exp(log_std)), i.e. KL(N(mu_ref, s_ref^2) || N(mu, s^2))."""
     var, var_ref = torch.exp(2 * log_std), torch.exp(2 * log_std_ref)
     return 0.5 * (2 * log_std - 2 * log_std_ref + (var_ref + (mu - mu_ref) ** 2) / var - 1.0)
 
 
 def gaussian_log_prob(s: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(s; mu, exp(log_std)^2), elementwise (broadcast): the policy density of eq. 8's ratio."""
     return -0.5 * ((s - mu) / torch.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
 
 
 def grpo_objective(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor, mu_ref: torch.Tensor,
                    log_std_ref: torch.Tensor, cfg: GRPOConfig, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """Eqs. 5-10 for any batch shape X of Gaussian heads: returns L_RL (scalar) and logs."""
+    """Eqs. 5-10 (TrajMoE paper, Xing et al.) for any batch shape X of Gaussian heads.
+
+    Args:
+        mu, log_std: (X) current heads (mu in [0, 1]); target: (X) true sub-scores s*;
+        mu_ref, log_std_ref: (X) frozen reference heads; cfg: group size N, clip eps, beta, KL weight;
+        generator: rng of the N samples per head.
+
+    Returns:
+        L_RL (scalar) and logs {"reward", "kl", "sigma", "abs_err_mu"} (detached scalars).
+    """
     N = cfg.group_size
     with torch.no_grad():
         noise = torch.randn((*mu.shape, N), generator=generator, device=mu.device, dtype=mu.dtype)
@@ -69,7 +80,10 @@ def grpo_objective(mu: torch.Tensor, log_std: torch.Tensor, target: torch.Tensor
 
 
 class GRPOPlanner(DrivePlanner):
-    """DrivePlanner with Gaussian heads whose forward computes the GRPO loss (for the Trainer)."""
+    """DrivePlanner with Gaussian heads whose forward computes the GRPO loss (for the Trainer).
+
+    Raises ValueError unless cfg.gaussian_heads; the std heads start at log sigma = grpo.init_log_std.
+    """
 
     def __init__(self, cfg: DriveModelConfig, grpo: GRPOConfig, vocab=None):
         if not cfg.gaussian_heads:
@@ -103,6 +117,12 @@ class GRPOPlanner(DrivePlanner):
         return self
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """GRPO loss of a batch (TrajMoE paper eqs. 5-10 summed over `grpo.metrics`, plus
+        `supervised_weight` x the supervised loss) and logs; batch["targets"] is (B, V, M).
+
+        Raises:
+            RuntimeError: `start_finetune()` has not been called.
+        """
         if not self._ref:
             raise RuntimeError("call start_finetune() before training")
         ref = self._ref[0]

@@ -4,6 +4,7 @@ Source: Dauner et al., "NAVSIM: Data-Driven Non-Reactive Autonomous Vehicle Simu
 Benchmarking" (NeurIPS 2024) and its v2 extension (EPDMS), as implemented in the public devkit's
 `pdm_scorer.py`, `pdm_comfort_metrics.py`, `pdm_scorer.yaml` and the scene aggregator.
 EPDMS = NC * DAC * DDC * TLC * (5 EP + 5 TTC + 2 LK + 2 HC + 2 EC) / 16.
+Legend: V plans, A agents, K broad-phase steps, 41 simulated states (0 .. 4 s at 0.1 s); units m, rad, m/s.
 
 Input: a scene (`trajmoe.drive.scenes`) and plans (V, 40, 3): ego-frame box-centre poses
 (x, y, heading) at t = 0.1 .. 4.0 s (8-pose plans go through `interpolate_plan` first, as NAVSIM).
@@ -85,7 +86,8 @@ _HL, _HW = geo.PACIFICA_LENGTH / 2.0, geo.PACIFICA_WIDTH / 2.0
 
 def interpolate_plan(poses_V83: np.ndarray, steps: int = 40) -> np.ndarray:
     """(V, N, 3) poses evenly spaced over 4 s -> (V, steps, 3) at 4/steps s (linear in x, y and the
-    unwrapped heading, from the origin pose at t = 0, as NAVSIM's interpolated trajectory)."""
+    unwrapped heading, from the origin pose at t = 0, as NAVSIM's interpolated trajectory).
+    Raises ValueError if the plan is not (V, N, 3) with N >= 1."""
     p = np.asarray(poses_V83, dtype=np.float64)
     if p.ndim != 3 or p.shape[-1] != 3 or p.shape[1] < 1:
         raise ValueError(f"plan must have shape (V, N, 3), got {p.shape}")
@@ -167,7 +169,8 @@ def _first_contact(ex: np.ndarray, ey: np.ndarray, eh: np.ndarray, ag: np.ndarra
 
 
 def no_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: dict, prep: dict) -> np.ndarray:
-    """NC (V,) from simulated centres / rear axles (V, 41, 3), speeds (V, 41)."""
+    """NC (V,) in {0, 0.5, 1} from simulated centres / rear axles (V, 41, 3) (m, rad), speeds (V, 41)
+    m/s, `ego_areas` and `prepare` output (rules in the module doc; NAVSIM v2 devkit `pdm_scorer.py`)."""
     V = len(cen)
     if prep["n_agents"] == 0:
         return np.ones(V)
@@ -193,7 +196,8 @@ def no_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: di
 
 
 def time_to_collision(cen: np.ndarray, rear: np.ndarray, speed: np.ndarray, areas: dict, prep: dict) -> np.ndarray:
-    """TTC (V,): 0 if the first projected contact with some track is a violation (module doc)."""
+    """TTC (V,) in {0, 1}: 0 if the first projected contact with some track is a violation (module
+    doc; NAVSIM v2 devkit `pdm_scorer.py`). Inputs as `no_collision`."""
     V = len(cen)
     if prep["n_agents"] == 0:
         return np.ones(V)
@@ -237,6 +241,9 @@ def ego_areas(cen: np.ndarray, rear: np.ndarray, prep: dict) -> dict:
 
 
 def driving_direction_compliance(cen: np.ndarray, areas: dict, prep: dict) -> np.ndarray:
+    """DDC (V,) in {0, 0.5, 1}: the most distance (m) driven off on-route lanes outside
+    intersections within any 1 s window: < 2 m -> 1, < 6 m -> 0.5, else 0 (NAVSIM v2 devkit
+    `pdm_scorer.py`). cen: (V, 41, 3) simulated box centres; areas: `ego_areas`; prep: `prepare`."""
     on_route = (areas["bits"] & prep["route_ok_bits"][areas["route_j"]]) != 0
     oncoming = ~on_route & ~areas["junction"]
     step = np.zeros(cen.shape[:2])
@@ -248,6 +255,9 @@ def driving_direction_compliance(cen: np.ndarray, areas: dict, prep: dict) -> np
 
 
 def lane_keeping(areas: dict) -> np.ndarray:
+    """LK (V,) in {0, 1}: 0 if the ego centre is more than LK_MAX_DEV m from the route centreline for
+    LK_STEPS consecutive states; intersection states neither count nor reset the run (NAVSIM v2
+    devkit `pdm_scorer.py`). areas: `ego_areas` of (V, 41) states."""
     bad = areas["route_dev"] > LK_MAX_DEV
     junc = areas["junction"]
     run = np.zeros(len(bad))
@@ -262,7 +272,8 @@ def lane_keeping(areas: dict) -> np.ndarray:
 def prepare(scene: dict) -> dict:
     """Per-scene arrays the scorer reuses (cached in scene['_prep']; `save_scene` skips '_' keys):
     agents at the 41 states (t0 + futures), their speeds and radii, the tracks touching the ego at
-    t0, the dense route and its index raster, the ego's initial state and past states."""
+    t0, the dense route and its index raster, the ego's initial state and past states.
+    Raises ValueError naming the first missing scene key."""
     prep = scene.get("_prep")
     if prep is not None:
         return prep
@@ -317,7 +328,8 @@ def simulate_plans(scene: dict, traj_VT3: np.ndarray, track: bool = True) -> np.
 
 # ---- all together -----------------------------------------------------------------------------
 def epdms(sub: dict[str, np.ndarray]) -> np.ndarray:
-    """EPDMS = NC*DAC*DDC*TLC*(5EP+5TTC+2LK+2HC+2EC)/16 (NAVSIM v2)."""
+    """EPDMS = NC*DAC*DDC*TLC*(5EP+5TTC+2LK+2HC+2EC)/16 (NAVSIM v2, Dauner et al.; devkit
+    `pdm_scorer.yaml` weights): sub-scores {name: (V,)} -> (V,)."""
     mult = sub["NC"] * sub["DAC"] * sub["DDC"] * sub["TLC"]
     return mult * (5 * sub["EP"] + 5 * sub["TTC"] + 2 * sub["LK"] + 2 * sub["HC"] + 2 * sub["EC"]) / 16.0
 
@@ -391,7 +403,8 @@ def score_trajectories(scene: dict, traj_VT3: np.ndarray, prev_states: np.ndarra
 
 
 def score_in_chunks(scene: dict, traj_VT3: np.ndarray, chunk: int = 1024, **kw) -> dict[str, np.ndarray]:
-    """`score_trajectories` over chunks of at most `chunk` plans (bounded memory)."""
+    """`score_trajectories` over chunks of at most `chunk` plans (bounded memory): (V, 40, 3) ->
+    {metric: (V,)} for every name in METRICS. Raises ValueError for V = 0 (and as score_trajectories)."""
     if len(traj_VT3) == 0:
         raise ValueError("no trajectories to score (empty vocabulary)")
     parts = [score_trajectories(scene, traj_VT3[i : i + chunk], **kw) for i in range(0, len(traj_VT3), chunk)]

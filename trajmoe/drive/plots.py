@@ -21,6 +21,13 @@ def _fig():
 
 
 def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: np.ndarray, top: int = 32) -> None:
+    """PNG with one panel per scene (ego frame, m): drivable area, agents, the `top` vocabulary
+    trajectories coloured by selection score, the expert's and the chosen plan.
+
+    Args:
+        scenes: scene dicts (`trajmoe.drive.scenes`); plans: per scene {"scores": (V,), "plan8":
+            (8, 3) chosen poses at 0.5 s}; vocab: (V, 40, 3) ego-frame poses (x m, y m, heading rad).
+    """
     plt = _fig()
     n = len(scenes)
     fig, axs = plt.subplots(1, n, figsize=(4.5 * n, 4.5), squeeze=False)

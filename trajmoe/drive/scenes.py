@@ -18,12 +18,14 @@ One scene = one time t0 of a simulated episode (`trajmoe.envs.highway.HighwaySim
 Attributes: scenario, domain (index in SCENARIOS), seed, t0 (step).
 Files: `<out>/scenes/<scenario>_<seed>_<t0>.npz` (compressed); one JSON record per finished episode
 in `<out>/episodes/` makes generation resumable; `<out>/manifest.json` lists the scenes.
+Units: m, rad, m/s, m/s^2; steps of DT = 0.1 s. Legend: A agents, L lane tokens, R route points.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from trajmoe.drive import geometry as geo
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
+from trajmoe.io import DirLock, check_settings, remove_stale_temps, safe_relative
 from trajmoe.io import atomic_path, atomic_write_json, read_json
 from trajmoe.parallel import worker_pool
 
@@ -47,6 +50,10 @@ COMMANDS = ("left", "straight", "right", "unknown")
 
 @dataclass(frozen=True)
 class SceneGenConfig:
+    """Which scenes an episode yields: episode length, first scene step, stride (steps of 0.1 s)
+    and the first episode seed. Raises ValueError on a first_t0 below 2 s of history, a stride
+    < 1, or episodes too short for one 4 s future."""
+
     episode_steps: int = 120  # 12 s episodes
     first_t0: int = HIST_STEPS + PREV_STEPS
     stride: int = 20  # one scene every 2 s
@@ -61,11 +68,16 @@ class SceneGenConfig:
             raise ValueError(f"episode_steps must be >= first_t0 + {FUTURE_STEPS}, got {self.episode_steps}")
 
     def t0s(self) -> list[int]:
+        """Scene times (steps) of an episode: first_t0, first_t0 + stride, ... with 4 s of future left."""
         return list(range(self.first_t0, self.episode_steps - FUTURE_STEPS + 1, self.stride))
 
 
 def driving_command(route_ego: np.ndarray) -> int:
-    """NAVSIM-style command from the route ahead: heading of the route 30-45 m past the ego."""
+    """NAVSIM-style command from the route ahead: heading of the route 30-45 m past the ego.
+
+    route_ego: (R, 2) route centreline in the ego frame (m). Returns 0 left (> 0.5 rad), 1 straight,
+    2 right (< -0.5 rad), 3 unknown (fewer than 3 route points); indices into COMMANDS.
+    """
     if len(route_ego) < 3:
         return 3
     s = geo.polyline_arclength(route_ego)
@@ -109,7 +121,15 @@ def _lane_tokens(lanes_ego: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulate_episode(scenario: str, seed: int, cfg: SceneGenConfig) -> list[dict]:
-    """Run one episode with the expert ego and cut it into scenes (dicts of arrays)."""
+    """Run one episode with the expert ego and cut it into scenes (dicts of arrays, module docstring).
+
+    Args:
+        scenario: one of SCENARIOS; seed: highway-env seed; cfg: episode length and scene times.
+
+    Returns:
+        Scenes at cfg.t0s() in time order, without those where the expert crashed within the
+        window t0 - 2 s .. t0 + 4 s.
+    """
     sim = HighwaySim(scenario, seed)
     t0s = set(cfg.t0s())
     states, snaps = [], {}
@@ -242,19 +262,20 @@ def current_fields(states: list[dict], t0: int, snap: dict) -> tuple[dict, list[
 
 # ---- files -----------------------------------------------------------------------------------
 def scene_name(scene: dict) -> str:
+    """File stem of a scene: `<scenario>_<seed:06d>_<t0:03d>`."""
     return f"{scene['scenario']}_{int(scene['seed']):06d}_{int(scene['t0']):03d}"
 
 
 def save_scene(path: str | os.PathLike, scene: dict) -> None:
+    """Write a scene as a compressed .npz, atomically; keys starting with '_' (caches) are skipped."""
     arrays = {k: np.asarray(v) for k, v in scene.items() if not k.startswith("_")}  # '_' = scorer caches
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
 
 def scene_path(data_dir: str | os.PathLike, item: dict) -> Path:
-    """`data_dir/scenes/<name>.npz` for a manifest entry; a name that leaves the folder is refused."""
-    from trajmoe.io import safe_relative
-
+    """`data_dir/scenes/<name>.npz` for a manifest entry; a name that leaves the folder is refused
+    (ValueError naming the manifest)."""
     name = item.get("name") if isinstance(item, dict) else None
     if not isinstance(name, str) or "/" in name:
         raise ValueError(f"{Path(data_dir) / 'manifest.json'}: scene name {name!r} must be a plain file name")
@@ -262,9 +283,11 @@ def scene_path(data_dir: str | os.PathLike, item: dict) -> Path:
 
 
 def load_scene(path: str | os.PathLike) -> dict:
-    """A scene file -> dict of arrays; a missing, truncated or damaged file is a one-line error naming it."""
-    import zipfile
+    """A scene file -> dict of arrays; a missing, truncated or damaged file is a one-line error naming it.
 
+    Raises:
+        FileNotFoundError: no such file; ValueError: a damaged file, a missing key or NaN/inf values.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing scene file: {path}")
@@ -311,7 +334,11 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
     The folder is locked (one generator at a time), records its settings in generation.json (a rerun
     with another stride / seed / episode length is refused naming the keys), and loses the
     temporaries of a killed run. `verify` reads every scene of the finished episodes; an episode
-    with a damaged scene is simulated again.
+    with a damaged scene is simulated again. Returns the manifest written.
+
+    Raises:
+        ValueError: an unknown scenario, n_scenes or workers < 1, or settings that differ from the
+            folder's earlier run (naming the keys).
     """
     for s in scenarios:
         if s not in SCENARIOS:
@@ -325,8 +352,6 @@ def generate(out: str | os.PathLike, scenarios: list[str], n_scenes: int, cfg: S
     per = -(-n_scenes // len(scenarios))
     per_ep = len(cfg.t0s())
     cfg_dict = {"episode_steps": cfg.episode_steps, "first_t0": cfg.first_t0, "stride": cfg.stride, "seed": cfg.seed}
-    from trajmoe.io import DirLock, check_settings, remove_stale_temps
-
     with DirLock.acquire(out, what="scene folder"):
         for d in (out, out / "scenes", out / "episodes"):
             remove_stale_temps(d)
@@ -416,6 +441,11 @@ def _write_manifest(out: Path, records: dict[str, list[dict]], per: int, cfg_dic
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """`data_dir/manifest.json` of a scene folder.
+
+    Raises:
+        FileNotFoundError: no such folder (or manifest); ValueError: not a trajmoe drive scene manifest.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"missing scene directory: {data_dir}")
@@ -426,6 +456,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The first `limit` (all when None or 0) scenes of the folder's manifest, loaded (`load_scene`)."""
     m = read_manifest(data_dir)
     items = m["scenes"][:limit] if limit else m["scenes"]
     return [load_scene(scene_path(data_dir, it)) for it in items]

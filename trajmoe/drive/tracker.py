@@ -16,6 +16,8 @@ nuPlan's; the logged history has its measured value).
 Reference profiles (speed and curvature along each plan) are the regularised least-squares fits
 of nuPlan's tracker (jerk penalty 1e-4, curvature-rate penalty 1e-2); they depend on the plan only,
 so they are cached per plan array (a fixed vocabulary is fitted once).
+Source: Dauner et al., NAVSIM v2 devkit (PDM-Closed simulator: nuPlan's `LQRTracker` and
+`KinematicBicycleModel`). Legend: V plans, T / N steps of 0.1 s; units m, rad, m/s, m/s^2.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ _CACHE_SIZE = 8
 
 
 def centre_to_rear(poses: np.ndarray) -> np.ndarray:
-    """(..., 3) box-centre poses -> rear-axle poses (same heading)."""
+    """(..., 3) box-centre poses (m, rad) -> rear-axle poses, CENTRE m behind along the heading."""
     out = np.array(poses, dtype=np.float64, copy=True)
     out[..., 0] -= CENTRE * np.cos(out[..., 2])
     out[..., 1] -= CENTRE * np.sin(out[..., 2])

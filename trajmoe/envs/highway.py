@@ -17,6 +17,7 @@ simulated second as `IntersectionEnv.step` would.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ _ENV_CONFIG = {
 
 
 def _env_class(scenario: str):
+    # highway-env (optional `sim` extra) is imported lazily here and below: the planner
+    # (trajmoe.drive.model) imports SCENARIOS from this module and must not need the simulator.
     if scenario == "highway":
         from highway_env.envs.highway_env import HighwayEnv as cls
     elif scenario == "merge":
@@ -50,7 +53,7 @@ def _env_class(scenario: str):
 
 
 def flip(xy: np.ndarray) -> np.ndarray:
-    """highway-env (y down) -> right-handed world (y up)."""
+    """highway-env (y down) -> right-handed world (y up): (..., 2) m -> a float64 copy with y negated."""
     out = np.array(xy, dtype=np.float64, copy=True)
     out[..., 1] *= -1.0
     return out
@@ -74,8 +77,11 @@ class HighwaySim:
     """
 
     def __init__(self, scenario: str, seed: int, expert_ego: bool = True):
-        import logging
+        """Reset `scenario` (one of SCENARIOS) with `seed`; `expert_ego` swaps the ego for an IDMVehicle.
 
+        Raises:
+            ValueError: an unknown scenario.
+        """
         logging.getLogger("highway_env").setLevel(logging.ERROR)  # route warnings of other vehicles
         cls = _env_class(scenario)
         self.scenario = scenario
@@ -87,7 +93,7 @@ class HighwaySim:
         self.road = env.road
         self.rng = np.random.RandomState(self.seed)
         if expert_ego:
-            from highway_env.vehicle.behavior import IDMVehicle
+            from highway_env.vehicle.behavior import IDMVehicle  # lazy: see _env_class
 
             old = env.vehicle
             ego = IDMVehicle.create_from(old)
@@ -106,11 +112,13 @@ class HighwaySim:
 
     @property
     def ego(self):
+        """The highway-env vehicle the planner (or the expert) drives (highway-env's frame, y down)."""
         return self.env.vehicle
 
     def step(self, ego_action: dict | None = None) -> None:
-        """Advance 0.1 s. With `ego_action` ({'acceleration', 'steering'}) the ego is driven by it."""
-        from highway_env.vehicle.kinematics import Vehicle
+        """Advance 0.1 s. With `ego_action` ({'acceleration': m/s^2, 'steering': rad, highway-env's
+        left-handed sign}) the ego is driven by it, else by its own IDM/MOBIL controller."""
+        from highway_env.vehicle.kinematics import Vehicle  # lazy: see _env_class
 
         for v in self.road.vehicles:
             if v is self.ego and ego_action is not None:
@@ -127,10 +135,10 @@ class HighwaySim:
         return self._ids.setdefault(id(obj), len(self._ids))
 
     def state(self) -> dict[str, np.ndarray]:
-        """Boxes of the ego (row 0), other vehicles, then static objects, right-handed frame.
+        """Boxes of the ego (row 0), other vehicles, then static objects, right-handed world frame.
 
-        Returns ids (N,), xy (N, 2), heading (N,), speed (N,), length (N,), width (N,),
-        static (N,) bool, crashed (N,) bool.
+        Returns ids (N,) (stable track ids), xy (N, 2) m (box centres), heading (N,) rad,
+        speed (N,) m/s, length (N,) m, width (N,) m, static (N,) bool, crashed (N,) bool.
         """
         objs = [self.ego] + [v for v in self.road.vehicles if v is not self.ego] + list(self.road.objects)
         n_veh = 1 + len(self.road.vehicles) - 1
@@ -156,7 +164,8 @@ class HighwaySim:
 
     # ---- map ---------------------------------------------------------------------------------
     def lanes(self, center_xy: np.ndarray, radius: float, step: float = 1.0) -> list[LaneSample]:
-        """Every lane's centreline within `radius` of `center_xy` (right-handed frame), `step` m apart."""
+        """Every lane's centreline within `radius` m of `center_xy` (2,) m (right-handed frame), sampled
+        `step` m apart; lanes with fewer than 2 samples inside the radius are left out."""
         out = []
         c = flip(np.asarray(center_xy, dtype=np.float64))  # back to highway-env frame
         for (fr, to, idx), lane in self._lane_items():
@@ -196,7 +205,8 @@ class HighwaySim:
         return 0.0, float(lane.length)
 
     def route_lanes(self, max_lanes: int = 8) -> list[tuple]:
-        """Lane indices the ego's route follows from its current lane (highway-env's next_lane rule)."""
+        """Lane indices (from, to, id) the ego's route follows from its current lane, at most
+        `max_lanes` + 1 of them (highway-env's next_lane rule)."""
         net = self.road.network
         route = list(self.ego.route or [])
         # With a route (roundabout, intersection) stop at its last road: past the destination,

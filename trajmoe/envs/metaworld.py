@@ -78,18 +78,21 @@ ACTION_DIM = 4
 
 
 def check_task(task: str) -> str:
+    """`task` if it is one of the 50 MetaWorld v3 TASKS, else ValueError listing them."""
     if task not in TASKS:
         raise ValueError(f"unknown MetaWorld task {task!r}; valid tasks: {', '.join(TASKS)}")
     return task
 
 
 def check_camera(camera: str) -> str:
+    """`camera` if it is a scene camera (SCENE_CAMERAS), else ValueError listing them."""
     if camera not in SCENE_CAMERAS:
         raise ValueError(f"unknown scene camera {camera!r}; valid cameras: {', '.join(SCENE_CAMERAS)}")
     return camera
 
 
 def check_views(views: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`views` as a tuple; ValueError if empty, naming an unknown view (not in VIEWS) or repeating one."""
     views = tuple(views)
     if not views:
         raise ValueError(f"views must name at least one of {', '.join(VIEWS)}")
@@ -102,28 +105,35 @@ def check_views(views: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def variation_split(variation: int) -> str:
-    """'train' for variations in [0, EVAL_VARIATION_START), 'eval' above."""
+    """'train' for variations in [0, EVAL_VARIATION_START), 'eval' above; ValueError if negative."""
     if variation < 0:
         raise ValueError(f"variation must be >= 0, got {variation!r}")
     return "eval" if variation >= EVAL_VARIATION_START else "train"
 
 
 def assert_train_variation(variation: int) -> None:
+    """ValueError unless `variation` is a training variation (0 <= variation < EVAL_VARIATION_START)."""
     if variation_split(variation) != "train":
         raise ValueError(f"variation {variation} is a held-out evaluation variation (>= {EVAL_VARIATION_START}); training data may not use it")
 
 
 def assert_eval_variation(variation: int) -> None:
+    """ValueError unless `variation` is a held-out evaluation variation (>= EVAL_VARIATION_START)."""
     if variation_split(variation) != "eval":
         raise ValueError(f"variation {variation} is a training variation; evaluation uses variations >= {EVAL_VARIATION_START}")
 
 
 def view_camera(view: str, scene_camera: str) -> str:
+    """MuJoCo camera rendering `view`: the gripper camera for "eye_in_hand", else `scene_camera`."""
     return GRIPPER_CAMERA if view == "eye_in_hand" else scene_camera
 
 
 @dataclass(frozen=True)
 class EnvConfig:
+    """One MetaWorld env: task, variation, scene camera, views, image size (px), visual seed,
+    step limit and whether observations carry depth (m). Every field is validated on creation
+    (ValueError naming the field and value)."""
+
     task: str
     variation: int = 0
     camera: str = "corner"  # scene camera behind the "agentview" view
@@ -174,8 +184,11 @@ class MetaWorldEnv:
     """A MetaWorld v3 task with a fixed variation, views, fast rendering and its scripted expert."""
 
     def __init__(self, cfg: EnvConfig) -> None:
+        """Build the task's env and scripted expert; rendering starts on the first observation."""
         choose_gl_backend()
+        # lazy: optional `sim` extra; TASKS, check_task, ... are imported by code that runs without it
         import metaworld  # noqa: F401  (registers the envs; needs `packaging`)
+        import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ML1_ARGS_KWARGS
         from metaworld.policies import ENV_POLICY_MAP
 
@@ -199,14 +212,13 @@ class MetaWorldEnv:
         self._state: np.ndarray | None = None
         self._rand_vecs: dict[int, np.ndarray] = {}
         self._done = True
-        import mujoco
-
         self._geom_body = np.asarray(self.model.geom_bodyid).copy()
         self._body_static = np.asarray(self.model.body_weldid) == 0
         self._cam_ids = {v: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for v, c in self.cameras.items()}
 
     @property
     def renderer(self) -> FastRenderer:
+        """The env's offscreen renderer (created on first use at image_size x image_size px)."""
         if self._renderer is None:
             self._renderer = FastRenderer(self.model, self.cfg.image_size, self.cfg.image_size)
         return self._renderer
@@ -232,7 +244,7 @@ class MetaWorldEnv:
         return rv
 
     def _set_variation(self, variation: int) -> None:
-        from metaworld.types import Task
+        from metaworld.types import Task  # lazy: optional `sim` extra (see __init__)
 
         variation_split(variation)
         data = dict(self._task_kwargs, rand_vec=self.rand_vec(variation), env_cls=self._cls, partially_observable=False)
@@ -242,7 +254,7 @@ class MetaWorldEnv:
 
     # ---- episode ---------------------------------------------------------------------------
     def set_visual_seed(self, seed: int | None) -> None:
-        """Colours/lighting for the following resets (None: MetaWorld's default look)."""
+        """Colours/lighting for the following resets (None: MetaWorld's default look); ValueError if < 0."""
         if seed is not None and seed < 0:
             raise ValueError(f"visual_seed must be >= 0 or None, got {seed!r}")
         self.visual_seed = seed
@@ -263,7 +275,12 @@ class MetaWorldEnv:
         return self.observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool]:
-        """Apply a (4,) action (clipped to [-1, 1]) -> (obs, reward, success, done)."""
+        """Apply a (4,) action (dx, dy, dz, grip; clipped to [-1, 1]) -> (obs, reward, success, done).
+
+        Raises:
+            ValueError: the episode is finished (success or step limit: reset first), or the action
+                does not have 4 values.
+        """
         if self._done:
             raise ValueError(f"step() called on a finished episode of {self.cfg.task} (reset first; limit {self.episode_limit} steps)")
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
@@ -280,7 +297,8 @@ class MetaWorldEnv:
         return self.observation(), float(reward), success, self._done
 
     def expert_action(self) -> np.ndarray:
-        """The task's scripted expert action for the current state, clipped to [-1, 1], (4,) float32."""
+        """The task's scripted expert action for the current state, clipped to [-1, 1], (4,) float32.
+        Raises ValueError before the first reset()."""
         if self._state is None:
             raise ValueError("expert_action() before reset()")
         with warnings.catch_warnings():
@@ -290,6 +308,8 @@ class MetaWorldEnv:
 
     # ---- observations ----------------------------------------------------------------------
     def render_view(self, view: str, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """`view` now: (H, W, 3) uint8 RGB and, with `depth`, (H, W) float32 depth in m (else None),
+        upright (the `corner*` cameras are rotated by 180 degrees)."""
         cam = self.cameras[view]
         rgb, dep = self.renderer.render(self.data, cam, depth=depth)
         if cam in FLIPPED_CAMERAS:
@@ -298,11 +318,15 @@ class MetaWorldEnv:
         return rgb, dep
 
     def render_segmentation(self, view: str) -> np.ndarray:
+        """(H, W) int32 geom id seen at each pixel of `view` (-1: no geom), upright like `render_view`."""
         cam = self.cameras[view]
         seg = self.renderer.render_segmentation(self.data, cam)
         return rotate180(seg) if cam in FLIPPED_CAMERAS else seg
 
     def observation(self) -> dict[str, Any]:
+        """The current observation: rgb {view: (H, W, 3) uint8}, ee_pos (3,) float32 m, gripper (1,)
+        float32 (0 closed .. 1 open), state (39,) float64, step int, and depth {view: (H, W) m} when
+        configured (see the module docstring)."""
         assert self._state is not None
         rgb, depth = {}, {}
         for v in self.cfg.views:
@@ -322,11 +346,13 @@ class MetaWorldEnv:
 
     # ---- simulator state used by the exact track labeller ----------------------------------
     def camera_model(self, view: str) -> CameraModel:
+        """Pinhole intrinsics of `view`'s camera at the env's image size (trajmoe.envs.tracks)."""
         cam = self.cameras[view]
         fovy = float(self.model.cam_fovy[self._cam_ids[view]])
         return CameraModel(fovy_deg=fovy, height=self.cfg.image_size, width=self.cfg.image_size, flip=cam in FLIPPED_CAMERAS)
 
     def camera_pose(self, view: str) -> tuple[np.ndarray, np.ndarray]:
+        """`view`'s camera position (3,) m and rotation matrix (3, 3) (columns = camera axes), world frame."""
         cid = self._cam_ids[view]
         return self.data.cam_xpos[cid].copy(), self.data.cam_xmat[cid].reshape(3, 3).copy()
 
@@ -336,10 +362,12 @@ class MetaWorldEnv:
 
     @property
     def geom_body(self) -> np.ndarray:
+        """(G,) body id of each geom."""
         return self._geom_body
 
     @property
     def body_is_static(self) -> np.ndarray:
+        """(B,) bool: bodies welded to the world (table, walls, floor)."""
         return self._body_static
 
     def sim_state(self) -> dict[str, np.ndarray]:
@@ -348,7 +376,8 @@ class MetaWorldEnv:
         return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "mocap_pos": d.mocap_pos.copy(), "mocap_quat": d.mocap_quat.copy()}
 
     def set_sim_state(self, state: dict[str, np.ndarray]) -> None:
-        import mujoco
+        """Restore a `sim_state()` and recompute the kinematics; the episode cannot be stepped after."""
+        import mujoco  # lazy: optional `sim` extra (see __init__)
 
         d = self.data
         d.qpos[:], d.qvel[:] = state["qpos"], state["qvel"]
@@ -357,6 +386,7 @@ class MetaWorldEnv:
         self._done = True  # the episode cannot continue from a replayed state
 
     def close(self) -> None:
+        """Free the renderer and close the MetaWorld env."""
         if self._renderer is not None:
             self._renderer.close()
         self.env.close()
@@ -369,6 +399,7 @@ class MetaWorldEnv:
 
 
 def make_env(task: str, variation: int = 0, **kwargs: Any) -> MetaWorldEnv:
+    """`MetaWorldEnv(EnvConfig(task, variation, **kwargs))`; ValueError on a bad config field."""
     return MetaWorldEnv(EnvConfig(task=task, variation=variation, **kwargs))
 
 

@@ -36,12 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from trajmoe.envs.metaworld import MetaWorldEnv
 from trajmoe.envs.tracks import backproject, local_to_world, project, world_to_local
 
 
 def grid_points(num_points: int) -> np.ndarray:
     """Fixed query grid (N, 2) float32 as (x, y) in (0, 1): a rows x cols grid of cell centres, rows
-    the largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major (ATM grid sampling)."""
+    the largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major (ATM grid sampling).
+    Raises ValueError unless num_points is an integer >= 1."""
     if not isinstance(num_points, (int, np.integer)) or num_points < 1:
         raise ValueError(f"num_points must be an integer >= 1, got {num_points!r}")
     rows = max(d for d in range(1, int(math.isqrt(num_points)) + 1) if num_points % d == 0)
@@ -57,14 +59,13 @@ class ExpertLookahead:
     another env's exact current state."""
 
     def __init__(self, env: Any) -> None:
-        from trajmoe.envs.metaworld import MetaWorldEnv
-
+        """A fresh MetaWorldEnv with `env`'s config (same task, variation, views); never rendered."""
         self.shadow = MetaWorldEnv(env.cfg)
         self._variation: int | None = None
 
     def _sync(self, env: Any) -> np.ndarray:
         """Copy `env`'s simulator state into the shadow; returns the observation to act on."""
-        import mujoco
+        import mujoco  # lazy: optional `sim` extra; grid_points is used without the simulator
 
         sh = self.shadow
         if self._variation != env.variation:  # task placement (rand_vec) and per-variation model edits
@@ -88,8 +89,9 @@ class ExpertLookahead:
         return np.array(env._state, copy=True)
 
     def poses(self, env: Any, horizon: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Body poses (H, B, 3), (H, B, 3, 3) and per-view camera poses (H, 3), (H, 3, 3) at the
-        current state (step 0) and after each of `horizon - 1` expert steps of the shadow copy."""
+        """Body poses (H, B, 3) m, (H, B, 3, 3) and per-view camera poses {view: (H, 3) m}, {view:
+        (H, 3, 3)} at the current state (step 0) and after each of `horizon - 1` expert steps of the
+        shadow copy. Raises ValueError if `env` has not been reset."""
         state = self._sync(env)
         sh, views = self.shadow, env.cfg.views
         body_pos, body_mat = [], []
@@ -118,12 +120,14 @@ class ExpertLookahead:
                 {v: np.stack(cam_mat[v]) for v in views})
 
     def close(self) -> None:
+        """Close the shadow env."""
         self.shadow.close()
 
 
 def lift_grid(env: Any, view: str, grid_N2: np.ndarray, depth_HW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grid points (N, 2) in (0, 1) of `view` at the env's current state -> (body id (N,),
-    body-local 3-D point (N, 3)). `depth_HW` is the view's rendered depth (metres) at this state."""
+    body-local 3-D point (N, 3) m). `depth_HW` is the view's rendered depth (metres) at this state;
+    ValueError if its shape is not the view's (H, W)."""
     cam = env.camera_model(view)
     H, W = cam.height, cam.width
     if depth_HW.shape != (H, W):
@@ -144,7 +148,8 @@ def oracle_tracks(env: Any, lookahead: ExpertLookahead, points: tuple[int, ...],
     """Exact future tracks of each query grid: {N: (V, H, N, 2) float32 in [0, 1]} (x, y), views in
     `env.cfg.views` order, for N in `points` (grids from `grid_points(N)`, the policy's query grids);
     `depth` is {view: (H, W)} rendered at the current state (rendered here when None).
-    Leaves `env` untouched (it is rendered, not stepped); see the module doc for the method."""
+    Leaves `env` untouched (it is rendered, not stepped); see the module doc for the method.
+    Raises ValueError for horizon < 1 or an env that has not been reset."""
     if horizon < 1:
         raise ValueError(f"oracle horizon must be >= 1, got {horizon}")
     views = env.cfg.views

@@ -106,7 +106,11 @@ def local_to_world(points_l: np.ndarray, body_pos: np.ndarray, body_mat: np.ndar
 
 
 def visibility(uv_TN2: np.ndarray, depth_TN: np.ndarray, depth_imgs_THW: np.ndarray) -> np.ndarray:
-    """Depth-test visibility (T, N) bool: in front, inside the image, rendered depth matches the point's."""
+    """Depth-test visibility (T, N) bool: in front, inside the image, rendered depth matches the point's.
+
+    uv_TN2: (T, N, 2) pixel coordinates (u, v); depth_TN: (T, N) point depths (m); depth_imgs_THW:
+    (T, H, W) rendered depth (m). Tolerance VIS_ABS_TOL + VIS_REL_TOL * depth (module docstring).
+    """
     T, H, W = depth_imgs_THW.shape
     u, v = uv_TN2[..., 0], uv_TN2[..., 1]
     inside = (depth_TN > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
@@ -141,6 +145,7 @@ class TrackConfig:
 
     @property
     def num_grid(self) -> int:
+        """Points of the double grid: 2 * grid_size^2."""
         return 2 * self.grid_size**2
 
 
@@ -156,6 +161,8 @@ class ViewRecording:
 
 @dataclass
 class TrackResult:
+    """Tracks of one view: N points over T frames, with where each point came from."""
+
     tracks_TN2: np.ndarray  # float32 in [0, 1], (x = u / W, y = v / H)
     vis_TN: np.ndarray  # bool
     query_frame_N: np.ndarray  # int32, frame at which each point was sampled
@@ -165,7 +172,8 @@ class TrackResult:
 
 
 def query_frames(T: int, q: int, rng: np.random.Generator) -> np.ndarray:
-    """q distinct query frames, one drawn uniformly inside each of q equal segments of [0, T)."""
+    """At most q distinct query frames (sorted (Q,) int), one drawn uniformly inside each of
+    min(q, T) equal segments of [0, T)."""
     q = min(q, T)
     edges = np.linspace(0, T, q + 1)
     frames = [int(rng.integers(int(math.floor(a)), max(int(math.floor(a)) + 1, int(math.floor(b))))) for a, b in zip(edges[:-1], edges[1:])]
@@ -200,51 +208,20 @@ def compute_view_tracks(
 
     `seg_at(t)` gives the geom-id segmentation (H, W) int (-1 = no geom) of this view at frame t
     (rendered on demand by replaying the simulator state); `geom_body` (G,) maps geom -> body;
-    `body_is_static` (B,) marks bodies welded to the world.
+    `body_is_static` (B,) marks bodies welded to the world; body poses are (T, B, 3) m and
+    (T, B, 3, 3). Point selection: ATM's variance filtering (Wen et al., "Any-point Trajectory
+    Modeling", Tab. 6) plus a double grid (module docstring).
+
+    Raises:
+        ValueError: no pixel shows any geom at the query frames.
     """
     T, H, W = view.depth_THW.shape
     get_seg = seg_at if callable(seg_at) else seg_at.__getitem__
     frames = query_frames(T, cfg.num_query_frames, rng)
-
-    cand_uv, cand_t, cand_body, cand_geom = [], [], [], []
     grid_uv = double_grid(cfg.grid_size, H, W)
     grid_frame = rng.choice(frames, size=len(grid_uv))
-    grid_uv_keep, grid_t_keep, grid_body_keep, grid_geom_keep = [], [], [], []
-    for t in frames:
-        seg_HW = np.asarray(get_seg(int(t)))
-        valid_HW = seg_HW >= 0
-        if not valid_HW.any():
-            continue
-        body_HW = np.where(valid_HW, geom_body[np.clip(seg_HW, 0, None)], -1)
-        mover_HW = valid_HW & ~body_is_static[np.clip(body_HW, 0, None)]
-        n_half = cfg.candidates_per_frame // 2
-        for mask, n in ((valid_HW, cfg.candidates_per_frame - n_half), (mover_HW, n_half)):
-            rows, cols = np.nonzero(mask)
-            if len(rows) == 0:
-                continue
-            pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
-            cand_uv.append(np.stack([cols[pick] + 0.5, rows[pick] + 0.5], axis=-1))
-            cand_t.append(np.full(len(pick), t))
-            cand_body.append(body_HW[rows[pick], cols[pick]])
-            cand_geom.append(seg_HW[rows[pick], cols[pick]])
-        at_t = grid_frame == t
-        if at_t.any():
-            g_uv = grid_uv[at_t]
-            g_rows, g_cols = g_uv[:, 1].astype(int), g_uv[:, 0].astype(int)
-            ok = valid_HW[g_rows, g_cols]
-            grid_uv_keep.append(g_uv[ok])
-            grid_t_keep.append(np.full(int(ok.sum()), t))
-            grid_body_keep.append(body_HW[g_rows[ok], g_cols[ok]])
-            grid_geom_keep.append(seg_HW[g_rows[ok], g_cols[ok]])
-
-    def cat(xs, shape_tail=(), dtype=np.float64):
-        return np.concatenate(xs, axis=0) if xs else np.zeros((0, *shape_tail), dtype=dtype)
-
-    def ints(xs):
-        return cat(xs, (), np.int64).astype(np.int64)
-
-    c_uv, c_t, c_body, c_geom = cat(cand_uv, (2,)), ints(cand_t), ints(cand_body), ints(cand_geom)
-    g_uv, g_t, g_body, g_geom = cat(grid_uv_keep, (2,)), ints(grid_t_keep), ints(grid_body_keep), ints(grid_geom_keep)
+    (c_uv, c_t, c_body, c_geom), (g_uv, g_t, g_body, g_geom) = _sample_points(
+        get_seg, frames, grid_uv, grid_frame, geom_body, body_is_static, cfg, rng)
     if len(c_uv) + len(g_uv) == 0:
         raise ValueError("no pixel shows any geom at the query frames: cannot sample track points")
 
@@ -255,16 +232,7 @@ def compute_view_tracks(
     c_var = c_tracks.var(axis=0).sum(axis=-1) if len(c_uv) else np.zeros(0)
     g_var = g_tracks.var(axis=0).sum(axis=-1) if len(g_uv) else np.zeros(0)
     n_grid = min(len(g_uv), cfg.num_grid)
-    n_move = cfg.num_points - n_grid
-    moving = np.nonzero(c_var > cfg.var_threshold)[0]
-    if len(moving) >= n_move:
-        chosen = rng.choice(moving, size=n_move, replace=False)
-    else:  # too few movers: take them all, then the most-moving of the rest, then repeat
-        rest = np.setdiff1d(np.arange(len(c_uv)), moving)
-        rest = rest[np.argsort(-c_var[rest], kind="stable")]
-        chosen = np.concatenate([moving, rest])[:n_move]
-        if len(chosen) < n_move:
-            chosen = np.resize(chosen, n_move)
+    chosen = _choose_movers(c_var, cfg.num_points - n_grid, cfg.var_threshold, rng)
     order_g = np.arange(n_grid)
 
     tracks_TN2 = np.concatenate([c_tracks[:, chosen], g_tracks[:, order_g]], axis=1)
@@ -280,6 +248,68 @@ def compute_view_tracks(
         geom_N=np.concatenate([c_geom[chosen], g_geom[order_g]]).astype(np.int32),
         moving_N=np.concatenate([c_var[chosen] > cfg.var_threshold, g_var[order_g] > cfg.var_threshold]),
     )
+
+
+def _sample_points(get_seg: Callable[[int], np.ndarray], frames: np.ndarray, grid_uv: np.ndarray,
+                   grid_frame: np.ndarray, geom_body: np.ndarray, body_is_static: np.ndarray,
+                   cfg: TrackConfig, rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """Candidate and grid query points at each query frame, on pixels that show a geom.
+
+    Candidates: half uniform over the image, half on moving bodies; grid point i is queried at
+    grid_frame[i]. Returns two (uv (N, 2) px, frame (N,), body (N,), geom (N,)) tuples.
+    """
+    cand: tuple[list, ...] = ([], [], [], [])
+    grid: tuple[list, ...] = ([], [], [], [])
+    for t in frames:
+        seg_HW = np.asarray(get_seg(int(t)))
+        valid_HW = seg_HW >= 0
+        if not valid_HW.any():
+            continue
+        body_HW = np.where(valid_HW, geom_body[np.clip(seg_HW, 0, None)], -1)
+        mover_HW = valid_HW & ~body_is_static[np.clip(body_HW, 0, None)]
+        n_half = cfg.candidates_per_frame // 2
+        for mask, n in ((valid_HW, cfg.candidates_per_frame - n_half), (mover_HW, n_half)):
+            rows, cols = np.nonzero(mask)
+            if len(rows) == 0:
+                continue
+            pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+            _append(cand, np.stack([cols[pick] + 0.5, rows[pick] + 0.5], axis=-1), t,
+                    body_HW[rows[pick], cols[pick]], seg_HW[rows[pick], cols[pick]])
+        at_t = grid_frame == t
+        if at_t.any():
+            g_uv = grid_uv[at_t]
+            g_rows, g_cols = g_uv[:, 1].astype(int), g_uv[:, 0].astype(int)
+            ok = valid_HW[g_rows, g_cols]
+            _append(grid, g_uv[ok], t, body_HW[g_rows[ok], g_cols[ok]], seg_HW[g_rows[ok], g_cols[ok]])
+    return _stack_points(cand), _stack_points(grid)
+
+
+def _append(points: tuple[list, ...], uv: np.ndarray, t, body: np.ndarray, geom: np.ndarray) -> None:
+    points[0].append(uv)
+    points[1].append(np.full(len(uv), t))
+    points[2].append(body)
+    points[3].append(geom)
+
+
+def _stack_points(points: tuple[list, ...]) -> tuple[np.ndarray, ...]:
+    """Lists of per-frame arrays -> (uv (N, 2) float64, frame, body, geom (N,) int64)."""
+    uv, t, body, geom = points
+    uv_N2 = np.concatenate(uv, axis=0) if uv else np.zeros((0, 2), dtype=np.float64)
+    return (uv_N2, *(np.concatenate(x, axis=0).astype(np.int64) if x else np.zeros(0, dtype=np.int64) for x in (t, body, geom)))
+
+
+def _choose_movers(var_N: np.ndarray, n_move: int, threshold: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `n_move` candidates: a random choice among those whose track variance (px^2)
+    exceeds `threshold`; with too few, all of them, then the most-moving rest, then repeats."""
+    moving = np.nonzero(var_N > threshold)[0]
+    if len(moving) >= n_move:
+        return rng.choice(moving, size=n_move, replace=False)
+    rest = np.setdiff1d(np.arange(len(var_N)), moving)
+    rest = rest[np.argsort(-var_N[rest], kind="stable")]
+    chosen = np.concatenate([moving, rest])[:n_move]
+    if len(chosen) < n_move:
+        chosen = np.resize(chosen, n_move)
+    return chosen
 
 
 def _carry(

@@ -18,7 +18,14 @@ Z95 = 1.959963984540054  # standard normal 97.5 % quantile
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """(low, high) Wilson score interval of a success rate, in [0, 1]; see the module doc."""
+    """(low, high) Wilson score interval of a success rate, in [0, 1]; see the module doc.
+
+    Args:
+        successes: k, an int in 0..n; n: episodes, an int >= 1; z: normal quantile (> 0).
+
+    Raises:
+        ValueError: n, successes or z out of range (the message names the value).
+    """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"episodes must be an integer >= 1, got {n!r}")
     if not isinstance(successes, int) or not 0 <= successes <= n:

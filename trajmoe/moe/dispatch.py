@@ -42,6 +42,16 @@ class Plan:
 
 
 def make_plan(expert_ids_TK: torch.Tensor, num_experts: int) -> Plan:
+    """Sort the S = T*K token slots by expert once; every later permutation reuses this plan.
+
+    Args:
+        expert_ids_TK: (T, K) int64 expert id of each token's k-th choice, in [0, E).
+        num_experts: E.
+
+    Returns:
+        A `Plan`: stable sort order (S,), its inverse (S,), the expert of each sorted slot (S,),
+        slots per expert counts_E (E,) int64 and cumulative offsets_E (E,) int32.
+    """
     flat_S = expert_ids_TK.reshape(-1)
     order_S = torch.argsort(flat_S, stable=True)
     # inverse[order[i]] = i: one scatter_ kernel (sync-free on CUDA)
@@ -118,7 +128,8 @@ def permute_in(x_TD: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 
 def combine(y_SD: torch.Tensor, gates_TK: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """(S, D) sorted expert outputs -> (T, D) = sum_k gates[t, k] * y(t, k), in y's dtype."""
+    """(S, D) sorted expert outputs -> (T, D) = sum_k gates[t, k] * y(t, k), in y's dtype
+    (TrajMoE paper eq. 2); gates_TK (T, K) are the router's gate weights."""
     return _Combine.apply(y_SD, gates_TK, plan.order_S, plan.inverse_S)
 
 
@@ -221,7 +232,8 @@ def segment_sum(g_SH: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
 
 
 def grouped_linear(x_SD: torch.Tensor, w_EDH: torch.Tensor, b_EH: torch.Tensor | None, plan: Plan) -> torch.Tensor:
-    """Row group e of x (sorted slots of expert e) times w[e] (+ b[e])."""
+    """Row group e of x (sorted slots of expert e) times w[e] (+ b[e]): x_SD (S, D), w_EDH (E, D, H),
+    b_EH (E, H) or None -> (S, H). torch's grouped_mm where `grouped_mm_supported`, else per-group GEMMs."""
     if grouped_mm_supported(x_SD, w_EDH):
         fn = getattr(F, "grouped_mm", None) or torch._grouped_mm
         y = fn(x_SD, w_EDH, offs=plan.offsets_E)

@@ -15,6 +15,11 @@ import torch.nn.functional as F
 
 
 def activation_fn(name: str):
+    """The elementwise activation called `name` (gelu, gelu_tanh, relu or silu) as a function.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+    """
     if name == "gelu":
         return F.gelu
     if name == "gelu_tanh":
@@ -27,7 +32,12 @@ def activation_fn(name: str):
 
 
 class FeedForward(nn.Module):
-    """Dense FFN D -> H -> D."""
+    """Dense FFN D -> H -> D: fc2(drop(act(fc1(x)))) then dropout (the ATM / ViT MLP).
+
+    Args:
+        dim: D; hidden_dim: H; activation: see `activation_fn`; dropout: probability after the
+        activation and after fc2; bias: whether both linears have a bias.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", dropout: float = 0.0, bias: bool = True):
         super().__init__()
@@ -37,6 +47,7 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D)."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -56,6 +67,7 @@ class StackedExperts(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Initialise every expert as nn.Linear would: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
         # Same distribution as nn.Linear per expert: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         for w, fan_in in ((self.w1_EDH, self.dim), (self.w2_EHD, self.hidden_dim)):
             nn.init.uniform_(w, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
@@ -64,7 +76,7 @@ class StackedExperts(nn.Module):
                 nn.init.uniform_(b, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def expert(self, e: int, x_TD: torch.Tensor) -> torch.Tensor:
-        """Expert e applied to rows x_TD (the per-expert reference computation)."""
+        """Expert e applied to rows x_TD (T, D) -> (T, D) (the per-expert reference computation)."""
         h = x_TD @ self.w1_EDH[e]
         if self.b1_EH is not None:
             h = h + self.b1_EH[e]

@@ -42,13 +42,31 @@ class MoE(nn.Module):
         self.stats = RoutingStats(cfg.num_experts, cfg.num_domains)
 
     def reset_stats(self) -> None:
+        """Zero the accumulated routing counts (`RoutingStats.reset`)."""
         self.stats.reset()
 
     @property
     def domain_counts(self) -> torch.Tensor:
+        """(num_domains, E) int64 tokens routed per domain and expert since the last `reset_stats`."""
         return self.stats.domain_counts
 
     def forward(self, x: torch.Tensor, domain_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Route every token to its top-k experts, weight and sum their outputs, add the shared experts.
+
+        Args:
+            x: (..., D) tokens; the leading dims are flattened to T tokens.
+            domain_ids: optional (B,) per sequence or (...) per token domain ids in
+                [0, num_domains), counted in the routing statistics only.
+
+        Returns:
+            y (..., D) (TrajMoE paper eq. 2) and the aux dict described in the class docstring:
+            z_loss (Tra-MoE paper eq. 8, after ST-MoE, Zoph et al.), balance_loss (Tra-MoE paper
+            eqs. 5-7, Switch Transformer, Fedus et al.), cv2_loss (TrajMoE paper eqs. 3-4).
+
+        Raises:
+            ValueError: the last dim of x is not D, or domain_ids have a wrong shape / range
+                (or are given with num_domains = 0).
+        """
         if x.shape[-1] != self.cfg.dim:
             raise ValueError(f"MoE expects last dim {self.cfg.dim}, got input shape {tuple(x.shape)}")
         lead = x.shape[:-1]

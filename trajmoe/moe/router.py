@@ -13,6 +13,10 @@ from .config import MoEConfig
 
 
 class Router(nn.Module):
+    """Token-choice router: fp32 logits g = x W^T (E x D weight), optional trainable noise
+    (Shazeer et al. 2017 eqs. 4-5), top-k selection and gate weights per `MoEConfig.gate`
+    (Tra-MoE paper eq. 1, TrajMoE paper eq. 1, Switch Transformer, Fedus et al.)."""
+
     def __init__(self, cfg: MoEConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -22,7 +26,10 @@ class Router(nn.Module):
         self.noise_ED = nn.Parameter(torch.zeros(cfg.num_experts, cfg.dim)) if cfg.noisy_gating else None
 
     def forward(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (logits_TE fp32, probs_TE fp32, expert_ids_TK int64, gate_weights_TK fp32)."""
+        """Route tokens x_TD (T, D) -> (logits_TE fp32, probs_TE fp32, expert_ids_TK int64, gate_weights_TK fp32).
+
+        probs_TE is the softmax over all E logits; the noise (if configured) is added in training only.
+        """
         # Router math in fp32: bf16 logits flip top-1 choices and destabilise softmax (ST-MoE Sec. 3).
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
             x32 = x_TD.float()
@@ -36,7 +43,20 @@ class Router(nn.Module):
 
 
 def select(logits_TE: torch.Tensor, probs_TE: torch.Tensor, k: int, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k selection and gate weighting (see MoEConfig.gate for the four rules)."""
+    """Top-k selection and gate weighting (see MoEConfig.gate for the four rules).
+
+    Args:
+        logits_TE: (T, E) fp32 router logits; probs_TE: (T, E) their softmax.
+        k: experts per token (K); gate: "softmax" (Switch Transformer, Fedus et al.),
+            "topk_softmax" (Tra-MoE paper eq. 1), "renorm" (TrajMoE paper eq. 1) or "top2_ratio"
+            (public Tra-MoE code; returns K = 1).
+
+    Returns:
+        expert_ids_TK (T, K) int64 and gate weights gates_TK (T, K) fp32.
+
+    Raises:
+        ValueError: an unknown gate (MoEConfig rejects it first).
+    """
     if k == 1 and gate != "top2_ratio":
         # max is sync-free and ~8x cheaper than topk on GPU for k=1 (docs/performance.md).
         top_logits_TK, ids_TK = logits_TE.max(dim=-1, keepdim=True)

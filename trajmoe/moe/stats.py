@@ -2,6 +2,7 @@
 
 Counts accumulate in training and eval (under no_grad, sync-free scatter_add) until `reset()`.
 They are non-persistent buffers: checkpoints hold weights, not bookkeeping.
+Legend: T tokens, K chosen experts per token, E experts, B sequences, L tokens per sequence.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import torch.nn as nn
 
 
 class RoutingStats(nn.Module):
+    """Token counts per expert (E,) and per (domain, expert) (num_domains, E), int64 buffers.
+
+    Args:
+        num_experts: E; num_domains: rows of `domain_counts` (0: no per-domain statistics).
+    """
+
     def __init__(self, num_experts: int, num_domains: int = 0) -> None:
         super().__init__()
         self.num_experts, self.num_domains = num_experts, num_domains
@@ -22,11 +29,16 @@ class RoutingStats(nn.Module):
         )
 
     def reset(self) -> None:
+        """Zero both count buffers."""
         self.tokens_per_expert.zero_()
         self.domain_counts.zero_()
 
     @torch.no_grad()
     def update(self, expert_ids_TK: torch.Tensor, domain_ids_T: torch.Tensor | None) -> None:
+        """Add one layer call's routing: expert_ids_TK (T, K) int64, domain_ids_T (T,) or None.
+
+        Every one of the K slots of a token counts once (sync-free scatter_add, no gradient).
+        """
         flat = expert_ids_TK.reshape(-1)
         self.tokens_per_expert.scatter_add_(0, flat, torch.ones_like(flat))
         if domain_ids_T is None:
@@ -73,7 +85,16 @@ def reset_routing(model: nn.Module) -> None:
 
 
 def expand_domain_ids(domain_ids: torch.Tensor | None, lead_shape: torch.Size, num_domains: int) -> torch.Tensor | None:
-    """Per-sequence (B,) or per-token (B, L) / (T,) domain ids -> per-token (T,), validated."""
+    """Per-sequence (B,) or per-token (B, L) / (T,) domain ids -> per-token (T,), validated.
+
+    Args:
+        domain_ids: (B,) or the tokens' lead shape, ints in [0, num_domains); None passes through.
+        lead_shape: the tokens' shape without D, e.g. (B, L); num_domains: MoEConfig.num_domains.
+
+    Raises:
+        ValueError: ids given with num_domains = 0, a shape matching neither tokens nor sequences,
+            or (on CPU, where the check is free of host syncs) an id out of range.
+    """
     if domain_ids is None:
         return None
     if num_domains == 0:

@@ -12,7 +12,15 @@ from einops import rearrange
 
 
 class Attention(nn.Module):
-    """Self-attention (context=None) or cross-attention to `context`."""
+    """Self-attention (context=None) or cross-attention to `context` (Vaswani et al. 2017, eq. 1).
+
+    Args:
+        dim: D; num_heads: h (must divide D); dropout: attention-weight and output dropout;
+        bias: whether the projections have a bias.
+
+    Raises:
+        ValueError: dim is not divisible by num_heads.
+    """
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
@@ -32,7 +40,10 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         key_mask_BS: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """attn_mask: (L, S) or (B, 1, L, S) bool, True = may attend; key_mask_BS: True = keep key."""
+        """Queries x_BLD (B, L, D), keys/values context_BSD (B, S, D) (x itself when None) -> (B, L, D).
+
+        attn_mask: (L, S) or (B, 1, L, S) bool, True = may attend; key_mask_BS: (B, S), True = keep key.
+        """
         ctx = x_BLD if context_BSD is None else context_BSD
         q = rearrange(self.q(x_BLD), "b l (h d) -> b h l d", h=self.num_heads)
         k, v = rearrange(self.kv(ctx), "b s (two h d) -> two b h s d", two=2, h=self.num_heads)

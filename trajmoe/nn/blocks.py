@@ -1,6 +1,8 @@
 """Pre-LN transformer block whose FFN is dense or a sparse MoE (`trajmoe.moe.MoE`).
 
     x = x + SelfAttn(LN(x)) [+ CrossAttn(LN(x), context)] + FFN_or_MoE(LN(x))   (pre-LN, ViT/ATM)
+
+Legend: B batch, L tokens, S context tokens, D model dim.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ AUX_LOSS_KEYS = ("z_loss", "balance_loss", "cv2_loss")
 
 
 class Block(nn.Module):
+    """One pre-LN transformer block; its FFN is a sparse `MoE` when `moe` is given, else dense.
+
+    Args:
+        dim: D; num_heads: attention heads (must divide D); mlp_ratio: dense FFN hidden = D * ratio;
+        dropout: attention / FFN dropout; moe: MoEConfig of the sparse FFN (its dim must be D);
+        cross_attention: add a cross-attention sub-layer to `context`; activation: dense FFN's.
+
+    Raises:
+        ValueError: moe.dim != dim, or dim not divisible by num_heads.
+    """
+
     def __init__(
         self,
         dim: int,
@@ -40,6 +53,7 @@ class Block(nn.Module):
 
     @property
     def is_moe(self) -> bool:
+        """Whether the FFN is a sparse MoE layer."""
         return isinstance(self.ffn, MoE)
 
     def forward(
@@ -50,6 +64,17 @@ class Block(nn.Module):
         attn_mask: torch.Tensor | None = None,
         domain_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict | None]:
+        """x (B, L, D) -> (x' (B, L, D), MoE aux dict or None for a dense FFN).
+
+        Args:
+            context: (B, S, D) tokens for the cross-attention (required when it exists).
+            context_mask: (B, S) bool, True = attend to that context token.
+            attn_mask: (L, L) or (B, 1, L, L) bool self-attention mask, True = may attend.
+            domain_ids: (B,) or (B, L) domain ids for the MoE routing statistics.
+
+        Raises:
+            ValueError: a cross-attention block called without context.
+        """
         x = x + self.attn(self.norm1(x), attn_mask=attn_mask)
         if self.cross is not None:
             if context is None:
@@ -64,7 +89,14 @@ class Block(nn.Module):
 
 def collect_moe_aux(auxes: list[dict | None]) -> dict[str, torch.Tensor]:
     """Sum z_loss / balance_loss / cv2_loss over MoE layers (TrajMoE paper: 'summing the balancing
-    losses from all MoE layers'); zeros when the model has no MoE layer."""
+    losses from all MoE layers'); zeros when the model has no MoE layer.
+
+    Args:
+        auxes: one entry per block: its MoE aux dict, or None for a dense block.
+
+    Returns:
+        {"z_loss", "balance_loss", "cv2_loss"}: scalar tensors.
+    """
     present = [a for a in auxes if a is not None]
     if not present:
         return {k: torch.zeros(()) for k in AUX_LOSS_KEYS}

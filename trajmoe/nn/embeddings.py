@@ -1,4 +1,8 @@
-"""Position embeddings and patch embedding shared by the track model and the policy."""
+"""Position embeddings and patch embedding shared by the track model and the policy.
+
+Legend: P positions, N points, B batch, C channels, H/W image height/width (px), p patch size (px),
+D embedding dim.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ import torch.nn as nn
 
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
-    """MAE's 1D sin-cos embedding: (P,) -> (P, dim)."""
+    """MAE's 1D sin-cos embedding (He et al. 2022; Vaswani et al. 2017 Sec. 3.5): (P,) -> (P, dim).
+
+    Raises:
+        ValueError: dim is odd.
+    """
     if dim % 2:
         raise ValueError(f"sin-cos embedding dim must be even, got {dim}")
     omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
@@ -17,7 +25,10 @@ def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
 
 
 def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Fixed 2D sin-cos position embedding (MAE, He et al. 2022): (grid_h * grid_w, dim), row-major."""
+    """Fixed 2D sin-cos position embedding (MAE, He et al. 2022): (grid_h * grid_w, dim), row-major.
+
+    The first dim/2 channels encode the row, the rest the column. Raises ValueError if dim % 4 != 0.
+    """
     if dim % 4:
         raise ValueError(f"2D sin-cos embedding dim must be divisible by 4, got {dim}")
     gy, gx = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
@@ -45,7 +56,14 @@ def sincos_2d_at(dim: int, xy_N2: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H/p * W/p, D) with a strided conv (ViT)."""
+    """(B, C, H, W) -> (B, H/p * W/p, D) with a strided conv (ViT, Dosovitskiy et al. 2021).
+
+    Args:
+        img_size: H = W in px; patch: p in px; in_chans: C; dim: D.
+
+    Raises:
+        ValueError: img_size is not divisible by patch.
+    """
 
     def __init__(self, img_size: int, patch: int, in_chans: int, dim: int) -> None:
         super().__init__()
@@ -55,4 +73,5 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
 
     def forward(self, img_BCHW: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H/p * W/p, D) patch tokens, row-major."""
         return self.proj(img_BCHW).flatten(2).transpose(1, 2)

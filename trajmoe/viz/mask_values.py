@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
+
+from ..io import atomic_path
 
 
 def plot_mask_values(learned_T: np.ndarray, drawn_T: np.ndarray, out: str | Path, title: str = "",
                      history_ST: np.ndarray | None = None) -> str:
     """PNG: value per track timestep (0 = the query point), learned (solid) vs drawn (dashed);
-    `history_ST` (S snapshots, T) adds faint lines for earlier snapshots. Returns the path."""
-    import matplotlib
+    `history_ST` (S snapshots, T) adds faint lines for earlier snapshots. Returns the path.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        learned_T, drawn_T: (T,) mask values in [0, 1] (Tra-MoE paper, Yang et al., Sec. 3.2).
 
-    from ..io import atomic_path
-
+    Raises:
+        ValueError: learned_T and drawn_T are not both (T,).
+    """
     learned_T, drawn_T = np.asarray(learned_T, float), np.asarray(drawn_T, float)
     if learned_T.shape != drawn_T.shape or learned_T.ndim != 1:
         raise ValueError(f"learned and drawn values must both be (T,), got {learned_T.shape} and {drawn_T.shape}")

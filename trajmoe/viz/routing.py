@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
+
 from ..io import atomic_path
 
 
 def plot_routing(fractions: dict[str, dict[str, list[float]]], out: str | Path, title: str = "",
                  row_label: str = "domain") -> str:
-    """fractions: {layer name: {row name: [share of the row's tokens per expert]}} -> PNG path."""
-    import matplotlib
+    """Heatmap per MoE layer: fractions {layer name: {row name: [share of the row's tokens per
+    expert] (E,)}} -> the written image's path (format from `out`'s suffix, PNG by default).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    Raises:
+        ValueError: no layer has any statistics.
+    """
     layers = [k for k, v in fractions.items() if v]
     if not layers:
         raise ValueError("no routing statistics to draw")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import torch
 
@@ -11,11 +15,13 @@ from ..io import atomic_path
 
 
 def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, samples: int = 6, seed: int = 0) -> str:
-    import matplotlib
+    """Predicted (solid) and ground-truth (dashed) tracks of `samples` evenly spaced samples of the
+    run's dataset over `data_dirs`, drawn on their frames (px); returns the written image's path.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Args:
+        run_dir: a track-model run folder (config + weights); data_dirs: episode folders;
+        out: image path (format from its suffix); seed: per-sample augmentation rng seed.
+    """
     from ..train.checkpoint import load_run_config
     from ..track.io import load_track_model
     from ..track.config import DataOptions

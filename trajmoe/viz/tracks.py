@@ -5,6 +5,7 @@ At frame t every point's next `horizon` positions are drawn as a polyline in the
 is a filled dot when visible at t and a hollow grey ring when occluded (or outside the image).
 Views are placed side by side; frames are upscaled by `scale` (nearest) so lines stay thin.
 Pure numpy drawing, no matplotlib: fast enough for a GIF of a whole episode.
+Legend: T frames, N points, H/W frame height/width (px), s = `scale`.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def _polylines(img: np.ndarray, pix_TN2: np.ndarray, colours_N3: np.ndarray) -> 
 
 def draw_tracks_on_frame(frame_HW3: np.ndarray, tracks_TN2: np.ndarray, vis_N: np.ndarray, scale: int = 3,
                          colours_N3: np.ndarray | None = None) -> np.ndarray:
-    """One frame (H, W, 3) uint8 with tracks (T, N, 2) in [0, 1] from this frame on -> (sH, sW, 3)."""
+    """One frame (H, W, 3) uint8 with tracks (T, N, 2) in [0, 1] from this frame on -> (sH, sW, 3).
+
+    vis_N: (N,) bool, visible at this frame (hollow grey ring otherwise); scale: s, nearest
+    upscaling; colours_N3: (N, 3) uint8 per-point colours (from the positions when None).
+    """
     img = np.repeat(np.repeat(frame_HW3, scale, axis=0), scale, axis=1).copy()
     H, W = frame_HW3.shape[:2]
     pix = tracks_TN2 * np.array([W, H]) * scale  # (T, N, 2) in upscaled pixels
@@ -74,7 +79,14 @@ def draw_tracks_on_frame(frame_HW3: np.ndarray, tracks_TN2: np.ndarray, vis_N: n
 
 def render_episode_frames(path: str | Path, frames: list[int] | None = None, horizon: int = 16, scale: int = 3,
                           max_points: int | None = 64, views: list[str] | None = None) -> list[np.ndarray]:
-    """Frames of an episode with tracks drawn, views side by side; `frames=None` means all."""
+    """Frames of an episode with tracks drawn, views side by side; `frames=None` means all.
+
+    Returns one (sH, s * W * len(views), 3) uint8 image per frame; at most `max_points` tracks per
+    view (evenly subsampled), each drawn `horizon` frames ahead.
+
+    Raises:
+        ValueError: a view the file lacks, or a frame outside 0..T-1 (the message names the file).
+    """
     from ..data.atm_hdf5 import open_episode
 
     out = []
