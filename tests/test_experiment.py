@@ -72,7 +72,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--scale", "smoke"]) == 0
     report = (out / "report.md").read_text()
-    for title in ("Track models on held-out in-domain episodes", "Adaptive-mask policy, closed loop",
+    for title in ("Track models on held-out in-domain episodes", "Policies, closed loop",
                   "TrajMoE planner, open loop", "MoE routing"):
         assert title in report, title
     assert "| track-moe |" in report and "| planner-moe |" in report
