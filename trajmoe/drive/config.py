@@ -66,6 +66,10 @@ class DriveModelConfig:
     imi_weight: float = 1.0
     score_weight: float = 1.0
     gaussian_heads: bool = False  # GRPO: each scoring head also predicts a log std (TrajMoE paper eq. 5)
+    # Each vocabulary query also sees the map at its own 8 poses (distance to the nearest lane
+    # centreline point and to the route polyline): our addition, not in the TrajMoE / GTRS papers,
+    # whose queries see the map only through attention (see trajmoe.drive.model.vocab_map_features).
+    vocab_map_features: bool = False
     selection: SelectionWeights = field(default_factory=SelectionWeights)
 
     def __post_init__(self):

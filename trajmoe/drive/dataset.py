@@ -69,19 +69,62 @@ def scene_features(scene: dict) -> dict[str, np.ndarray]:
     }
 
 
+MAP_DIST_SCALE = 4.0  # m: distances / 4, clipped at 3 (12 m)
+
+
+def _dist_to_segments(p_BQ2: torch.Tensor, a_BK2: torch.Tensor, b_BK2: torch.Tensor) -> torch.Tensor:
+    """Distance (B, Q) from each point to the nearest of K segments a->b (all in metres)."""
+    ab = (b_BK2 - a_BK2)[:, None]  # (B, 1, K, 2)
+    ap = p_BQ2[:, :, None] - a_BK2[:, None]  # (B, Q, K, 2)
+    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
+    return (ap - t[..., None] * ab).norm(dim=-1).min(-1).values
+
+
+def vocab_map_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Map seen at each vocabulary trajectory's 8 poses (0.5 s apart) -> (B, V, 16) features.
+
+    Per pose: distance to the nearest lane-centreline point of the scene's lane tokens (points 1 m
+    apart; masked tokens ignored) and distance to the route polyline (`route` feature, 20 points 5 m
+    apart, as segments), each / 4 m and clipped at 3. Units: metres before scaling. Built from the
+    model inputs alone, so training, open-loop and closed-loop evaluation compute it identically.
+    Our addition to the GTRS / TrajMoE query (their queries see the map only through attention):
+    on CPU-size data the attention alone did not learn where the road is in curved scenes.
+    """
+    B = batch["lanes"].shape[0]
+    V = vocab_V403.shape[0]
+    poses = vocab_V403[:, PLAN_STRIDE - 1 :: PLAN_STRIDE, :2].reshape(1, V * PLAN_STEPS, 2).expand(B, -1, -1)
+    lanes = batch["lanes"][..., : 2 * LANE_CHUNK].reshape(B, -1, LANE_CHUNK, 2) * 50.0  # (B, L, P, 2) m
+    far = torch.where(batch["lanes_mask"].bool()[..., None, None], lanes, torch.full_like(lanes, 1e4))
+    d_lane = torch.cdist(poses, far.reshape(B, -1, 2)).min(-1).values  # (B, V*8)
+    route = batch["route"].reshape(B, ROUTE_POINTS, 2) * 50.0
+    d_route = _dist_to_segments(poses, route[:, :-1], route[:, 1:])
+    f = torch.stack([d_lane, d_route], -1).reshape(B, V, PLAN_STEPS * 2)
+    return (f / MAP_DIST_SCALE).clamp(max=3.0)
+
+
 class DriveDataset:
     """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
+
+    vocab (V, 40, 3), optional: also precompute `vocab_map_features` per scene ("vocab_map", (V, 16)),
+    for a model with `vocab_map_features` on (it computes them itself when they are absent).
 
     Raises:
         ValueError: no scenes, or targets for a different number of scenes.
     """
 
-    def __init__(self, scenes: list[dict], targets: np.ndarray | None = None):
+    def __init__(self, scenes: list[dict], targets: np.ndarray | None = None, vocab: np.ndarray | None = None):
         if not scenes:
             raise ValueError("no scenes to train on")
         if targets is not None and len(targets) != len(scenes):
             raise ValueError(f"targets hold {len(targets)} scenes, expected {len(scenes)}")
         self.features = [scene_features(s) for s in scenes]
+        if vocab is not None:  # the model's `vocab_map_features`, once per scene (they never change)
+            v = torch.as_tensor(np.asarray(vocab, np.float32))
+            for i in range(0, len(self.features), 16):
+                chunk = self.features[i : i + 16]
+                f = vocab_map_features(v, collate(chunk)).numpy()
+                for feat, fm in zip(chunk, f):
+                    feat["vocab_map"] = fm
         self.targets = targets
         self.domains = np.array([s["domain"] for s in scenes])
 

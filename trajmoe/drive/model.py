@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trajmoe.drive.config import DriveModelConfig, SelectionWeights
-from trajmoe.drive.dataset import AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS
+from trajmoe.drive.dataset import (AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS,
+                                    vocab_map_features)
 from trajmoe.drive.metrics import TARGET_METRICS
 from trajmoe.nn.blocks import Block, collect_moe_aux
 
@@ -73,6 +74,7 @@ class DrivePlanner(nn.Module):
         # Vocabulary queries.
         self.vocab_in = _mlp(40 * 3, cfg.vocab_hidden, D)
         self.ego_to_query = nn.Linear(D, D)
+        self.map_in = _mlp(2 * PLAN_STEPS, D, D) if cfg.vocab_map_features else None
         moe = cfg.moe.bind(D, int(cfg.mlp_ratio * D), cfg.dropout)
         self.decoder = nn.ModuleList(
             Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, moe=moe if i in cfg.moe.layers else None, cross_attention=True)
@@ -110,6 +112,9 @@ class DrivePlanner(nn.Module):
         scale = torch.tensor([1 / 50, 1 / 50, 1.0], device=self.vocab.device)
         q_VD = self.vocab_in((self.vocab * scale).flatten(1))
         x = q_VD[None] + self.ego_to_query(ego_BD)[:, None]  # (B, V, D)
+        if self.map_in is not None:
+            f = batch.get("vocab_map")  # precomputed by DriveDataset(vocab=...) for training
+            x = x + self.map_in(vocab_map_features(self.vocab, batch) if f is None else f)
         auxes = []
         dom = batch.get("domain")
         if dom is not None and (not self.cfg.moe.num_domains or int(dom.max()) >= self.cfg.moe.num_domains):

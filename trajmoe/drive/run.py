@@ -105,7 +105,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         t = time.perf_counter()
         targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         timings["targets_s"] = time.perf_counter() - t
-        ds = DriveDataset(scenes, targets)
+        ds = DriveDataset(scenes, targets, vocab if mcfg.vocab_map_features else None)
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
         trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate, resume=resume,
@@ -222,7 +222,7 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
         if targets is None:
             targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
-        ds = DriveDataset([load_scene(p) for p in paths], targets)
+        ds = DriveDataset([load_scene(p) for p in paths], targets, vocab if mcfg.vocab_map_features else None)
         trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change)
     except BaseException:
         lock.release()
