@@ -25,7 +25,8 @@ import pytest  # noqa: E402
 def mw_data(tmp_path_factory):
     """Two tiny real MetaWorld domains (generated once per test worker): in-domain reach-v3 from the
     corner camera with actions, out-of-domain action-free reach-v3 from corner2 with visual variation."""
-    from trajmoe.data.generate import DomainSpec, generate
+    from trajmoe.data.generate import generate
+    from trajmoe.data.specs import DomainSpec
 
     root = tmp_path_factory.mktemp("mw")
     specs = [

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,8 +145,7 @@ def test_cli_bad_inputs(tmp_path, capsys):
 def test_resolve_config_yaml_and_overrides():
     from trajmoe.drive.run import resolve_config
 
-    root = Path(__file__).resolve().parents[1]
-    cfg = resolve_config(None, str(root / "configs/drive/cpu-moe.yaml"), {"steps": 7, "model.moe.top_k": 1})
+    cfg = resolve_config(None, "configs/drive/cpu-moe.yaml", {"steps": 7, "model.moe.top_k": 1})  # the packaged file
     assert cfg["model"].vocab_size == 256 and cfg["model"].moe.top_k == 1 and cfg["train"].steps == 7
     assert cfg["model"] == resolve_config("cpu-moe", None, {"model.moe.top_k": 1})["model"]
     with pytest.raises(ValueError, match="valid keys"):

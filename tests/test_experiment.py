@@ -6,11 +6,26 @@ from pathlib import Path
 import pytest
 
 from trajmoe.cli import main
+from trajmoe.configs import PACKAGED, find_config
 from trajmoe.experiment.values import lookup
 from trajmoe.experiment.spec import load_spec, substitute
 
-ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted((ROOT / "configs" / "experiments").glob("*.yaml"))
+SPECS = sorted((PACKAGED / "experiments").glob("*.yaml"))
+
+
+def test_specs_ship_in_the_package_and_are_found_by_path_or_name(tmp_path, monkeypatch):
+    assert {"demo", "tab1f"} <= {p.stem for p in SPECS}
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the packaged files answer
+    demo = PACKAGED / "experiments" / "demo.yaml"
+    for name in ("configs/experiments/demo.yaml", "trajmoe/configs/experiments/demo.yaml", "demo", "demo.yaml"):
+        assert find_config(name, "experiments") == demo
+    assert load_spec("demo", "smoke").path == demo
+    assert find_config("configs/benchmarks/metaworld.yaml") == PACKAGED / "benchmarks" / "metaworld.yaml"
+    (tmp_path / "demo.yaml").write_text("name: mine\n")  # a user's own file wins over the packaged one
+    assert find_config("demo.yaml", "experiments") == Path("demo.yaml")
+    assert find_config("nope", "experiments") == Path("nope")  # the caller's missing-file error names it
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_spec("nope", "smoke")
 
 
 def test_substitute_nested_and_list_expansion():
@@ -25,7 +40,7 @@ def test_substitute_nested_and_list_expansion():
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
 def test_every_spec_resolves_every_command(spec, scale):
     s = load_spec(spec, scale)
-    env = {"configs": str(ROOT / "configs"), **s.vars, "dir": "/exp"}
+    env = {"configs": str(PACKAGED), **s.vars, "dir": "/exp"}
     for step in s.data:
         substitute(step.cmd, env, step.name)
     for v, vars_ in s.variants.items():
@@ -57,7 +72,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--scale", "smoke"]) == 0
     report = (out / "report.md").read_text()
-    for title in ("Track models on held-out in-domain episodes", "Adaptive-mask policy, closed loop",
+    for title in ("Track models on held-out in-domain episodes", "Policies, closed loop",
                   "TrajMoE planner, open loop", "MoE routing"):
         assert title in report, title
     assert "| track-moe |" in report and "| planner-moe |" in report

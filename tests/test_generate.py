@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trajmoe.cli import main
+from trajmoe.configs import PACKAGED
 from trajmoe.data.atm_hdf5 import list_episodes, load_episode, open_episode
-from trajmoe.data.generate import DomainSpec, generate, load_benchmark, parse_shard, work_items
+from trajmoe.data.generate import generate
+from trajmoe.data.specs import DomainSpec, load_benchmark, parse_shard, work_items
 from trajmoe.envs.metaworld import EVAL_VARIATION_START, TASKS
 from trajmoe.envs.tracks import TrackConfig
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = TrackConfig(num_points=32, grid_size=2, num_query_frames=4)
 
 
@@ -22,7 +22,7 @@ SMALL = TrackConfig(num_points=32, grid_size=2, num_query_frames=4)
 def bench_dir(tmp_path_factory):
     """The smoke benchmark through the CLI: one ID demo (corner) + one OOD video (corner2, visual variation)."""
     out = tmp_path_factory.mktemp("gen") / "bench"
-    rc = main(["data", "metaworld", "--benchmark", str(REPO / "configs/benchmarks/metaworld-smoke.yaml"),
+    rc = main(["data", "metaworld", "--benchmark", "configs/benchmarks/metaworld-smoke.yaml",
                "--out", str(out), "--no-progress", "--json"])
     assert rc == 0
     return out
@@ -55,7 +55,7 @@ def test_benchmark_files_and_manifests(bench_dir, capsys):
 def test_rerun_skips_finished_episodes(bench_dir, capsys):
     before = {p: p.stat().st_mtime_ns for p in list_episodes(bench_dir)}
     capsys.readouterr()
-    rc = main(["data", "metaworld", "--benchmark", str(REPO / "configs/benchmarks/metaworld-smoke.yaml"),
+    rc = main(["data", "metaworld", "--benchmark", "configs/benchmarks/metaworld-smoke.yaml",
                "--out", str(bench_dir), "--no-progress", "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -95,7 +95,7 @@ def test_shards_partition_the_work_list():
 
 
 def test_benchmark_yaml_and_held_out_variations():
-    b = load_benchmark(REPO / "configs/benchmarks/metaworld.yaml")
+    b = load_benchmark("metaworld")
     by = {d.name: d for d in b.domains}
     idd = by["id"]
     assert len(idd.tasks) == 10 and idd.episodes == 10 and not idd.action_free and idd.camera == "corner"
@@ -108,7 +108,7 @@ def test_benchmark_yaml_and_held_out_variations():
     assert not train & set(b.eval_variations) and min(b.eval_variations) >= EVAL_VARIATION_START
     with pytest.raises(ValueError, match="held-out evaluation range"):
         DomainSpec(name="x", tasks=("reach-v3",), episodes=10, variation_seed=EVAL_VARIATION_START - 5)
-    load_benchmark(REPO / "configs/benchmarks/metaworld-demo.yaml")
+    load_benchmark(PACKAGED / "benchmarks" / "metaworld-demo.yaml")
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_cli_unwritable_output_and_bad_yaml(tmp_path, capsys):
     assert rc == 2 and "cameras" in err and "b.yaml" in err and len(err.splitlines()) == 1
 
 
-def test_viz_tracks_png_and_gif(bench_dir, tmp_path, capsys):
+def test_viz_tracks_png_gif_mp4(bench_dir, tmp_path, capsys):
     import imageio.v2 as imageio
 
     ep = list_episodes(bench_dir)[0]
@@ -153,6 +153,8 @@ def test_viz_tracks_png_and_gif(bench_dir, tmp_path, capsys):
         T = f.meta.length
     assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.gif"), "--scale", "1"]) == 0
     assert len(imageio.mimread(tmp_path / "t.gif")) == T
+    assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.mp4"), "--scale", "2"]) == 0
+    assert len(imageio.mimread(tmp_path / "t.mp4")) == T
     capsys.readouterr()
     assert main(["viz", "tracks", str(ep), "--out", str(tmp_path / "t.jpg")]) == 2
-    assert ".png or .gif" in capsys.readouterr().err
+    assert ".png, .gif or .mp4" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """kill -9 and resume, per model family: a real subprocess SIGKILLs itself at a chosen moment
-(trajmoe.train.faults), `--resume` finishes the run, and its losses and final weights must equal an
+(trajmoe.faults), `--resume` finishes the run, and its losses and final weights must equal an
 uninterrupted run's bit for bit (CPU); no temporary file may survive the resumed run."""
 
 from __future__ import annotations

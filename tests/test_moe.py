@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trajmoe.moe import MoE, MoEConfig, cv2_balance_loss, load_balance_loss, router_z_loss
+from trajmoe.moe import MoE, MoEConfig, cv2_balance_loss, expert_shares, load_balance_loss, reset_routing, router_z_loss
 from trajmoe.moe import dispatch
 
 
@@ -128,8 +128,13 @@ def test_domain_statistics_count_correctly():
         moe(x, domain_ids=torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]))  # per token, eval too
     assert torch.equal(moe.domain_counts, 2 * expected)
     assert moe.stats.tokens_per_expert.sum().item() == 16
-    torch.testing.assert_close(moe.stats.domain_fractions().sum(1), torch.ones(2))
-    moe.reset_stats()
+    shares = expert_shares([(0, moe)], ["a", "b"])["layer0"]
+    assert sum(shares["tokens_per_expert"]) == 16
+    for d, row in zip("ab", expected):
+        torch.testing.assert_close(torch.tensor(shares["domain_fraction"][d], dtype=torch.float64), row.double() / row.sum(), atol=1e-4, rtol=0)
+    summed = expert_shares([(0, moe), (0, moe)], ["a"])["layer0"]  # same name: summed (ensembles)
+    assert sum(summed["tokens_per_expert"]) == 32 and set(summed["domain_fraction"]) == {"a"}
+    reset_routing(torch.nn.Sequential(moe))  # finds the layer inside a model
     assert moe.domain_counts.sum().item() == 0 and moe.stats.tokens_per_expert.sum().item() == 0
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from trajmoe.data.atm_hdf5 import open_episode
-from trajmoe.data.generate import DomainSpec, generate
+from trajmoe.data.generate import generate
+from trajmoe.data.specs import DomainSpec
 from trajmoe.envs.metaworld import make_env
 from trajmoe.envs.oracle import ExpertLookahead, grid_points, oracle_tracks
 from trajmoe.envs.tracks import TrackConfig

@@ -18,7 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from trajmoe.data.generate import DomainSpec, generate
+    from trajmoe.data.generate import generate
+    from trajmoe.data.specs import DomainSpec
 
     out = tmp_path_factory.mktemp("data") / "mw"
     summary = generate([(DomainSpec(name="mw", tasks=("reach-v3",), episodes=2, max_steps=120), str(out))],
@@ -79,7 +80,7 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
     pred = pol.predict_tracks(frames, emb.expand(2, -1))
     torch.testing.assert_close(cache[[0, 3], 0], pred, atol=2e-3, rtol=0)
 
-    # closed loop: 2 held-out episodes on 2 worker processes, one GIF with tracks drawn
+    # closed loop: 2 held-out episodes on 2 worker processes, one MP4 with tracks drawn
     vid = tmp_path / "videos"
     rc = main(["eval", "policy", "--run", str(run), "--episodes", "2", "--max-steps", "4", "--workers", "2",
                "--video", str(vid), "--json"])
@@ -88,7 +89,7 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
     assert res["episodes"] == 2 and res["workers"] == 2 and 0.0 <= res["success_rate"] <= 1.0
     assert set(res["tasks"]) == {"reach-v3"} and res["variations"] == [1_000_000, 1_000_001]
     assert 1 <= res["tasks"]["reach-v3"]["mean_length"] <= 4 and res["latency_ms"] > 0
-    assert len(res["videos"]) == 1
+    assert len(res["videos"]) == 1 and res["videos"][0].endswith(".mp4")  # MP4 by default (imageio-ffmpeg)
     import imageio.v2 as imageio
 
     frames = imageio.mimread(res["videos"][0])

@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from trajmoe.cli import main
 from trajmoe.track import PRESETS

@@ -18,7 +18,7 @@ from torch import nn
 from trajmoe.train import TrainConfig, Trainer, TrainingError, load_run_config, load_weights
 from trajmoe.train.checkpoint import latest_checkpoint, read_tensors
 from trajmoe.train.schedule import lr_at
-from trajmoe.train.trainer import global_batch_indices, sample_cdf
+from trajmoe.train.batches import global_batch_indices, sample_cdf
 
 MODEL_CFG = {"dim": 4, "hidden": 16}
 

@@ -7,13 +7,16 @@ Unknown keys are errors that list the valid ones; values are parsed with YAML ru
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
+
+from .configs import find_config
 
 T = TypeVar("T")
 
@@ -88,7 +91,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """A YAML mapping from `path` (a `configs/...` path may name a spec shipped in the package:
+    `trajmoe.configs.find_config`); missing file, bad YAML or a non-mapping is a one-line error."""
+    path = find_config(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing config file: {path}")
     try:
@@ -100,6 +105,27 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
     return data
+
+
+def checker(obj: object, section: str) -> Callable[[bool, str, str], None]:
+    """The validator every config's `__post_init__` uses: `need(ok, key, rule)` raises the one-line
+    `ValueError("{section}.{key} must be {rule}, got {value!r}")` unless `ok`."""
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{section}.{key} must be {rule}, got {getattr(obj, key)!r}")
+
+    return need
+
+
+def is_int(v: object) -> bool:
+    """An int that is not a bool (YAML `true` is not a count)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: object) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_keys(cls: type, data: dict[str, Any], where: str = "config") -> None:

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from trajmoe.faults import crash_point
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -33,10 +35,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
     try:
         yield tmp_path
-        if os.environ.get("TRAJMOE_CRASH_AT"):  # kill -9 tests (trajmoe.train.faults)
-            from trajmoe.train.faults import crash_point
-
-            crash_point("write", path.name)
+        crash_point("write", path.name)  # kill -9 tests (trajmoe.faults); one env lookup when unset
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,8 +3,8 @@
 Each feature module in this package (`trajmoe/cli/<name>.py`) exposes
 `register(groups) -> None` and adds its verbs to the groups it owns: `groups[name]` is an argparse
 subparsers object for verb groups, and the group's own parser for the verb-less commands
-(`experiment`, `demo`). Every command sets `func=callable(args) -> int | None`. A group with
-nothing registered yet says so.
+(`experiment`, `demo`). Every command sets `func=callable(args) -> int | None`; a verb group
+called without a verb prints its help.
 User mistakes (`ValueError`, `FileNotFoundError`, `KeyError` raised as `UsageError`) are printed as
 one line, never a traceback.
 """
@@ -29,20 +29,12 @@ GROUPS = {
     "demo": "the main job end to end (make demo)",
 }
 VERBLESS = ("experiment", "demo")
-# Feature modules, in the order their verbs appear. A module that is absent is skipped.
+# Feature modules, in the order their verbs appear.
 COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "demo"]
 
 
 class UsageError(Exception):  # noqa: N818 - reads better at call sites
     """A user mistake; printed as one line by `main`."""
-
-
-def _not_available(group: str):
-    def run(_args) -> int:
-        print(f"trajmoe {group}: not available yet in this version.", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,20 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         group_parsers[name] = p
         groups[name] = p if name in VERBLESS else p.add_subparsers(dest="verb", metavar="VERB")
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"trajmoe.cli.{mod_name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"trajmoe.cli.{mod_name}":
-                continue
-            raise
-        mod.register(groups)
+        importlib.import_module(f"trajmoe.cli.{mod_name}").register(groups)
     for name, p in group_parsers.items():
-        if name in VERBLESS:
-            if p.get_default("func") is None:
-                p.set_defaults(func=_not_available(name))
-        elif not groups[name].choices and p.get_default("func") is None:
-            p.set_defaults(func=_not_available(name))
-        elif p.get_default("func") is None:
+        if name not in VERBLESS and p.get_default("func") is None:
             p.set_defaults(func=lambda a, p=p: (p.print_help(), 2)[1])
     return parser
 

@@ -1,9 +1,9 @@
 """`trajmoe data metaworld` (episodes with exact GT tracks) and `trajmoe viz tracks`.
 
     trajmoe data metaworld --tasks reach-v3,push-v3 --episodes 2 --out data/mw_demo
-    trajmoe data metaworld --benchmark configs/benchmarks/metaworld.yaml --out data/mw --workers 2
+    trajmoe data metaworld --benchmark trajmoe/configs/benchmarks/metaworld.yaml --out data/mw --workers 2
     trajmoe data metaworld ... --shard 0/4          # this machine's quarter of the work list
-    trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif
+    trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif / .mp4
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def register(groups) -> None:
     p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tasks", help="comma-separated MetaWorld v3 tasks, or 'all'")
-    src.add_argument("--benchmark", help="benchmark YAML (e.g. configs/benchmarks/metaworld.yaml): every domain in it")
+    src.add_argument("--benchmark", help="benchmark YAML or packaged name (metaworld, metaworld-demo, metaworld-smoke): every domain in it")
     p.add_argument("--episodes", type=int, default=None, help="episodes per task (with --tasks; default 10)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--views", default="agentview,eye_in_hand", help="agentview (scene camera) and/or eye_in_hand (gripperPOV)")
@@ -42,7 +42,7 @@ def register(groups) -> None:
 
     p = groups["viz"].add_parser("tracks", help="draw an episode's tracks (visible/occluded) on its frames")
     p.add_argument("file", help="episode HDF5 file")
-    p.add_argument("--out", required=True, help="OUT.png (a few frames) or OUT.gif (every frame)")
+    p.add_argument("--out", required=True, help="OUT.png (a few frames), OUT.gif or OUT.mp4 (every frame)")
     p.add_argument("--frames", type=int, default=4, help="frames in the PNG")
     p.add_argument("--horizon", type=int, default=16, help="future steps drawn per point")
     p.add_argument("--scale", type=int, default=3, help="upscaling factor")
@@ -57,7 +57,8 @@ def _positive(name: str, value: int | None) -> None:
 
 def run_metaworld(args) -> int:
     from ..config import replace
-    from ..data.generate import DomainSpec, generate, load_benchmark, parse_shard, write_benchmark_manifest
+    from ..data.generate import generate
+    from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
     from ..envs.metaworld import TASKS, check_task
     from ..envs.tracks import TrackConfig
 

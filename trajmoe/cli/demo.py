@@ -1,6 +1,6 @@
 """`trajmoe demo`: the main job end to end (what `make demo` runs).
 
-Runs the experiment spec configs/experiments/demo.yaml: a small multi-domain MetaWorld set and a
+Runs the experiment spec trajmoe/configs/experiments/demo.yaml (shipped in the package): a small multi-domain MetaWorld set and a
 small highway-env scene set are generated, tiny dense and MoE track models, an adaptive-mask
 policy and a MoE planner are trained and evaluated, and DIR/report.md is written. Rerunning
 resumes: finished steps are skipped.
@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-SPEC = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "demo.yaml"
+from ..configs import PACKAGED
+
+SPEC = PACKAGED / "experiments" / "demo.yaml"
 
 
 def register(groups) -> None:

@@ -175,9 +175,8 @@ def run_eval(args) -> int:
             res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
         result["open_loop"] = res
         if args.plots:
-            import numpy as np
-
-            from trajmoe.drive.plots import plot_routing, plot_scenes
+            from trajmoe.drive.plots import plot_scenes
+            from trajmoe.viz.routing import plot_routing
 
             picks = []
             for s in ("highway", "merge", "roundabout", "intersection"):
@@ -185,9 +184,9 @@ def run_eval(args) -> int:
                 if idx:
                     picks.append(idx[len(idx) // 2])
             plot_scenes(Path(args.plots) / "scenes.png", [scenes[i] for i in picks], [plans[i] for i in picks], planner.vocab.numpy())
-            if "routing_counts" in res:
-                rc = res["routing_counts"]
-                plot_routing(Path(args.plots) / "routing.png", np.array(rc["counts"]), rc["scenarios"])
+            if "routing" in res:
+                plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, Path(args.plots) / "routing.png",
+                             title="routing share per scenario (vocabulary tokens)", row_label="scenario")
     if args.closed_loop:
         from trajmoe.drive.closed_loop import evaluate_closed_loop
 

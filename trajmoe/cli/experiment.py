@@ -7,7 +7,7 @@ from pathlib import Path
 
 def register(groups) -> None:
     parser = groups["experiment"]  # a verb-less command: the spec path is its positional argument
-    parser.add_argument("spec", help="experiment spec YAML (configs/experiments/*.yaml)")
+    parser.add_argument("spec", help="experiment spec: a YAML file or a packaged spec's name (demo, tab1f, ...: trajmoe/configs/experiments)")
     parser.add_argument("--out", required=True, help="experiment directory (reused: finished steps are skipped)")
     parser.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "gpu"])
     parser.add_argument("--seeds", type=int, default=1)

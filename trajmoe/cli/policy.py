@@ -26,7 +26,9 @@ def register(groups) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the tasks it was trained on)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
-    p.add_argument("--video", default=None, metavar="DIR", help="write GIF rollouts with predicted tracks drawn")
+    p.add_argument("--video", default=None, metavar="DIR", help="write rollout videos with predicted tracks drawn")
+    p.add_argument("--video-format", default="mp4", choices=["mp4", "gif"],
+                   help="mp4 (default) or gif (embeddable in a markdown report)")
     p.add_argument("--video-per-task", type=int, default=1, help="episodes per task written to --video")
     p.add_argument("--max-steps", type=int, default=None, help="cap below the task's episode limit")
     p.add_argument("--first-variation", type=int, default=0, help="offset into the held-out variations")
@@ -65,7 +67,8 @@ def run_eval(args) -> int:
     from ..policy.rollout import evaluate_policy
 
     res = evaluate_policy(args.run, _split(args.tasks), args.episodes, args.workers, args.video, args.video_per_task,
-                          args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json)
+                          args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json,
+                          video_format=args.video_format)
     if args.json:
         print(json.dumps(res))
         return 0

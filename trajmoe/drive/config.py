@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from trajmoe.config import Preset, pick_preset
+from trajmoe.config import Preset, checker, pick_preset
 from trajmoe.drive.metrics import TARGET_METRICS
 from trajmoe.moe.config import MoEConfig, nest_legacy_moe
 from trajmoe.train.config import TrainConfig
@@ -73,9 +73,7 @@ class DriveModelConfig:
     selection: SelectionWeights = field(default_factory=SelectionWeights)
 
     def __post_init__(self):
-        def need(ok, key, rule):
-            if not ok:
-                raise ValueError(f"model.{key} must be {rule}, got {getattr(self, key)!r}")
+        need = checker(self, "model")
 
         need(isinstance(self.dim, int) and self.dim >= 8, "dim", "an integer >= 8")
         need(isinstance(self.num_heads, int) and self.num_heads >= 1 and self.dim % self.num_heads == 0,

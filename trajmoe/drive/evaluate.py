@@ -20,6 +20,7 @@ from trajmoe.drive.dataset import collate, scene_features
 from trajmoe.drive.metrics import METRICS, epdms, interpolate_plan, score_in_chunks, score_trajectories, simulate_plans
 from trajmoe.drive.scenes import prev_scene
 from trajmoe.envs.highway import SCENARIOS
+from trajmoe.moe import expert_shares, reset_routing
 
 
 def _ci95(x) -> float:
@@ -38,25 +39,6 @@ def _aggregate(rows: list[dict], scenarios: list[str]) -> dict:
                       "EPDMS_ci95": _ci95([r["EPDMS"] for r in sub])}
     out["per_scenario"] = per
     return out
-
-
-def routing_counts(planner) -> np.ndarray | None:
-    """(num_domains, E) tokens routed per scenario and expert, summed over the MoE layers."""
-    models = getattr(planner, "models", [planner])
-    total = None
-    for m in models:
-        for blk in m.decoder:
-            if blk.is_moe:
-                c = blk.ffn.domain_counts.detach().cpu().numpy().astype(np.float64)
-                total = c if total is None else (total + c if total.shape == c.shape else total)
-    return total
-
-
-def reset_routing(planner) -> None:
-    for m in getattr(planner, "models", [planner]):
-        for blk in m.decoder:
-            if blk.is_moe:
-                blk.ffn.reset_stats()
 
 
 def _row(scene: dict, plan40: np.ndarray, prev: dict | None, prev_plan40: np.ndarray | None) -> dict:
@@ -87,8 +69,9 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
                        with_baselines: bool = True) -> dict:
     """Planner, expert and (by default) baselines on the same scenes -> aggregates (module doc).
     planner None: expert and baselines only."""
-    if planner is not None:
-        reset_routing(planner)
+    members = [] if planner is None else getattr(planner, "models", [planner])  # an ensemble's, or the planner
+    for m in members:
+        reset_routing(m)
     rows, expert_rows, plans = [], [], []
     t = time.perf_counter()
     for sc in scenes if planner is None else ():
@@ -120,12 +103,13 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
         result["planner"] = _aggregate(rows, scen)
     if with_baselines:
         result["baselines"] = evaluate_baselines(scenes)
-    counts = routing_counts(planner) if planner is not None else None
-    if counts is not None:
-        result["routing_counts"] = {"scenarios": list(SCENARIOS[: len(counts)]), "counts": counts.tolist()}  # rows = domain ids
-        # router collapse at a glance: the busiest expert's share of each scenario's routed tokens
-        # (1/E = perfectly balanced, 1 = collapsed onto one expert), over every MoE layer
-        result["routing_busiest_share"] = {s: float(c.max() / c.sum()) for s, c in zip(SCENARIOS, counts) if c.sum() > 0}
+    routing = expert_shares([layer for m in members for layer in m.moe_layers()], SCENARIOS)
+    if routing:
+        result["routing"] = routing
+        # router collapse at a glance, per MoE layer and scenario: the busiest expert's share of the
+        # scenario's routed tokens (1/E = perfectly balanced, 1 = collapsed onto one expert)
+        result["routing_busiest_share"] = {layer: {d: max(f) for d, f in r["domain_fraction"].items()}
+                                           for layer, r in routing.items()}
     if keep_plans:
         result["_plans"] = plans
     return result

@@ -86,6 +86,10 @@ class DrivePlanner(nn.Module):
         self.std_heads = nn.ModuleDict({m: nn.Linear(D, 1) for m in TARGET_METRICS}) if cfg.gaussian_heads else None
 
     # ---- forward pieces --------------------------------------------------------------------
+    def moe_layers(self) -> list[tuple[int, nn.Module]]:
+        """(decoder block index, MoE layer) of every MoE decoder block."""
+        return [(i, b.ffn) for i, b in enumerate(self.decoder) if b.is_moe]
+
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> scene tokens (B, S, D), keep-mask (B, S), ego embedding (B, D)."""
         ego_BD = self.ego_in(batch["ego"])

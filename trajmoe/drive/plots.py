@@ -1,5 +1,5 @@
 """Pictures: scenes with the vocabulary's top candidates coloured by selection score and the chosen
-plan; the routing heatmap (scenario x expert) of the MoE decoder; an EPDMS bar chart."""
+plan (the routing heatmap: `trajmoe.viz.routing`)."""
 
 from __future__ import annotations
 
@@ -57,35 +57,3 @@ def plot_scenes(path: str | Path, scenes: list[dict], plans: list[dict], vocab: 
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
-
-def plot_routing(path: str | Path, counts: np.ndarray, scenarios: list[str], title: str = "") -> None:
-    plt = _fig()
-    frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * counts.shape[1], 1.0 + 0.6 * len(scenarios)))
-    im = ax.imshow(frac, cmap="magma", vmin=0, vmax=max(frac.max(), 1e-9))
-    for i in range(frac.shape[0]):
-        for j in range(frac.shape[1]):
-            ax.text(j, i, f"{frac[i, j]:.2f}", ha="center", va="center", color="w" if frac[i, j] < 0.6 * frac.max() else "k", fontsize=8)
-    ax.set_yticks(range(len(scenarios)), scenarios)
-    ax.set_xticks(range(counts.shape[1]), [f"e{j}" for j in range(counts.shape[1])])
-    ax.set_title(title or "routing share per scenario (vocabulary tokens)")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-
-
-def plot_bars(path: str | Path, results: dict[str, float], title: str = "EPDMS (held-out scenes)") -> None:
-    plt = _fig()
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(results), 3.5))
-    names = list(results)
-    ax.bar(names, [results[n] for n in names], color="tab:green")
-    for i, n in enumerate(names):
-        ax.text(i, results[n], f"{results[n]:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)

@@ -16,7 +16,7 @@ from trajmoe.config import (RUN_KINDS, check_legacy_keys, check_run_kind, from_d
                             resolve_sections, to_dict)
 from trajmoe.drive.config import (LEGACY_MOE_KEYS, DriveDataConfig, DriveModelConfig, GRPOConfig, planner_preset,
                                   upgrade_model_dict)
-from trajmoe.io import atomic_path, atomic_write_json
+from trajmoe.io import atomic_path
 from trajmoe.train.config import TrainConfig
 
 RUN_KIND = RUN_KINDS["planner"]
@@ -242,6 +242,3 @@ def _sha256(path: Path) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj)

@@ -35,6 +35,7 @@ from trajmoe.drive import geometry as geo
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
 from trajmoe.io import DirLock, check_settings, remove_stale_temps, safe_relative
 from trajmoe.io import atomic_path, atomic_write_json, read_json
+from trajmoe.parallel import worker_pool
 
 HIST_STEPS = 20  # 2 s of history at 0.1 s
 PREV_STEPS = 5  # the previous frame (EC: two plans 0.5 s apart) is this many steps before t0
@@ -370,58 +371,61 @@ def _episode_ok(out: Path, rec: dict) -> bool:
     return True
 
 
+def _have(records: list[dict]) -> int:
+    return sum(len(r["scenes"]) for r in records)
+
+
+def _schedule(out: Path, records: dict[str, list[dict]], next_seed: dict[str, int], per: int, per_ep: int,
+              cfg_dict: dict, verify: bool) -> list[tuple]:
+    """Episodes still to simulate for every scenario short of `per` scenes (finished episode
+    records found on disk are taken into `records` instead; with `verify` only if they read back)."""
+    jobs = []
+    for s, recs in records.items():
+        need = per - _have(recs)
+        # Schedule enough episodes for the remaining scenes (some scenes get dropped).
+        for _ in range(0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))):
+            seed = next_seed[s]
+            next_seed[s] += 1
+            rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
+            rec = read_json(rec_path) if rec_path.is_file() else None
+            if rec is not None and (not verify or _episode_ok(out, rec)):
+                recs.append(rec)
+            else:
+                jobs.append((s, seed, cfg_dict, str(out)))
+    return jobs
+
+
 def _generate_locked(out: Path, scenarios: list[str], per: int, per_ep: int, cfg_dict: dict, workers: int,
                      progress: bool, verify: bool) -> dict:
+    from rich.progress import Progress
+
     records: dict[str, list[dict]] = {s: [] for s in scenarios}
     next_seed = {s: cfg_dict["seed"] for s in scenarios}
     t_start = time.perf_counter()
     n_new = 0
+    with worker_pool(workers) as imap, Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("scenes", total=per * len(scenarios))
+        while True:
+            jobs = _schedule(out, records, next_seed, per, per_ep, cfg_dict, verify)
+            if not jobs and all(_have(records[s]) >= per for s in scenarios):
+                break
+            for rec in imap(_episode_job, jobs, ordered=False):
+                records[rec["scenario"]].append(rec)
+                n_new += len(rec["scenes"])
+                bar.update(task, completed=sum(min(per, _have(records[s])) for s in scenarios))
+    return _write_manifest(out, records, per, cfg_dict, n_new, time.perf_counter() - t_start)
 
-    from rich.progress import Progress
 
-    pool = None
-    if workers > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(workers)
-    try:
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("scenes", total=per * len(scenarios))
-            while True:
-                jobs = []
-                for s in scenarios:
-                    have = sum(len(r["scenes"]) for r in records[s])
-                    need = per - have
-                    # Schedule enough episodes for the remaining scenes (some scenes get dropped).
-                    n_eps = 0 if need <= 0 else max(1, -(-need // max(per_ep, 1)))
-                    for _ in range(n_eps):
-                        seed = next_seed[s]
-                        next_seed[s] += 1
-                        rec_path = out / "episodes" / f"{s}_{seed:06d}.json"
-                        rec = read_json(rec_path) if rec_path.is_file() else None
-                        if rec is not None and (not verify or _episode_ok(out, rec)):
-                            records[s].append(rec)
-                        else:
-                            jobs.append((s, seed, cfg_dict, str(out)))
-                if not jobs and all(sum(len(r["scenes"]) for r in records[s]) >= per for s in scenarios):
-                    break
-                results = pool.imap_unordered(_episode_job, jobs) if pool else map(_episode_job, jobs)
-                for rec in results:
-                    records[rec["scenario"]].append(rec)
-                    n_new += len(rec["scenes"])
-                    bar.update(task, completed=sum(min(per, sum(len(r["scenes"]) for r in records[s])) for s in scenarios))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    seconds = time.perf_counter() - t_start
+def _write_manifest(out: Path, records: dict[str, list[dict]], per: int, cfg_dict: dict, n_new: int,
+                    seconds: float) -> dict:
+    """The first `per` scenes of each scenario in seed order -> out/manifest.json (returned)."""
     listed = []
-    for s in scenarios:
-        names = [n for r in sorted(records[s], key=lambda r: r["seed"]) for n in r["scenes"]]
+    for s, recs in records.items():
+        names = [n for r in sorted(recs, key=lambda r: r["seed"]) for n in r["scenes"]]
         listed += [{"name": n, "scenario": s, "domain": SCENARIOS.index(s)} for n in names[:per]]
     manifest = {
         "format": "trajmoe-drive-scenes/1",
-        "scenarios": list(scenarios),
+        "scenarios": list(records),
         "n_scenes": len(listed),
         "config": cfg_dict,
         "conventions": {"dt": DT, "history_steps": HIST_STEPS, "future_steps": FUTURE_STEPS,

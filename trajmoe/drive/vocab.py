@@ -6,17 +6,19 @@ simulated IDM/MOBIL trajectories too, and give ~10x more samples than the expert
 clusters ~100k human futures into 8192; a few thousand scenes would leave most clusters with one
 or two members).
 
-k-means: features are the 40 (x, y) positions plus heading x 5 m/rad, k-means++ initialisation and
-Lloyd iterations, vectorised in torch; cluster poses are member means (heading by circular mean).
+k-means: features are the 40 (x, y) positions plus heading x 5 m/rad, clustered by scikit-learn's
+KMeans (k-means++ initialisation, Lloyd iterations); cluster poses are member means (heading by
+circular mean).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
+from sklearn.cluster import KMeans
 
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.metrics import TARGET_METRICS, score_in_chunks
+from trajmoe.parallel import worker_pool
 
 HEADING_SCALE = 5.0  # m per rad in the clustering features
 
@@ -34,46 +36,36 @@ def trajectory_samples(scenes: list[dict], use_agents: bool = True) -> np.ndarra
     return np.stack(out)
 
 
-def _features(traj: torch.Tensor) -> torch.Tensor:
-    return torch.cat([traj[..., :2].flatten(1), HEADING_SCALE * traj[..., 2]], dim=1)
+def _features(traj_N403: np.ndarray) -> np.ndarray:
+    """(N, 40, 3) -> (N, 120) clustering features: the 80 (x, y) in m, then heading x HEADING_SCALE."""
+    return np.concatenate([traj_N403[..., :2].reshape(len(traj_N403), -1), HEADING_SCALE * traj_N403[..., 2]], axis=1)
 
 
 def kmeans_vocab(samples: np.ndarray, size: int, iters: int = 30, seed: int = 0) -> np.ndarray:
-    """k-means++ + Lloyd over (N, 40, 3) trajectories -> (size, 40, 3) vocabulary."""
+    """(N, 40, 3) trajectories (x, y in m, heading in rad) -> (size, 40, 3) float32 vocabulary.
+
+    scikit-learn's KMeans (k-means++ seeding, one run of at most `iters` Lloyd iterations, seeded
+    by `seed`) over `_features`, as GTRS clusters its vocabulary; each cluster's poses are then the
+    member means (heading by circular mean). Raises ValueError when `size` is outside [2, 65536]
+    or exceeds the number of samples.
+    """
     if not 2 <= size <= 65536:
         raise ValueError(f"vocabulary size must be in [2, 65536], got {size}")
     n = len(samples)
     if n < size:
         raise ValueError(f"vocabulary size {size} exceeds the {n} trajectory samples available; use fewer or more scenes")
-    g = torch.Generator().manual_seed(seed)
-    traj = torch.as_tensor(samples, dtype=torch.float32)
-    x = _features(traj)  # (N, F)
-    # k-means++ seeding.
-    centres = torch.empty(size, x.shape[1])
-    centres[0] = x[torch.randint(n, (1,), generator=g)]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for k in range(1, size):
-        idx = torch.multinomial(d2 + 1e-12, 1, generator=g)
-        centres[k] = x[idx]
-        d2 = torch.minimum(d2, ((x - centres[k]) ** 2).sum(1))
-    for _ in range(iters):
-        assign = torch.cdist(x, centres).argmin(1)  # (N,)
-        counts = torch.bincount(assign, minlength=size).float()
-        sums = torch.zeros_like(centres).index_add_(0, assign, x)
-        empty = counts == 0
-        centres = torch.where(empty[:, None], centres, sums / counts.clamp(min=1)[:, None])
-    assign = torch.cdist(x, centres).argmin(1)
-    counts = torch.bincount(assign, minlength=size).float().clamp(min=1)[:, None, None]
-    pos = torch.zeros(size, 40, 2).index_add_(0, assign, traj[..., :2]) / counts
-    sin = torch.zeros(size, 40).index_add_(0, assign, torch.sin(traj[..., 2])) / counts[..., 0]
-    cos = torch.zeros(size, 40).index_add_(0, assign, torch.cos(traj[..., 2])) / counts[..., 0]
-    # Clusters left empty keep their seed trajectory.
-    used = torch.bincount(assign, minlength=size) > 0
-    heading = torch.atan2(sin, cos)
-    vocab = torch.cat([pos, heading[..., None]], -1)
-    seed_traj = torch.cat([centres[:, :80].reshape(size, 40, 2), centres[:, 80:, None] / HEADING_SCALE], -1)
-    vocab = torch.where(used[:, None, None], vocab, seed_traj)
-    return vocab.numpy().astype(np.float32)
+    traj = np.asarray(samples, np.float64)
+    km = KMeans(n_clusters=size, init="k-means++", n_init=1, max_iter=max(iters, 1), random_state=seed)
+    assign = km.fit_predict(_features(traj))  # (N,)
+    counts = np.bincount(assign, minlength=size)
+    denom = np.maximum(counts, 1)[:, None]
+    pos = np.stack([np.bincount(assign, traj[:, t, c], size) for t in range(40) for c in range(2)], 1) / denom
+    sin = np.stack([np.bincount(assign, np.sin(traj[:, t, 2]), size) for t in range(40)], 1) / denom
+    cos = np.stack([np.bincount(assign, np.cos(traj[:, t, 2]), size) for t in range(40)], 1) / denom
+    vocab = np.concatenate([pos.reshape(size, 40, 2), np.arctan2(sin, cos)[..., None]], -1)
+    centres = km.cluster_centers_  # a cluster left without members keeps its centre
+    centre_traj = np.concatenate([centres[:, :80].reshape(size, 40, 2), centres[:, 80:, None] / HEADING_SCALE], -1)
+    return np.where(counts[:, None, None] > 0, vocab, centre_traj).astype(np.float32)
 
 
 def scene_targets(scene: dict, vocab: np.ndarray) -> np.ndarray:
@@ -95,20 +87,9 @@ def precompute_targets(scene_paths: list[str], vocab: np.ndarray, workers: int =
 
     jobs = [(str(p), vocab) for p in scene_paths]
     out = []
-    pool = None
-    if workers > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(workers)
-    try:
-        it = pool.imap(_targets_job, jobs, chunksize=4) if pool else map(_targets_job, jobs)
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("scoring vocabulary", total=len(jobs))
-            for t in it:
-                out.append(t)
-                bar.advance(task)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    with worker_pool(workers) as imap, Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("scoring vocabulary", total=len(jobs))
+        for t in imap(_targets_job, jobs, chunksize=4):
+            out.append(t)
+            bar.advance(task)
     return np.stack(out) if out else np.zeros((0, len(vocab), len(TARGET_METRICS)), np.float32)

@@ -13,7 +13,6 @@ import glob
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 from ..io import atomic_path, atomic_write_text
 from .spec import Spec

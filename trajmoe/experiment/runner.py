@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from ..io import atomic_write_json, read_json
+from ..train.checkpoint import latest_checkpoint
 from .spec import Spec, Step, substitute
 
 console = Console(stderr=True)
@@ -76,7 +77,7 @@ def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict
     run_argv = list(argv)
     if argv[:1] in (["train"], ["finetune"]) or argv[:2] in (["drive", "train"], ["drive", "finetune"]):
         run_dir = _arg_after(argv, "--out")
-        if run_dir and (Path(run_dir) / "state" / "latest.json").is_file() and "--resume" not in argv:
+        if run_dir and latest_checkpoint(run_dir) is not None and "--resume" not in argv:
             run_argv.append("--resume")  # an interrupted training step continues where it stopped
     console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(run_argv)}", style="cyan")
     buf = io.StringIO()

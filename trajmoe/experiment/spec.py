@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml
+from ..configs import find_config
 from .verdict import check_verdicts
 
 SCALES = ("smoke", "cpu", "gpu")
@@ -67,7 +68,9 @@ _TOP_KEYS = {"name", "title", "scales", "vars", "data", "variants", "steps", "ta
 
 
 def load_spec(path: str | Path, scale: str) -> Spec:
-    path = Path(path)
+    """Read and check the spec at `path` (a file, a `configs/experiments/...` path or a packaged
+    spec's name such as `demo`) for `scale`; every mistake is a one-line ValueError naming the spec."""
+    path = find_config(path, "experiments")
     raw = load_yaml(path)
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..config import checker
+
 GATES = ("softmax", "topk_softmax", "renorm", "top2_ratio")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 IMPLS = ("grouped", "loop")
@@ -61,9 +63,7 @@ class MoEConfig:
     z_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"MoEConfig.{key} must be {rule}, got {getattr(self, key)!r}")
+        need = checker(self, "MoEConfig")
 
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.dim is not None:  # a layer to build: fill the standalone defaults

@@ -85,20 +85,6 @@ class _GatherRows(torch.autograd.Function):
         return g, None, None, None
 
 
-class _Permute(torch.autograd.Function):
-    """y = x[perm]; backward: grad_x = grad_y[inverse_perm] (a gather, not a scatter)."""
-
-    @staticmethod
-    def forward(ctx, x, perm, inverse):
-        ctx.save_for_backward(perm, inverse)
-        return x.index_select(0, perm)
-
-    @staticmethod
-    def backward(ctx, g):
-        _perm, inverse = ctx.saved_tensors
-        return g.index_select(0, inverse), None, None
-
-
 class _Combine(torch.autograd.Function):
     """out[t] = sum_k gate[t, k] * y[inverse[t*K + k]]: un-sort, gate and sum over K in one pass.
 
@@ -139,12 +125,6 @@ class _Combine(torch.autograd.Function):
 def permute_in(x_TD: torch.Tensor, plan: Plan) -> torch.Tensor:
     """(T, D) tokens -> (S, D) slots sorted by expert."""
     return _GatherRows.apply(x_TD, plan.order_S, plan.inverse_S, plan.top_k)
-
-
-def permute_out(y_SD: torch.Tensor, plan: Plan) -> torch.Tensor:
-    """(S, D) sorted slots -> (T, K, D) in token order (kept for callers that weight slots themselves)."""
-    y = _Permute.apply(y_SD, plan.inverse_S, plan.order_S)
-    return y.view(-1, plan.top_k, y.shape[-1])
 
 
 def combine(y_SD: torch.Tensor, gates_TK: torch.Tensor, plan: Plan) -> torch.Tensor:

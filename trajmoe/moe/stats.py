@@ -7,6 +7,8 @@ Legend: T tokens, K chosen experts per token, E experts, B sequences, L tokens p
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 import torch.nn as nn
 
@@ -46,10 +48,40 @@ class RoutingStats(nn.Module):
         cell = dom * self.num_experts + flat
         self.domain_counts.view(-1).scatter_add_(0, cell, torch.ones_like(cell))
 
-    def domain_fractions(self) -> torch.Tensor:
-        """Row-normalised (num_domains, E): the share of each domain's tokens per expert."""
-        c = self.domain_counts.float()
-        return c / c.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def expert_shares(layers: Iterable[tuple[int | str, nn.Module]], domain_names: Sequence[str]) -> dict[str, dict]:
+    """Per-layer, per-domain expert shares from the routing statistics counted since the last reset.
+
+    layers: (index or name, MoE layer) pairs, e.g. a model's `moe_layers()`; pairs with the same
+    name (the members of an ensemble) are summed. domain_names: name of each row of the layers'
+    (num_domains, E) counts; rows past its length are dropped.
+    Returns {"layer{i}": {"tokens_per_expert": [E ints], "domain_fraction": {domain: [E shares]}}},
+    each domain's shares summing to 1 (4 decimals); a domain that routed no token is left out.
+    """
+    counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for key, moe in layers:
+        name = f"layer{key}" if isinstance(key, int) else str(key)
+        tok, dom = moe.stats.tokens_per_expert.cpu(), moe.stats.domain_counts.cpu()
+        if name in counts:
+            tok, dom = counts[name][0] + tok, counts[name][1] + dom
+        counts[name] = (tok, dom)
+    out = {}
+    for name, (tok, dom) in counts.items():
+        rows = dom[: len(domain_names)].double()
+        out[name] = {
+            "tokens_per_expert": tok.tolist(),
+            "domain_fraction": {d: (rows[k] / rows[k].sum()).round(decimals=4).tolist()
+                                for k, d in enumerate(domain_names[: rows.shape[0]]) if rows[k].sum() > 0},
+        }
+    return out
+
+
+def reset_routing(model: nn.Module) -> None:
+    """Zero the routing statistics of every MoE layer inside `model`."""
+    for m in model.modules():
+        if isinstance(m, RoutingStats):
+            m.reset()
 
 
 def expand_domain_ids(domain_ids: torch.Tensor | None, lead_shape: torch.Size, num_domains: int) -> torch.Tensor | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import Preset, pick_preset
+from ..config import Preset, checker, pick_preset
 from ..train.config import TrainConfig
 
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
@@ -68,9 +68,7 @@ class PolicyConfig:
     mask_value_scale: float = 50.0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"policy.{key} must be {rule}, got {getattr(self, key)!r}")
+        need = checker(self, "policy")
 
         def pos_int(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -145,9 +143,7 @@ class PolicyDataConfig:
     max_episodes_per_task: int = 0  # 0 = all episodes in the directory
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"data.{key} must be {rule}, got {getattr(self, key)!r}")
+        need = checker(self, "data")
 
         need(isinstance(self.aug_shift, int) and not isinstance(self.aug_shift, bool) and 0 <= self.aug_shift <= 32,
              "aug_shift", "an integer in [0, 32]")

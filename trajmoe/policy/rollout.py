@@ -11,9 +11,10 @@ episodes (`baseline`: the arm holds still, action 0, until the limit); `oracle` 
 tracks of a scripted-expert lookahead at every step (trajmoe.envs.oracle; its median cost per step
 is reported as `oracle_ms`, apart from the policy's `latency_ms`).
 
-Videos: `video_dir/<task>_v<variation>.gif`, every view side by side, upscaled 2x, with the
-tracks the frozen track model predicted at that step drawn on the frame (colour = track
-timestep, cyan at t=0 to yellow at t=T-1; 2x2-pixel dots on the upscaled frame).
+Videos: `video_dir/<task>_v<variation>.mp4` (or `.gif` with video_format="gif", for a markdown
+report), every view side by side, upscaled 2x, with the tracks the frozen track model predicted at
+that step drawn on the frame by `trajmoe.viz.tracks.draw_tracks_on_frame` (a polyline per point,
+coloured by the point's position at t=0, the point itself a dot).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..parallel import worker_pool
+from ..viz.tracks import draw_tracks_on_frame
+from ..viz.video import VIDEO_FORMATS, write_video
+
 _STATE: dict = {}
 
 
@@ -34,30 +39,6 @@ class Job:
     task: str
     variation: int
     video: str | None
-
-
-def draw_tracks(img_HW3: np.ndarray, tracks_TN2: np.ndarray, scale: int = 2, interp: int = 3) -> np.ndarray:
-    """Upscale by `scale` (nearest) and draw tracks (T, N, 2) in [0, 1] as 2x2 dots: later points
-    drawn over earlier ones, colour from cyan (t=0) to yellow (t=T-1), segments interpolated.
-    Vectorised (no loop over points or timesteps)."""
-    img = np.repeat(np.repeat(img_HW3, scale, axis=0), scale, axis=1).copy()
-    H, W = img.shape[:2]
-    T, N, _ = tracks_TN2.shape
-    S1 = interp + 1
-    frac = np.arange(S1, dtype=np.float32) / S1
-    p0, p1 = tracks_TN2[:-1], tracks_TN2[1:]
-    seg = p0[:, None] + frac[None, :, None, None] * (p1 - p0)[:, None]  # (T-1, S1, N, 2)
-    pts = np.concatenate([seg.reshape(-1, N, 2), tracks_TN2[-1:]], axis=0)  # (P, N, 2), ordered
-    t = np.concatenate([np.repeat(np.arange(T - 1), S1), [T - 1]]).astype(np.float32) / max(T - 1, 1)
-    colour = np.stack([255 * t, 255 * np.ones_like(t), 255 * (1 - t)], axis=-1).astype(np.uint8)  # (P, 3)
-    colour_PN3 = np.broadcast_to(colour[:, None], (*pts.shape[:2], 3))
-    col0 = np.floor(pts[..., 0] * W).astype(np.int64)
-    row0 = np.floor(pts[..., 1] * H).astype(np.int64)
-    for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the 4 pixels of a dot (not a loop over points)
-        row, col = row0 + dr, col0 + dc
-        ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)
-        img[row[ok], col[ok]] = colour_PN3[ok]  # numpy fancy assignment: the last (latest) write wins
-    return img
 
 
 def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int) -> None:
@@ -117,7 +98,8 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
             if frames is not None:
                 views = [obs["rgb"][v] for v in cfg.views]
                 if policy.last_tracks is not None:
-                    views = [draw_tracks(im, tr) for im, tr in zip(views, policy.last_tracks)]
+                    views = [draw_tracks_on_frame(im, tr, np.ones(tr.shape[1], bool), scale=2)
+                             for im, tr in zip(views, policy.last_tracks)]
                 else:
                     views = [np.repeat(np.repeat(im, 2, 0), 2, 1) for im in views]
                 frames.append(np.concatenate(views, axis=1))
@@ -127,7 +109,7 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
         if lookahead is not None:
             lookahead.close()
     if frames is not None:
-        _write_gif(job.video, frames)
+        write_video(job.video, frames, fps=20)
     return {"task": job.task, "variation": job.variation, "success": bool(success), "length": steps,
             "limit": limit, "latency_ms": statistics.median(latencies),
             "oracle_ms": statistics.median(oracle_ms) if oracle_ms else 0.0, "video": job.video}
@@ -155,29 +137,51 @@ def _run_job(args: tuple[Job, int | None]) -> dict:
     return run_episode(*args)
 
 
-def _write_gif(path: str, frames: list[np.ndarray]) -> None:
-    import imageio.v2 as imageio
-
-    from ..io import atomic_path
-
-    with atomic_path(path) as tmp:
-        imageio.mimsave(tmp, frames, format="GIF", duration=0.05, loop=0)
-
-
 def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int = 10, workers: int = 2,
                     video_dir: str | None = None, video_per_task: int = 1, max_steps: int | None = None,
                     device: str = "cpu", track_run: str | None = None, first_variation: int = 0,
-                    progress: bool = True) -> dict:
-    from ..envs.metaworld import EVAL_VARIATION_START, check_task
-    from ..eval.stats import success_summary
-    from ..train.checkpoint import load_run_config
+                    progress: bool = True, video_format: str = "mp4") -> dict:
+    """Closed-loop success of the policy in `run_dir` on `episodes` held-out variations per task,
+    beside the zero-action baseline on the same episodes (module doc). Bad arguments raise a
+    one-line ValueError (FileNotFoundError for a missing run folder)."""
+    from ..envs.metaworld import EVAL_VARIATION_START
 
     run_path = Path(run_dir)
+    run_cfg, tasks = _check_eval_args(run_path, tasks, episodes, workers, video_format, first_variation)
+    first = EVAL_VARIATION_START + first_variation
+    jobs = [Job(task, first + e, str(Path(video_dir) / f"{task}_v{first + e}.{video_format}")
+                if video_dir and e < video_per_task else None)
+            for task in tasks for e in range(episodes)]
+    jobs.sort(key=lambda j: (j.variation, j.task))  # interleave tasks so every worker gets a mix
+    workers = min(workers, len(jobs))
+    t0 = time.perf_counter()
+    results = _run_jobs(jobs, workers, (str(run_path), track_run, device), max_steps, progress)
+    wall = time.perf_counter() - t0
+    return {
+        "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"],
+        **_success_table(results, tasks),
+        "mean_length": sum(r["length"] for r in results) / len(results),
+        "episodes": len(results), "episodes_per_task": episodes,
+        "variations": [first, first + episodes - 1],
+        "latency_ms": statistics.median(r["latency_ms"] for r in results),
+        "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
+        "workers": workers, "wall_s": wall,
+        "videos": [r["video"] for r in results if r["video"]],
+        "baseline": _zero_action_baseline(jobs, tasks, episodes, max_steps),
+    }
+
+
+def _check_eval_args(run_path: Path, tasks: list[str] | None, episodes: int, workers: int, video_format: str,
+                     first_variation: int) -> tuple[dict, list[str]]:
+    """(the run's config.json, the tasks to evaluate), or a one-line error naming the bad argument."""
+    from ..envs.metaworld import check_task
+    from ..train.checkpoint import load_run_config
+
     if not run_path.is_dir():
-        raise FileNotFoundError(f"policy run directory not found: {run_dir}")
+        raise FileNotFoundError(f"policy run directory not found: {run_path}")
     run_cfg = load_run_config(run_path)
     if run_cfg.get("kind") != "policy":
-        raise ValueError(f"{run_dir} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+        raise ValueError(f"{run_path} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
     tasks = list(tasks or run_cfg.get("tasks") or [])
     if not tasks:
         raise ValueError("no tasks to evaluate: pass --tasks")
@@ -187,24 +191,21 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if video_format not in VIDEO_FORMATS:
+        raise ValueError(f"--video-format must be one of {', '.join(VIDEO_FORMATS)}, got {video_format!r}")
     if first_variation < 0:
         raise ValueError(f"--first-variation must be >= 0, got {first_variation}")
-    jobs = []
-    for task in tasks:
-        for e in range(episodes):
-            var = EVAL_VARIATION_START + first_variation + e
-            video = str(Path(video_dir) / f"{task}_v{var}.gif") if video_dir and e < video_per_task else None
-            jobs.append(Job(task, var, video))
-    # Longest-first is unknown; interleave tasks so both workers get a mix.
-    jobs.sort(key=lambda j: (j.variation, j.task))
-    workers = min(workers, len(jobs))
-    init_args = (str(run_path), track_run, device, 1 if workers > 1 else max(1, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    results = []
-    bar = None
+    return run_cfg, tasks
+
+
+def _run_jobs(jobs: list[Job], workers: int, load_args: tuple, max_steps: int | None, progress: bool) -> list[dict]:
+    """Every episode, on `workers` spawned processes (one torch thread each) or in this process."""
     import torch  # lazy like the rest of this module: spawned workers set their environment first
 
+    init_args = (*load_args, 1 if workers > 1 else max(1, os.cpu_count() or 1))
     threads_before = torch.get_num_threads()  # the in-process path sets torch's threads: put them back after
+    results = []
+    bar = None
     if progress:
         from rich.progress import Progress
 
@@ -214,43 +215,38 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
     try:
         if workers == 1:
             _init_worker(*init_args)
-            for job in jobs:
-                results.append(run_episode(job, max_steps))
+        with worker_pool(workers, initializer=_init_worker, initargs=init_args) as imap:
+            for r in imap(_run_job, [(j, max_steps) for j in jobs], ordered=False):
+                results.append(r)
                 if bar:
                     bar.advance(task_id)
-        else:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-                for r in pool.imap_unordered(_run_job, [(j, max_steps) for j in jobs]):
-                    results.append(r)
-                    if bar:
-                        bar.advance(task_id)
     finally:
         torch.set_num_threads(threads_before)
         if bar:
             bar.stop()
-    wall = time.perf_counter() - t0
+    return results
+
+
+def _success_table(results: list[dict], tasks: list[str]) -> dict:
+    """Per-task and overall success with Wilson 95% intervals."""
+    from ..eval.stats import success_summary
+
     per_task = {}
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
         per_task[task] = dict(success_summary(sum(r["success"] for r in rs), len(rs)),
                               mean_length=sum(r["length"] for r in rs) / len(rs), limit=rs[0]["limit"])
     overall = success_summary(sum(r["success"] for r in results), len(results))
-    # Trivial baseline on the same episodes (zero action), with the same intervals.
+    return {"tasks": per_task, "success_rate": overall["success_rate"], "successes": overall["successes"],
+            "ci95": overall["ci95"]}
+
+
+def _zero_action_baseline(jobs: list[Job], tasks: list[str], episodes: int, max_steps: int | None) -> dict:
+    """The trivial baseline on the same episodes (zero action), with the same intervals."""
+    from ..eval.stats import success_summary
+
     zero = {(j.task, j.variation): zero_action_success(j.task, j.variation, max_steps) for j in jobs}
     baseline = {"policy": "zero action", "tasks": {
         t: success_summary(sum(v for (tt, _), v in zero.items() if tt == t), episodes) for t in tasks}}
     baseline.update(success_summary(sum(zero.values()), len(zero)))
-    return {
-        "run": str(run_path), "conditioning": run_cfg["model"]["conditioning"], "tasks": per_task,
-        "success_rate": overall["success_rate"], "successes": overall["successes"], "ci95": overall["ci95"],
-        "mean_length": sum(r["length"] for r in results) / len(results),
-        "episodes": len(results), "episodes_per_task": episodes,
-        "variations": [EVAL_VARIATION_START + first_variation, EVAL_VARIATION_START + first_variation + episodes - 1],
-        "latency_ms": statistics.median(r["latency_ms"] for r in results),
-        "oracle_ms": statistics.median(r["oracle_ms"] for r in results),
-        "workers": workers, "wall_s": wall,
-        "videos": [r["video"] for r in results if r["video"]],
-        "baseline": baseline,
-    }
+    return baseline

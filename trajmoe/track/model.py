@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..moe import reset_routing
 from ..nn import Block, PatchEmbed, collect_moe_aux, sincos_2d, sincos_2d_at
 from .config import TrackConfig
 
@@ -137,6 +138,5 @@ class TrackModel(nn.Module):
         return [(i, b.ffn) for i, b in enumerate(self.blocks) if b.is_moe]
 
     def reset_routing_stats(self) -> None:
-        for _, m in self.moe_layers():
-            m.reset_stats()
+        reset_routing(self)
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
+from ..moe import expert_shares
 from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
 
 
@@ -117,14 +118,7 @@ def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, b
         pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], dom)
         metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"],
                        [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])
-    routing = {}
-    for i, moe in model.moe_layers():
-        counts = moe.domain_counts.cpu().numpy()[: len(ds.domain_names)]
-        routing[f"layer{i}"] = {
-            "tokens_per_expert": moe.stats.tokens_per_expert.cpu().tolist(),
-            "domain_fraction": {d: (counts[k] / max(counts[k].sum(), 1)).round(4).tolist()
-                                for k, d in enumerate(ds.domain_names) if counts[k].sum() > 0},
-        }
+    routing = expert_shares(model.moe_layers(), ds.domain_names)
     return {"run": str(run_dir), "data": [str(d) for d in data_dirs], "samples": int(len(pick)),
             "metrics": metrics.result(), "routing": routing}
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json
-from trajmoe.train.faults import crash_point
+from trajmoe.faults import crash_point
 
 STATE_DIR = "state"
 MARKER = "latest.json"

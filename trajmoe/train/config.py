@@ -5,8 +5,9 @@ No torch import here, so CLI modules can build and validate configs before the h
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from trajmoe.config import checker, is_int, is_number
 
 AMP_MODES = ("auto", "bf16", "off")
 DEVICES = ("auto", "cpu", "cuda")
@@ -35,32 +36,24 @@ class TrainConfig:
     ddp_find_unused: bool = True  # DDP find_unused_parameters (an MoE expert may get no token)
 
     def __post_init__(self) -> None:
-        def need(ok: bool, key: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"train.{key} must be {rule}, got {getattr(self, key)!r}")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: object) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        need = checker(self, "train")
 
         need(is_int(self.steps) and self.steps >= 1, "steps", "an integer >= 1")
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        need(is_num(self.lr) and self.lr > 0, "lr", "a number > 0")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(is_number(self.lr) and self.lr > 0, "lr", "a number > 0")
+        need(is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         betas_ok = (
             isinstance(self.betas, (tuple, list))
             and len(self.betas) == 2
-            and all(is_num(b) and 0 <= b < 1 for b in self.betas)
+            and all(is_number(b) and 0 <= b < 1 for b in self.betas)
         )
         need(betas_ok, "betas", "two numbers in [0, 1)")
         if isinstance(self.betas, list):  # frozen: keep it hashable
             object.__setattr__(self, "betas", tuple(self.betas))
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
-        need(is_num(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "a number in [0, 1]")
-        need(is_num(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "a number >= 0 (0 = off)")
-        need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "a number in [0, 1) (0 = off)")
+        need(is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "a number in [0, 1]")
+        need(is_number(self.grad_clip) and self.grad_clip >= 0, "grad_clip", "a number >= 0 (0 = off)")
+        need(is_number(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "a number in [0, 1) (0 = off)")
         need(self.amp in AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}")
         need(self.device in DEVICES, "device", f"one of {', '.join(DEVICES)}")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")

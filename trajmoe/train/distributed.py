@@ -45,7 +45,8 @@ def init_distributed(device_type: str) -> DistInfo:
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return DistInfo()
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    _env_int("RANK", 0)  # validated here; the process group reads it
+    local_rank = _env_int("LOCAL_RANK", 0)
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"

@@ -9,13 +9,12 @@ generator seeded by (seed, s), uniformly or by `sample_weights`; sample `slot` o
 its own rng seeded by (seed, s, slot); model-internal randomness (dropout, MAE masks) uses the
 torch RNG reseeded by (seed, s, rank) before each step. So a batch is a pure function of
 (seed, step), independent of DataLoader workers; resume continues the exact loss sequence; DDP
-rank r takes slots [r*B/W, (r+1)*B/W) of the same global batch.
+rank r takes slots [r*B/W, (r+1)*B/W) of the same global batch (`trajmoe.train.batches`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import random
@@ -27,135 +26,30 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from trajmoe.config import to_dict
 from trajmoe.io import DirLock, atomic_write_json, read_json
 from trajmoe.train import checkpoint as ckpt
+from trajmoe.train.batches import (
+    STREAM_MODEL,
+    StepBatches,
+    WorkerError,
+    batch_sources,
+    derive_seed,
+    identity,
+    sample_cdf,
+    to_device,
+    worker_init,
+)
 from trajmoe.train import distributed as D
 from trajmoe.train.config import TrainConfig
-from trajmoe.train.faults import crash_point
+from trajmoe.faults import crash_point
 from trajmoe.train.rundir import check_run_dir
 from trajmoe.train.schedule import lr_at
 
-# Independent random streams derived from (seed, step, ...): never reuse a stream id.
-_STREAM_BATCH, _STREAM_SAMPLE, _STREAM_MODEL = 0, 1, 2
-
-
 class TrainingError(RuntimeError):
     """Training cannot continue (non-finite loss or gradient); the last good checkpoint is kept."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Batches as a pure function of (seed, step)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys via numpy's SeedSequence (well-mixed, collision-resistant)."""
-    a, b = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
-    return (int(a) << 31) ^ int(b)
-
-
-def sample_cdf(weights: Sequence[float], n: int) -> np.ndarray:
-    """Validated per-index weights -> float64 CDF for inverse-CDF sampling."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weights must have one weight per dataset index ({n}), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("sample_weights must be finite, >= 0, with a positive sum")
-    cdf = np.cumsum(w) / w.sum()
-    last = int(np.flatnonzero(w > 0)[-1])
-    cdf[last:] = 1.0  # no rounding gap at the top; trailing zero-weight indices stay unreachable
-    return cdf
-
-
-def global_batch_indices(seed: int, step: int, n: int, batch_size: int, cdf: np.ndarray | None = None) -> np.ndarray:
-    """Dataset indices of the global batch of `step`: i.i.d. uniform, or weighted via inverse CDF
-    (same distribution as torch.multinomial with replacement, O(B log n), no 2^24-category cap)."""
-    rng = np.random.default_rng(derive_seed(seed, step, _STREAM_BATCH))
-    if cdf is None:
-        return rng.integers(0, n, size=batch_size)
-    return np.searchsorted(cdf, rng.random(batch_size), side="right").clip(max=n - 1)
-
-
-class StepBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose item `step` is this rank's collated slice of the global batch.
-
-    Wrapped in a DataLoader (batch_size=None) so `num_workers` workers build whole steps in
-    parallel; the content does not depend on which worker builds it.
-    """
-
-    def __init__(self, dataset, seed: int, global_batch: int, rank: int, world: int, cdf, collate_fn):
-        self.dataset, self.seed, self.global_batch = dataset, seed, global_batch
-        self.n = len(dataset)
-        self.lo, self.hi = rank * global_batch // world, (rank + 1) * global_batch // world
-        self.cdf, self.collate_fn = cdf, collate_fn or default_collate
-
-    def __len__(self) -> int:  # steps are indexed by the sampler; no natural length
-        return 2**62
-
-    def __getitem__(self, step: int) -> tuple[int, list[int], Any] | "_WorkerError":
-        idx = global_batch_indices(self.seed, step, self.n, self.global_batch, self.cdf)[self.lo : self.hi]
-        try:
-            samples = [
-                self.dataset.get(int(i), np.random.default_rng(derive_seed(self.seed, step, _STREAM_SAMPLE, slot)))
-                for slot, i in zip(range(self.lo, self.hi), idx)
-            ]
-        except (ValueError, OSError) as e:
-            if torch.utils.data.get_worker_info() is None:
-                raise
-            # In a DataLoader worker: hand the data error back as a value, so the main process
-            # raises it with its own one-line message (not torch's 16-line worker traceback).
-            return _WorkerError(type(e), str(e))
-        return step, [int(i) for i in idx], self.collate_fn(samples)
-
-
-@dataclasses.dataclass
-class _WorkerError:
-    """A data error (ValueError / OSError) raised by `dataset.get` inside a DataLoader worker."""
-
-    kind: type
-    message: str
-
-    def reraise(self):
-        try:
-            err = self.kind(self.message)
-        except Exception:  # an exception type that wants other arguments
-            err = ValueError(self.message)
-        raise err from None
-
-
-def _identity(x):
-    return x
-
-
-def _worker_init(_worker_id: int) -> None:
-    from trajmoe.io import close_inherited_locks
-
-    close_inherited_locks()  # a worker outliving a killed trainer must not hold its run folder
-
-
-def to_device(x: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move tensors (nested in dicts / lists / tuples / dataclasses) to `device`; leave the rest."""
-    if torch.is_tensor(x):
-        return x.to(device, non_blocking=non_blocking)
-    if isinstance(x, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in x.items()}
-    if isinstance(x, tuple) and hasattr(x, "_fields"):  # namedtuple
-        return type(x)(*(to_device(v, device, non_blocking) for v in x))
-    if isinstance(x, (list, tuple)):
-        return type(x)(to_device(v, device, non_blocking) for v in x)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        fields = {f.name: to_device(getattr(x, f.name), device, non_blocking) for f in dataclasses.fields(x) if f.init}
-        return dataclasses.replace(x, **fields)
-    return x
-
-
-def _batch_sources(batch: Any) -> list[str] | None:
-    src = batch.get("source") if isinstance(batch, dict) else getattr(batch, "source", None)
-    if src is None:
-        return None
-    return [str(s) for s in (src if isinstance(src, (list, tuple)) else [src])]
 
 
 def _brief(items: Sequence[Any], limit: int = 12) -> str:
@@ -231,21 +125,7 @@ class Trainer:
         self.out_dir, self.run_config = Path(out_dir), run_config
         self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
 
-        # Device, process group.
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("train.device='cuda' but CUDA is not available on this machine")
-        dev_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.dist = D.init_distributed(dev_type)
-        if dev_type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else torch.cuda.current_device())
-        else:
-            self.device = torch.device("cpu")
-        if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({self.dist.world_size})")
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev_type == "cuda")
-        if dev_type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
-            torch.backends.cudnn.allow_tf32 = True
+        self._setup_device()
 
         # Rank 0 locks the run directory (one writer); every rank checks it before anyone writes to it.
         self.step = 0
@@ -262,32 +142,54 @@ class Trainer:
             raise
         D.barrier(self.dist)
         try:
-            self._model = model.to(self.device)
-            self.optimizer = torch.optim.AdamW(
-                param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=dev_type == "cuda"
-            )
-            self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-            self.ema: dict[str, torch.Tensor] | None = None
-            if cfg.ema_decay > 0:
-                self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+            self._build(model, saved)
             self.resumed = resume
-            if saved is not None:
-                self._load_state(*saved)
-
-            self.ddp_model: nn.Module = self._model
-            if self.dist.enabled:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                self.ddp_model = DDP(
-                    self._model,
-                    device_ids=[self.device.index] if dev_type == "cuda" else None,
-                    find_unused_parameters=cfg.ddp_find_unused,
-                )
             if self.dist.is_main:
                 atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": history})
         except BaseException:
             self.close()
             raise
+
+    def _setup_device(self) -> None:
+        """Device, process group (torchrun), bf16 autocast and TF32 from cfg.device / cfg.amp."""
+        cfg = self.cfg
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("train.device='cuda' but CUDA is not available on this machine")
+        dev_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist = D.init_distributed(dev_type)
+        if dev_type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank if self.dist.enabled else torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({self.dist.world_size})")
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev_type == "cuda")
+        if dev_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast: TF32 is the training norm
+            torch.backends.cudnn.allow_tf32 = True
+
+    def _build(self, model: nn.Module, saved: tuple[int, Path] | None) -> None:
+        """Model on the device, AdamW, EMA copy, the checkpoint `saved` loaded, the DDP wrapper."""
+        cfg, cuda = self.cfg, self.device.type == "cuda"
+        self._model = model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self._model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=cuda
+        )
+        self._trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        if saved is not None:
+            self._load_state(*saved)
+        self.ddp_model: nn.Module = self._model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(
+                self._model,
+                device_ids=[self.device.index] if cuda else None,
+                find_unused_parameters=cfg.ddp_find_unused,
+            )
 
     @property
     def model(self) -> nn.Module:
@@ -370,11 +272,11 @@ class Trainer:
             batch_size=None,
             sampler=range(first, self.cfg.steps + 1),
             num_workers=workers,
-            collate_fn=_identity,
+            collate_fn=identity,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # keeps the global torch RNG untouched
             prefetch_factor=4 if workers else None,
-            worker_init_fn=_worker_init if workers else None,
+            worker_init_fn=worker_init if workers else None,
         )
 
     def _seed_model_rng(self, seed: int) -> None:
@@ -434,50 +336,18 @@ class Trainer:
         return dict(self.last_metrics)
 
     def _loop(self, writer, progress) -> None:
-        cfg, main, world = self.cfg, self.dist.is_main, self.dist.world_size
+        cfg = self.cfg
         self._model.train()
         window: dict[str, list] = {}  # key -> [sum, count] since the last log
         # Throughput clock: training time only (data wait included; eval and checkpoints excluded).
         t_mark, train_time, steps_in_window, eval_logs = time.perf_counter(), 0.0, 0, {}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         for item in self._loader(self.step + 1):
-            if isinstance(item, _WorkerError):
+            if isinstance(item, WorkerError):
                 item.reraise()
             step, indices, batch = item
             lr = lr_at(step, cfg)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            self._seed_model_rng(derive_seed(cfg.seed, step, _STREAM_MODEL, self.dist.rank))
-            sources = _batch_sources(batch)
-            batch = to_device(batch, self.device, non_blocking=True)
-            with autocast:
-                out = self.ddp_model(batch)
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError(f"model(batch) must return (loss, logs), got {type(out).__name__}")
-            loss, logs = out
-            if not (torch.is_tensor(loss) and loss.numel() == 1):
-                raise TypeError(f"model(batch) must return a scalar loss tensor, got {getattr(loss, 'shape', type(loss))}")
-            loss.float().backward()
-            if cfg.grad_clip > 0:
-                gnorm = torch.nn.utils.clip_grad_norm_(self._trainable, cfg.grad_clip)
-            else:  # still logged
-                grads = [p.grad for p in self._trainable if p.grad is not None]
-                gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-            # One host sync per step: global mean loss, non-finite flag, grad norm (same on all ranks).
-            loss_f = loss.detach().float().reshape(())
-            vec = torch.stack([loss_f, (~torch.isfinite(loss_f)).float(), gnorm.detach().float().reshape(()).to(loss_f.device)])
-            loss_sum, bad, gnorm_sum = D.all_reduce_(vec, self.dist).tolist()
-            loss_v, gnorm_v = loss_sum / world, gnorm_sum / world
-            if bad > 0 or not math.isfinite(loss_v) or not math.isfinite(gnorm_v):
-                self.optimizer.zero_grad(set_to_none=True)
-                self._fail(step, loss_v, gnorm_v, sources, indices)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step = step
-            if self.ema is not None:
-                self._ema_update()
-            crash_point("step", step)
-
+            loss_v, gnorm_v, logs = self._train_step(step, lr, indices, batch, autocast)
             for k, v in {"loss": loss_v, "grad_norm": gnorm_v, **_float_logs(logs)}.items():
                 acc = window.setdefault(k, [0.0, 0])
                 acc[0] += v.detach() if torch.is_tensor(v) else v
@@ -488,23 +358,8 @@ class Trainer:
                 progress.update(step, loss_v, cfg.batch_size * steps_in_window / max(train_time + now - t_mark, 1e-9))
 
             if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                elapsed = max(train_time + now - t_mark, 1e-9)
-                local = {k: (float(s), c) for k, (s, c) in window.items()}
-                merged: dict[str, list[float]] = {}
-                for rank_logs in D.all_gather_objects(local, self.dist):
-                    for k, (s, c) in rank_logs.items():
-                        m = merged.setdefault(k, [0.0, 0])
-                        m[0], m[1] = m[0] + s, m[1] + c
-                metrics = {k: s / c for k, (s, c) in merged.items()}
-                # loss / grad_norm were already global means on every rank: undo the rank-sum.
-                for k in ("loss", "grad_norm"):
-                    metrics[k] = window[k][0] / window[k][1]
-                record = {"step": step, "loss": metrics.pop("loss"), "lr": lr, "grad_norm": metrics.pop("grad_norm"),
-                          "samples_per_s": cfg.batch_size * steps_in_window / elapsed, **metrics}
-                self.last_metrics = {**record, **eval_logs}
-                if main:
-                    self._write_metrics(record, writer)
+                elapsed = max(train_time + time.perf_counter() - t_mark, 1e-9)
+                self._log(step, lr, window, cfg.batch_size * steps_in_window / elapsed, eval_logs, writer)
                 window, steps_in_window, train_time, t_mark = {}, 0, 0.0, time.perf_counter()
 
             do_eval = self.eval_fn is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
@@ -517,6 +372,62 @@ class Trainer:
                 if do_save:
                     self._save()
                 t_mark = time.perf_counter()
+
+    def _train_step(self, step: int, lr: float, indices: list[int], batch: Any, autocast) -> tuple[float, float, Any]:
+        """One optimizer step on this rank's slice of global batch `step` -> (global mean loss,
+        global mean grad norm, the model's logs). A non-finite loss or gradient raises TrainingError."""
+        cfg, world = self.cfg, self.dist.world_size
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self._seed_model_rng(derive_seed(cfg.seed, step, STREAM_MODEL, self.dist.rank))
+        sources = batch_sources(batch)
+        batch = to_device(batch, self.device, non_blocking=True)
+        with autocast:
+            out = self.ddp_model(batch)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"model(batch) must return (loss, logs), got {type(out).__name__}")
+        loss, logs = out
+        if not (torch.is_tensor(loss) and loss.numel() == 1):
+            raise TypeError(f"model(batch) must return a scalar loss tensor, got {getattr(loss, 'shape', type(loss))}")
+        loss.float().backward()
+        if cfg.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(self._trainable, cfg.grad_clip)
+        else:  # still logged
+            grads = [p.grad for p in self._trainable if p.grad is not None]
+            gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        # One host sync per step: global mean loss, non-finite flag, grad norm (same on all ranks).
+        loss_f = loss.detach().float().reshape(())
+        vec = torch.stack([loss_f, (~torch.isfinite(loss_f)).float(), gnorm.detach().float().reshape(()).to(loss_f.device)])
+        loss_sum, bad, gnorm_sum = D.all_reduce_(vec, self.dist).tolist()
+        loss_v, gnorm_v = loss_sum / world, gnorm_sum / world
+        if bad > 0 or not math.isfinite(loss_v) or not math.isfinite(gnorm_v):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._fail(step, loss_v, gnorm_v, sources, indices)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step
+        if self.ema is not None:
+            self._ema_update()
+        crash_point("step", step)
+        return loss_v, gnorm_v, logs
+
+    def _log(self, step: int, lr: float, window: dict[str, list], samples_per_s: float, eval_logs: dict, writer) -> None:
+        """Means over the steps since the last log, merged over ranks -> last_metrics, metrics.jsonl, TensorBoard."""
+        local = {k: (float(s), c) for k, (s, c) in window.items()}
+        merged: dict[str, list[float]] = {}
+        for rank_logs in D.all_gather_objects(local, self.dist):
+            for k, (s, c) in rank_logs.items():
+                m = merged.setdefault(k, [0.0, 0])
+                m[0], m[1] = m[0] + s, m[1] + c
+        metrics = {k: s / c for k, (s, c) in merged.items()}
+        # loss / grad_norm were already global means on every rank: undo the rank-sum.
+        for k in ("loss", "grad_norm"):
+            metrics[k] = window[k][0] / window[k][1]
+        record = {"step": step, "loss": metrics.pop("loss"), "lr": lr, "grad_norm": metrics.pop("grad_norm"),
+                  "samples_per_s": samples_per_s, **metrics}
+        self.last_metrics = {**record, **eval_logs}
+        if self.dist.is_main:
+            self._write_metrics(record, writer)
 
     def _write_metrics(self, record: dict, writer) -> None:
         with open(self.out_dir / "metrics.jsonl", "a") as f:

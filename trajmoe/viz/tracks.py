@@ -1,4 +1,4 @@
-"""Ground-truth tracks of an episode file drawn on its frames -> PNG (a few frames) or GIF (all).
+"""Ground-truth tracks of an episode file drawn on its frames -> PNG (a few frames), GIF or MP4 (all).
 
 At frame t every point's next `horizon` positions are drawn as a polyline in the point's colour
 (colour = hue from the point's position at frame t, so neighbours look alike); the point itself
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
+from .video import write_video
 
 OCCLUDED_RGB = np.array([150, 150, 150], dtype=np.uint8)
 
@@ -119,15 +120,16 @@ def render_episode_frames(path: str | Path, frames: list[int] | None = None, hor
 
 def save_track_picture(path: str | Path, out: str | Path, num_frames: int = 4, horizon: int = 16, scale: int = 3,
                        fps: int = 10, max_points: int | None = 64) -> Path:
-    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF: every frame."""
+    """PNG: `num_frames` evenly spaced frames stacked vertically (views side by side); GIF or MP4:
+    every frame, at `fps`. Raises ValueError for another suffix or a non-positive setting."""
     import imageio.v2 as imageio
 
     from ..data.atm_hdf5 import open_episode
 
     out = Path(out)
     suffix = out.suffix.lower()
-    if suffix not in (".png", ".gif"):
-        raise ValueError(f"--out must end in .png or .gif, got {out}")
+    if suffix not in (".png", ".gif", ".mp4"):
+        raise ValueError(f"--out must end in .png, .gif or .mp4, got {out}")
     if num_frames <= 0 or horizon <= 0 or scale <= 0:
         raise ValueError(f"frames, horizon and scale must be positive, got {num_frames}, {horizon}, {scale}")
     with open_episode(path) as ep:
@@ -140,7 +142,5 @@ def save_track_picture(path: str | Path, out: str | Path, num_frames: int = 4, h
         with atomic_path(out) as tmp:
             imageio.imwrite(tmp, img, format="PNG")
     else:
-        frames = render_episode_frames(path, None, horizon, scale, max_points)
-        with atomic_path(out) as tmp:
-            imageio.mimsave(tmp, frames, format="GIF", duration=1.0 / fps, loop=0)
+        write_video(out, render_episode_frames(path, None, horizon, scale, max_points), fps)
     return out
