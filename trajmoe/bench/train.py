@@ -105,14 +105,24 @@ def bench_train(preset: str = "tramoe", batch: int = 512, device: str = "auto", 
                 amp: str = "auto", bf16_weights: bool = False, compile: bool = False,
                 peak_tflops: float | None = None, threads: int | None = None,
                 overrides: dict | None = None, seed: int = 0) -> dict:
-    """Time `steps` training steps after `warmup` untimed ones; one JSON-able dict of figures."""
-    for name, v, lo in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
-        if v < lo:
-            raise ValueError(f"--{name} must be >= {lo}, got {v}")
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"--amp must be one of {AMP_CHOICES}, got {amp!r}")
-    if peak_tflops is not None and peak_tflops <= 0:
-        raise ValueError(f"--peak-tflops must be > 0, got {peak_tflops}")
+    """Time `steps` training steps after `warmup` untimed ones; one JSON-able dict of figures.
+
+    Args:
+        preset: TrackConfig preset name; `overrides` ({dotted key: value}) are applied on top.
+        batch: samples per step. device: "auto", "cpu", "cuda" or "cuda:N".
+        steps, warmup: timed and untimed steps. amp: "auto" (bf16 autocast on CUDA), "bf16" or "off".
+        bf16_weights: cast the model to bf16 (router kept fp32). compile: wrap the model in torch.compile.
+        peak_tflops: MFU denominator (TFLOP/s; None = data sheet / CPU estimate). threads: torch CPU threads.
+
+    Returns:
+        {"step_ms" (median), "step_min_ms", "samples_per_s", "gflop_per_sample", "achieved_tflops",
+        "peak_tflops", "mfu", "peak_mem_mb", parameter counts, run settings, ...}.
+
+    Raises:
+        ValueError: batch or steps < 1, warmup < 0, amp unknown, peak_tflops <= 0, an unknown preset
+            or override key.
+    """
+    _check_args(batch, steps, warmup, amp, peak_tflops)
     cfg = replace(TrackConfig.preset(preset), overrides or {}, "TrackConfig")
     dev = resolve_device(device)
     if threads:
@@ -125,37 +135,8 @@ def bench_train(preset: str = "tramoe", batch: int = 512, device: str = "auto", 
 
     model = TrackModel(cfg).to(dev)
     params = count_params(model)
-    if bf16_weights:
-        model = model.to(torch.bfloat16)
-        for _, moe in model.moe_layers():
-            moe.router.float()  # router math stays fp32 (ST-MoE); it casts its input itself
-    model.train()
-    fwd = torch.compile(model) if compile else model
-    opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-4, betas=(0.9, 0.999), fused=dev.type == "cuda")
-    trainable = [p for grp in opt.param_groups for p in grp["params"]]
-    data = synthetic_batch(cfg, batch, dev, torch.bfloat16 if bf16_weights else torch.float32, seed)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    def step() -> None:
-        with autocast:
-            loss, _ = fwd(data)
-        loss.float().backward()
-        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    sync()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
+    step = _make_step(model, cfg, batch, dev, use_amp, bf16_weights, compile, seed)
+    times = _time_steps(step, dev, steps, warmup)
 
     step_s = statistics.median(times)
     flops = track_train_flops(cfg)
@@ -165,10 +146,7 @@ def bench_train(preset: str = "tramoe", batch: int = 512, device: str = "auto", 
         peak, source = peak_tflops, "--peak-tflops"
     else:
         peak, source = assumed_peak_tflops(dev, bf16, torch.get_num_threads())
-    if dev.type == "cuda":
-        mem_mb, mem_kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda max_memory_allocated"
-    else:
-        mem_mb, mem_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
+    mem_mb, mem_kind = _peak_memory(dev)
     precision = "bf16 weights" if bf16_weights else ("bf16 autocast" if use_amp else "fp32")
     if bf16_weights and use_amp:
         precision = "bf16 weights + autocast"
@@ -183,3 +161,63 @@ def bench_train(preset: str = "tramoe", batch: int = 512, device: str = "auto", 
         "peak_tflops": peak, "peak_source": source, "mfu": achieved / peak if peak else None,
         "peak_mem_mb": mem_mb, "peak_mem_kind": mem_kind,
     }
+
+
+def _check_args(batch: int, steps: int, warmup: int, amp: str, peak_tflops: float | None) -> None:
+    """One-line ValueError for a bad benchmark argument (named as its CLI flag)."""
+    for name, v, lo in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
+        if v < lo:
+            raise ValueError(f"--{name} must be >= {lo}, got {v}")
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"--amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if peak_tflops is not None and peak_tflops <= 0:
+        raise ValueError(f"--peak-tflops must be > 0, got {peak_tflops}")
+
+
+def _make_step(model: TrackModel, cfg: TrackConfig, batch: int, dev: torch.device, use_amp: bool,
+               bf16_weights: bool, compile: bool, seed: int):
+    """A closure running one Trainer-like step (forward, backward, clip, AdamW) on a fixed synthetic batch."""
+    if bf16_weights:
+        model = model.to(torch.bfloat16)
+        for _, moe in model.moe_layers():
+            moe.router.float()  # router math stays fp32 (ST-MoE); it casts its input itself
+    model.train()
+    fwd = torch.compile(model) if compile else model
+    opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-4, betas=(0.9, 0.999), fused=dev.type == "cuda")
+    trainable = [p for grp in opt.param_groups for p in grp["params"]]
+    data = synthetic_batch(cfg, batch, dev, torch.bfloat16 if bf16_weights else torch.float32, seed)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+
+    def step() -> None:
+        with autocast:
+            loss, _ = fwd(data)
+        loss.float().backward()
+        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _time_steps(step, dev: torch.device, steps: int, warmup: int) -> list[float]:
+    """Wall seconds of each of `steps` calls of `step` after `warmup` untimed ones (device-synchronised)."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peak_memory(dev: torch.device) -> tuple[float, str]:
+    """(peak memory in MiB, what was measured): CUDA max allocated, else the process's max RSS."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20, "cuda max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"

@@ -33,6 +33,21 @@ def _verb(groups, group: str, name: str, old: str, help_text: str) -> _Both:
 
 
 def register(groups) -> None:
+    """Add the planner's verbs (and their old `trajmoe drive ...` aliases) to the CLI's verb groups.
+
+    Args:
+        groups: {verb: argparse sub-parsers action} from `trajmoe.cli.build_parser`.
+    """
+    _register_data(groups)
+    _register_train(groups)
+    _register_finetune(groups)
+    _register_ensemble(groups)
+    _register_eval(groups)
+    _register_bench_scorer(groups)
+
+
+def _register_data(groups) -> None:
+    """`trajmoe data scenes` (old: `drive data`): highway-env scene generation."""
     p = _verb(groups, "data", "scenes", "data", "highway-env scenes for the planner (one domain per scenario)")
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--scenes", type=int, required=True, help="total scenes, split evenly over the scenarios")
@@ -44,6 +59,9 @@ def register(groups) -> None:
     p.add_argument("--verify", action="store_true", help="read every finished scene; simulate damaged episodes again")
     p.set_defaults(func=run_data)
 
+
+def _register_train(groups) -> None:
+    """`trajmoe train planner` (old: `drive train`): supervised planner training."""
     p = _verb(groups, "train", "planner", "train", "train the TrajMoE driving planner (supervised vocabulary scorer)")
     p.add_argument("--data", required=True, help="scene directory (trajmoe data scenes)")
     p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
@@ -55,6 +73,9 @@ def register(groups) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
+
+def _register_finetune(groups) -> None:
+    """`trajmoe finetune planner` (old: `drive finetune`): GRPO fine-tuning."""
     p = _verb(groups, "finetune", "planner", "finetune", "GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
@@ -65,12 +86,18 @@ def register(groups) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_finetune)
 
+
+def _register_ensemble(groups) -> None:
+    """`trajmoe ensemble planner` (old: `drive ensemble`): weighted ensemble of runs."""
     p = _verb(groups, "ensemble", "planner", "ensemble", "weighted average of several planner runs' sub-score predictions")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_ensemble)
 
+
+def _register_eval(groups) -> None:
+    """`trajmoe eval planner` (old: `drive eval`): open- and closed-loop evaluation."""
     p = _verb(groups, "eval", "planner", "eval", "planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run or ensemble directory")
@@ -88,6 +115,9 @@ def register(groups) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_eval)
 
+
+def _register_bench_scorer(groups) -> None:
+    """`trajmoe bench drive-scorer`: EPDMS scorer throughput."""
     p = groups["bench"].add_parser("drive-scorer", help="trajectory-scores per second of the EPDMS scorer (CPU)")
     p.add_argument("--data", required=True)
     p.add_argument("--trajectories", type=int, default=1024)

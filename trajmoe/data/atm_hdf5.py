@@ -227,36 +227,8 @@ class EpisodeFile:
         T = None
         num_points, size = {}, None
         for v in views:
-            video = self._get(f"root/{v}/video")
-            tracks, vis = self._get(f"root/{v}/tracks"), self._get(f"root/{v}/vis")
-            if video.ndim != 5 or video.shape[0] != 1 or video.shape[2] != 3:
-                raise self._err(f"root/{v}/video", f"must be (1, T, 3, H, W), got {video.shape}")
-            if tracks.ndim != 4 or tracks.shape[0] != 1 or tracks.shape[3] != 2:
-                raise self._err(f"root/{v}/tracks", f"must be (1, T, N, 2), got {tracks.shape}")
-            if vis.shape != tracks.shape[:3]:
-                raise self._err(f"root/{v}/vis", f"must be {tracks.shape[:3]}, got {vis.shape}")
-            if T is None:
-                T = video.shape[1]
-            if video.shape[1] != T or tracks.shape[1] != T:
-                raise self._err(f"root/{v}/tracks", f"has {tracks.shape[1]} frames, video has {video.shape[1]}, expected {T}")
-            num_points[v] = int(tracks.shape[2])
-            size = (int(video.shape[3]), int(video.shape[4]))
-            tr = self._read(f"root/{v}/tracks")
-            if not np.isfinite(tr).all():
-                raise self._err(f"root/{v}/tracks", "contains NaN or inf")
-            lo, hi = float(tr.min(initial=0.0)), float(tr.max(initial=0.0))
-            if lo < TRACK_RANGE[0] or hi > TRACK_RANGE[1]:
-                raise self._err(f"root/{v}/tracks", f"has values in [{lo:.4g}, {hi:.4g}], outside the plausible range "
-                                f"{list(TRACK_RANGE)} of normalised (x / W, y / H) coordinates (pixel units? divide by "
-                                f"the image size {video.shape[4]}x{video.shape[3]})")
-        has_actions = "actions" in keys
-        action_dim = None
-        if has_actions:
-            act = self._get("root/actions")
-            if act.ndim != 2 or act.shape[0] != T:
-                raise self._err("root/actions", f"must be (T={T}, A), got {act.shape}")
-            action_dim = int(act.shape[1])
-            self._check_finite("root/actions")
+            T, num_points[v], size = self._check_view(v, T)
+        action_dim = self._check_actions(keys, T)
         es = root.get("extra_states") if "extra_states" in keys else None
         if es is not None and hasattr(es, "keys"):
             for k in es.keys():
@@ -264,24 +236,58 @@ class EpisodeFile:
                     self._check_finite(f"root/extra_states/{k}")
         if not any(k in keys for k in TASK_EMB_KEYS):
             raise self._err("root/task_emb", "is missing (neither task_emb nor task_emb_bert found)")
+        fmt, task, instr, domain, success = self._names(attrs)
+        return EpisodeMeta(
+            path=self.path, task=task, instruction=instr, domain=domain, views=views, length=int(T),
+            has_actions="actions" in keys, action_dim=action_dim, num_points=num_points, image_size=size,
+            success=success, format=fmt, attrs=attrs,
+        )
+
+    def _check_view(self, v: str, T: int | None) -> tuple[int, int, tuple[int, int]]:
+        """Check view `v`'s video/tracks/vis shapes and track values; (T, N points, (H, W))."""
+        video = self._get(f"root/{v}/video")
+        tracks, vis = self._get(f"root/{v}/tracks"), self._get(f"root/{v}/vis")
+        if video.ndim != 5 or video.shape[0] != 1 or video.shape[2] != 3:
+            raise self._err(f"root/{v}/video", f"must be (1, T, 3, H, W), got {video.shape}")
+        if tracks.ndim != 4 or tracks.shape[0] != 1 or tracks.shape[3] != 2:
+            raise self._err(f"root/{v}/tracks", f"must be (1, T, N, 2), got {tracks.shape}")
+        if vis.shape != tracks.shape[:3]:
+            raise self._err(f"root/{v}/vis", f"must be {tracks.shape[:3]}, got {vis.shape}")
+        if T is None:
+            T = video.shape[1]
+        if video.shape[1] != T or tracks.shape[1] != T:
+            raise self._err(f"root/{v}/tracks", f"has {tracks.shape[1]} frames, video has {video.shape[1]}, expected {T}")
+        tr = self._read(f"root/{v}/tracks")
+        if not np.isfinite(tr).all():
+            raise self._err(f"root/{v}/tracks", "contains NaN or inf")
+        lo, hi = float(tr.min(initial=0.0)), float(tr.max(initial=0.0))
+        if lo < TRACK_RANGE[0] or hi > TRACK_RANGE[1]:
+            raise self._err(f"root/{v}/tracks", f"has values in [{lo:.4g}, {hi:.4g}], outside the plausible range "
+                            f"{list(TRACK_RANGE)} of normalised (x / W, y / H) coordinates (pixel units? divide by "
+                            f"the image size {video.shape[4]}x{video.shape[3]})")
+        return T, int(tracks.shape[2]), (int(video.shape[3]), int(video.shape[4]))
+
+    def _check_actions(self, keys: list[str], T: int | None) -> int | None:
+        """Action dimension A of root/actions (T, A) after shape and finiteness checks; None if action-free."""
+        if "actions" not in keys:
+            return None
+        act = self._get("root/actions")
+        if act.ndim != 2 or act.shape[0] != T:
+            raise self._err("root/actions", f"must be (T={T}, A), got {act.shape}")
+        self._check_finite("root/actions")
+        return int(act.shape[1])
+
+    def _names(self, attrs: dict) -> tuple[str, str, str, str, bool]:
+        """(format, task, instruction, domain, success): from our attributes, or ATM's folder names."""
         fmt = attrs.get("format", "atm")
         if fmt == FORMAT:
             for k in ("task", "instruction", "domain", "success"):
                 if k not in attrs:
                     raise self._err(f"root@{k}", "attribute is missing")
-            task, instr, domain = str(attrs["task"]), str(attrs["instruction"]), str(attrs["domain"])
-            success = bool(attrs["success"])
-        else:  # ATM LIBERO file: names from folders, demos are successful human demos
-            fmt = "atm"
-            task = self.path.parent.name
-            instr = libero_instruction(task)
-            domain = self.path.parent.parent.name or "libero"
-            success = True
-        return EpisodeMeta(
-            path=self.path, task=task, instruction=instr, domain=domain, views=views, length=int(T),
-            has_actions=has_actions, action_dim=action_dim, num_points=num_points, image_size=size,
-            success=success, format=fmt, attrs=attrs,
-        )
+            return fmt, str(attrs["task"]), str(attrs["instruction"]), str(attrs["domain"]), bool(attrs["success"])
+        # ATM LIBERO file: names from folders, demos are successful human demos
+        task = self.path.parent.name
+        return "atm", task, libero_instruction(task), self.path.parent.parent.name or "libero", True
 
     def _check_finite(self, key: str) -> None:
         arr = self._read(key)

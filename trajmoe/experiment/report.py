@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from ..eval.stats import wilson_interval
 from ..io import atomic_path, atomic_write_text
 from .spec import Spec
 from .values import lookup, success_records
@@ -43,8 +44,6 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
 
 def _fmt_success(recs: list[tuple[int, int]]) -> str:
     """'45.0 [36.2, 54.1] n=60 (seeds 45.0 ± 5.0)': pooled %, Wilson 95 % CI, episodes, per-seed spread."""
-    from ..eval.stats import wilson_interval
-
     if not recs:
         return "n/a"
     k, n = sum(r[0] for r in recs), sum(r[1] for r in recs)
@@ -111,7 +110,12 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
 
 
 def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Path, fig_dir: Path) -> list[str]:
-    import matplotlib
+    """Draw figure `fi` of the spec ("curves", "bars" or "images"); the image paths to show in the report.
+
+    Raises:
+        ValueError: the figure's `type` is not one of curves, bars, images (names the spec file).
+    """
+    import matplotlib  # optional and slow to import: only when a report draws figures
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -121,59 +125,9 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
         return sorted(glob.glob(str(out / fig["glob"])))[: int(fig.get("limit", 8))]
     path = fig_dir / f"fig{fi}_{kind}.png"
     if kind == "curves":
-        f, ax = plt.subplots(figsize=(6, 3.6))
-        base_key, base_vals = fig.get("baseline_key"), []
-        for variant, seeds_d in results["runs"].items():
-            for seed in sorted(seeds_d):
-                mfile = out / "runs" / variant / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
-                if not mfile.is_file():
-                    continue
-                xs, ys = [], []
-                for line in mfile.read_text().splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if fig["key"] in rec:
-                        xs.append(rec["step"])
-                        ys.append(rec[fig["key"]])
-                    if base_key and base_key in rec:
-                        base_vals.append(rec[base_key])
-                if xs:
-                    ax.plot(xs, ys, label=f"{variant} s{seed}" if seed == 0 else None, alpha=0.9 if seed == 0 else 0.4,
-                            color=f"C{list(results['runs']).index(variant) % 10}")
-        if base_vals:  # the trivial baseline on the same training batches, averaged over the runs
-            ax.axhline(sum(base_vals) / len(base_vals), color="0.3", ls="--", lw=1.2,
-                       label=fig.get("baseline_label", f"baseline ({base_key})"))
-        ax.set_xlabel("step")
-        ax.set_ylabel(fig["key"])
-        if fig.get("log", True):
-            ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        f, ax = _curves(plt, fig, results, out)
     elif kind == "bars":
-        vals = tables[int(fig.get("table", 0))]
-        names = list(vals)
-        col = fig["column"]
-        if any(vals[n][col] and isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
-            from ..eval.stats import wilson_interval
-
-            means, lows, highs = [], [], []
-            for n in names:
-                k, m = sum(r[0] for r in vals[n][col]), sum(r[1] for r in vals[n][col])
-                lo, hi = wilson_interval(k, m) if m else (0.0, 0.0)
-                means.append(100 * k / m if m else 0.0)
-                lows.append(means[-1] - 100 * lo)
-                highs.append(100 * hi - means[-1])
-            stds = [lows, highs]
-        else:
-            means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
-            stds = [(_std(vals[n][col])) for n in names]
-        f, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.4))
-        ax.bar(range(len(names)), means, yerr=stds, color=[f"C{i}" for i in range(len(names))], capsize=3)
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel(col)
-        ax.grid(axis="y", alpha=0.3)
+        f, ax = _bars(plt, fig, tables)
     else:
         raise ValueError(f"spec {spec.path}: figure type {kind!r} unknown; valid: curves, bars, images")
     ax.set_title(fig.get("title", ""), fontsize=9)
@@ -182,6 +136,72 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
         f.savefig(tmp, dpi=110, format="png")
     plt.close(f)
     return [str(path)]
+
+
+def _read_curve(mfile: Path, key: str, base_key: str | None, base_vals: list) -> tuple[list, list]:
+    """(steps, values of `key`) from a metrics.jsonl; appends every `base_key` value to `base_vals`."""
+    xs, ys = [], []
+    for line in mfile.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in rec:
+            xs.append(rec["step"])
+            ys.append(rec[key])
+        if base_key and base_key in rec:
+            base_vals.append(rec[base_key])
+    return xs, ys
+
+
+def _curves(plt, fig: dict, results: dict, out: Path):
+    """Training curves of `fig["key"]` per variant and seed, with the run's trivial baseline dashed."""
+    f, ax = plt.subplots(figsize=(6, 3.6))
+    base_key, base_vals = fig.get("baseline_key"), []
+    for variant, seeds_d in results["runs"].items():
+        for seed in sorted(seeds_d):
+            mfile = out / "runs" / variant / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
+            if not mfile.is_file():
+                continue
+            xs, ys = _read_curve(mfile, fig["key"], base_key, base_vals)
+            if xs:
+                ax.plot(xs, ys, label=f"{variant} s{seed}" if seed == 0 else None, alpha=0.9 if seed == 0 else 0.4,
+                        color=f"C{list(results['runs']).index(variant) % 10}")
+    if base_vals:  # the trivial baseline on the same training batches, averaged over the runs
+        ax.axhline(sum(base_vals) / len(base_vals), color="0.3", ls="--", lw=1.2,
+                   label=fig.get("baseline_label", f"baseline ({base_key})"))
+    ax.set_xlabel("step")
+    ax.set_ylabel(fig["key"])
+    if fig.get("log", True):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return f, ax
+
+
+def _bars(plt, fig: dict, tables: list):
+    """Bars of one table column per variant: pooled success % with Wilson 95 % error bars, else mean +- std."""
+    vals = tables[int(fig.get("table", 0))]
+    names = list(vals)
+    col = fig["column"]
+    if any(vals[n][col] and isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
+        means, lows, highs = [], [], []
+        for n in names:
+            k, m = sum(r[0] for r in vals[n][col]), sum(r[1] for r in vals[n][col])
+            lo, hi = wilson_interval(k, m) if m else (0.0, 0.0)
+            means.append(100 * k / m if m else 0.0)
+            lows.append(means[-1] - 100 * lo)
+            highs.append(100 * hi - means[-1])
+        stds = [lows, highs]
+    else:
+        means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
+        stds = [(_std(vals[n][col])) for n in names]
+    f, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.4))
+    ax.bar(range(len(names)), means, yerr=stds, color=[f"C{i}" for i in range(len(names))], capsize=3)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(col)
+    ax.grid(axis="y", alpha=0.3)
+    return f, ax
 
 
 def _std(v: list[float]) -> float:

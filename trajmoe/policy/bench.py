@@ -15,41 +15,39 @@ import numpy as np
 import torch
 
 from ..bench.timing import resolve_device, time_ms
+from ..nn import count_params
+from ..track import TrackConfig, TrackModel, load_track_model
 from .config import PolicyConfig
+from .io import load_policy
+from .model import TrajectoryPolicy
 
 
 def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "default", track_preset: str = "tramoe",
                  track_run: str | None = None, run_dir: str | None = None, repeats: int = 30,
                  threads: int | None = None, seed: int = 0) -> dict:
-    from ..track import TrackConfig, TrackModel, load_track_model
-    from ..nn import count_params
-    from .model import TrajectoryPolicy
+    """Median latency (ms) of one `select_action` call, and of the track prediction inside it.
 
+    Args:
+        conditioning: PolicyConfig conditioning (None = the run's, or "adaptive_mask" for a preset).
+        device: "cpu", "cuda", "cuda:N" or "auto". preset: PolicyConfig preset (ignored with `run_dir`).
+        track_preset: untrained TrackConfig preset used when no `track_run` is given.
+        track_run / run_dir: trained track-model / policy run folders (optional).
+        repeats: timed calls (>= 1). threads: torch CPU threads (None = leave). seed: init seed.
+
+    Returns:
+        {"select_action_ms", "select_action_min_ms", "track_predict_ms", "policy_only_ms",
+        "policy_params", "track_params" (with a track model), device, settings}.
+
+    Raises:
+        ValueError: repeats < 1, `conditioning` differs from the run's, an unknown preset.
+    """
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     torch.manual_seed(seed)
-    if run_dir is not None:
-        from .io import load_policy
-
-        policy, run_cfg = load_policy(run_dir, device=dev, track_run=track_run)
-        if conditioning and conditioning != policy.cfg.conditioning:
-            raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
-        cfg = policy.cfg
-        track_name = run_cfg["track_run"] if cfg.uses_track_model else None
-    else:
-        cfg = dataclasses.replace(PolicyConfig.preset(preset), conditioning=conditioning or "adaptive_mask")
-        tm = None
-        track_name = None
-        if cfg.uses_track_model:
-            if track_run:
-                tm, track_name = load_track_model(track_run, device=dev), str(track_run)
-            else:
-                tm, track_name = TrackModel(TrackConfig.preset(track_preset)).eval(), f"preset:{track_preset}"
-            cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)
-        policy = TrajectoryPolicy(cfg, tm)
+    policy, cfg, track_name = _build_policy(conditioning, dev, preset, track_preset, track_run, run_dir)
     policy = policy.to(dev).eval()
     H = cfg.img_size
     obs = {
@@ -80,3 +78,24 @@ def bench_policy(conditioning: str | None, device: str = "cpu", preset: str = "d
         result["track_predict_ms"] = 0.0
     result["policy_only_ms"] = result["select_action_ms"] - result["track_predict_ms"]
     return result
+
+
+def _build_policy(conditioning: str | None, dev: torch.device, preset: str, track_preset: str,
+                  track_run: str | None, run_dir: str | None) -> tuple:
+    """(policy, its PolicyConfig, track model name): a trained run's policy, or a fresh one from presets."""
+    if run_dir is not None:
+        policy, run_cfg = load_policy(run_dir, device=dev, track_run=track_run)
+        if conditioning and conditioning != policy.cfg.conditioning:
+            raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
+        cfg = policy.cfg
+        return policy, cfg, run_cfg["track_run"] if cfg.uses_track_model else None
+    cfg = dataclasses.replace(PolicyConfig.preset(preset), conditioning=conditioning or "adaptive_mask")
+    tm = None
+    track_name = None
+    if cfg.uses_track_model:
+        if track_run:
+            tm, track_name = load_track_model(track_run, device=dev), str(track_run)
+        else:
+            tm, track_name = TrackModel(TrackConfig.preset(track_preset)).eval(), f"preset:{track_preset}"
+        cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)
+    return TrajectoryPolicy(cfg, tm), cfg, track_name

@@ -10,13 +10,23 @@ that disagrees is an error naming both values.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ..config import RUN_KINDS, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
+from ..io import atomic_write_json
 from ..nn import count_params
 from ..track.io import track_weights_path, weights_digest
 from ..track.run import explicit_model_keys
+from ..train import Trainer
+from ..train.checkpoint import save_tensors
 from .config import CONDITIONINGS, PRESETS
+from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
+from .io import load_track_for_policy
+from .model import TrajectoryPolicy
 
 DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
 TASK_EMB_FILE = "task_emb.safetensors"
@@ -52,16 +62,15 @@ def train_policy(preset: str, conditioning: str | None, track_run: str | None, d
 def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None = None, tasks: list[str] | None = None,
                    resume: bool = False, allow_change: bool = False) -> dict:
     """Train a policy from a resolved config into the run folder `out`: the final training metrics.
-    ValueError (one line) when the track run, the data and the config disagree."""
-    import numpy as np
-    import torch
 
-    from ..train import Trainer
-    from ..train.checkpoint import save_tensors
-    from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
-    from .io import load_track_for_policy
-    from .model import TrajectoryPolicy
+    Args:
+        cfg_in: `resolve_policy_config`'s dict. data_dir: folder of episode files. out: run folder.
+        track_run: trained track-model run (needed by the track / mask conditionings).
+        tasks: task names to keep (None = all). resume / allow_change: as `Trainer`.
 
+    Raises:
+        ValueError: (one line) when the track run, the data and the config disagree.
+    """
     cfg, train_cfg, data, explicit, preset = (cfg_in[k] for k in ("model", "train", "data", "explicit", "preset"))
     # Track run first: a missing one is the cheapest mistake to report.
     tm = None
@@ -73,33 +82,14 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
             raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tm.cfg.track_len})")
         cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len)
     metas = scan_data(data_dir, tasks, data.max_episodes_per_task)
-    fields = data_fields(metas)
-    fill = {k: v for k, v in fields.items() if k not in explicit}
-    cfg = dataclasses.replace(cfg, **fill)
-    check_against_data(cfg, fields, str(data_dir))
-    if cfg.conditioning == "oracle":  # exact grid tracks from the episode files; their horizon is the track length
-        horizon = oracle_horizon(metas[0].path, cfg.views[0], cfg.num_points)
-        if "track_len" in explicit and cfg.track_len != horizon:
-            raise ValueError(f"policy track_len={cfg.track_len} does not match the oracle tracks in {metas[0].path} (horizon {horizon})")
-        cfg = dataclasses.replace(cfg, track_len=horizon)
+    cfg = _fit_to_data(cfg, metas, explicit, data_dir)
     if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
         raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
 
     ds = PolicyDataset(metas, cfg, data, augment=True)
     torch.manual_seed(train_cfg.seed)
     policy = TrajectoryPolicy(cfg, tm)
-    task_names = sorted({m.task for m in metas})
-    first = metas[0].attrs
-    run_config = {
-        "kind": RUN_KINDS["policy"], "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
-        "data_dir": str(Path(data_dir).resolve()), "tasks": task_names, "episodes": len(metas), "samples": len(ds),
-        "track_run": None if tm is None else str(Path(track_run).resolve()),
-        "track_model": None if tm is None else to_dict(tm.cfg),
-        "track_weights_sha256": None if tm is None else weights_digest(track_weights_path(track_run)),
-        "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
-                "visual_seed": None},
-        "params": count_params(policy).as_dict(),
-    }
+    run_config = _run_config(cfg, data, preset, data_dir, metas, ds, tm, track_run, policy)
     trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume, allow_change=allow_change)
     try:
         embs = {}
@@ -117,15 +107,40 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
     return metrics
 
 
+def _fit_to_data(cfg, metas: list, explicit: set, data_dir: str):
+    """The PolicyConfig with the data-derived fields (and the oracle horizon) filled in unless explicit."""
+    fields = data_fields(metas)
+    fill = {k: v for k, v in fields.items() if k not in explicit}
+    cfg = dataclasses.replace(cfg, **fill)
+    check_against_data(cfg, fields, str(data_dir))
+    if cfg.conditioning == "oracle":  # exact grid tracks from the episode files; their horizon is the track length
+        horizon = oracle_horizon(metas[0].path, cfg.views[0], cfg.num_points)
+        if "track_len" in explicit and cfg.track_len != horizon:
+            raise ValueError(f"policy track_len={cfg.track_len} does not match the oracle tracks in {metas[0].path} (horizon {horizon})")
+        cfg = dataclasses.replace(cfg, track_len=horizon)
+    return cfg
+
+
+def _run_config(cfg, data, preset: str, data_dir: str, metas: list, ds, tm, track_run: str | None, policy) -> dict:
+    """The run folder's config.json: model, data, tasks, track run (path, config, weight digest), env, params."""
+    first = metas[0].attrs
+    return {
+        "kind": RUN_KINDS["policy"], "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
+        "data_dir": str(Path(data_dir).resolve()), "tasks": sorted({m.task for m in metas}), "episodes": len(metas),
+        "samples": len(ds),
+        "track_run": None if tm is None else str(Path(track_run).resolve()),
+        "track_model": None if tm is None else to_dict(tm.cfg),
+        "track_weights_sha256": None if tm is None else weights_digest(track_weights_path(track_run)),
+        "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
+                "visual_seed": None},
+        "params": count_params(policy).as_dict(),
+    }
+
+
 def save_mask_values(policy, out: Path) -> str:
     """RUN/mask_values.json and RUN/mask_values.png: the learned adaptive-mask value per track
     timestep (final weights) beside the drawn ones, with the logged history (metrics.jsonl)."""
-    import json
-
-    import numpy as np
-
-    from ..io import atomic_write_json
-    from ..viz.mask_values import plot_mask_values
+    from ..viz.mask_values import plot_mask_values  # imports matplotlib: only when a mask run finishes
 
     learned = policy.mask_values.detach().cpu().numpy()
     drawn = policy.mask_init.detach().cpu().numpy()
