@@ -70,6 +70,7 @@ def check_legacy_keys(section: str, renames: dict[str, str], file_data: dict | N
 
 
 def yaml_load(text: str) -> Any:
+    """Parse YAML text safely, reading `1e-3` as a float (YAML 1.2 rule); yaml.YAMLError on bad syntax."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -129,6 +130,11 @@ def is_number(v: object) -> bool:
 
 
 def check_keys(cls: type, data: dict[str, Any], where: str = "config") -> None:
+    """Check that every key of `data` is a field of dataclass `cls`.
+
+    Raises:
+        ValueError: one line naming `where`, the unknown keys and the valid ones.
+    """
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in valid]
     if unknown:

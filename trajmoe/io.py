@@ -44,6 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (temporary file, fsync, rename): readers see the old or the new file,
+    never half.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -52,10 +55,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 `text` to `path` atomically (see `atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically (numpy scalars/arrays and paths converted)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
@@ -137,6 +142,11 @@ class DirLock:
 
     @classmethod
     def acquire(cls, directory: str | os.PathLike, name: str = ".lock", what: str = "folder") -> "DirLock":
+        """Take the exclusive lock DIRECTORY/NAME without waiting (re-entrant within this process).
+
+        Raises:
+            ValueError: another process holds it (names the folder and the holder's pid).
+        """
         import fcntl
 
         lock = cls(directory, name)
@@ -170,6 +180,7 @@ class DirLock:
 
     @property
     def held(self) -> bool:
+        """True while this object holds the lock."""
         return self._fd is not None
 
     def __enter__(self) -> "DirLock":

@@ -49,6 +49,11 @@ def paired_ratio(ref_ms: list[float], ms: list[float]) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA if available), 'cpu' or 'cuda' -> torch.device.
+
+    Raises:
+        ValueError: another name, or 'cuda' without a CUDA device.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

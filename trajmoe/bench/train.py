@@ -9,6 +9,7 @@ it is a speed benchmark, so their values do not matter, their shapes and dtypes 
 Model FLOPs (MFU numerator) are counted analytically for the math a sample needs (PaLM
 appendix B convention: a multiply-add is 2 FLOPs, training = 3x forward, attention's QK^T and
 AV included, only the k routed experts a token uses counted for MoE layers, router included).
+Legend: B batch, T track length, N query points, H/W image.
 """
 
 from __future__ import annotations

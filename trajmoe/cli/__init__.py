@@ -38,6 +38,9 @@ class UsageError(Exception):  # noqa: N818 - reads better at call sites
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `trajmoe` argparse parser: verb groups (train, eval, data, bench, ...) each with its family sub-
+    commands.
+    """
     parser = argparse.ArgumentParser(prog="trajmoe", description=__doc__.splitlines()[0])
     top = parser.add_subparsers(dest="group", metavar="GROUP")
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -55,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `trajmoe ARGV`; the exit code (0 ok, 2 usage or bad input, 3 training failure, 130 interrupted).
+
+    Bad user input (a ValueError) is printed as one line, not a traceback.
+    """
     os.environ.setdefault("MUJOCO_GL", "egl")
     # Before torch loads: OpenMP's default spin-waiting makes 2 threads up to ~8x slower than 1
     # when anything else runs on a 2-core machine (measured: 7.5 s vs 0.98 s per tiny step).

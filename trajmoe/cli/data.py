@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def register(groups) -> None:
+    """Add `trajmoe data metaworld` and `trajmoe viz tracks` to the CLI's verb groups."""
     p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tasks", help="comma-separated MetaWorld v3 tasks, or 'all'")
@@ -56,6 +57,11 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def run_metaworld(args) -> int:
+    """`trajmoe data metaworld`: generate expert episodes with exact tracks; exit code 0 when none failed.
+
+    Raises:
+        ValueError: unknown task or benchmark, bad --shard, bad counts (one line).
+    """
     from ..config import replace
     from ..data.generate import generate
     from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
@@ -110,6 +116,7 @@ def run_metaworld(args) -> int:
 
 
 def run_viz_tracks(args) -> int:
+    """`trajmoe viz tracks`: draw an episode file's tracks into a PNG; exit code 0."""
     from ..viz.tracks import save_track_picture
 
     out = save_track_picture(args.file, args.out, num_frames=args.frames, horizon=args.horizon, scale=args.scale,

@@ -17,6 +17,7 @@ SPEC = PACKAGED / "experiments" / "demo.yaml"
 
 
 def register(groups) -> None:
+    """Add `trajmoe demo` (--out, --scale, --spec) to the CLI."""
     p = groups["demo"]
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "gpu"], help="cpu: ~15 min on 2 cores; smoke: ~2 min")
@@ -25,6 +26,7 @@ def register(groups) -> None:
 
 
 def run(args) -> int:
+    """`trajmoe demo`: run the packaged demo experiment spec and write its report; exit code 0."""
     from ..experiment.report import write_report
     from ..experiment.runner import run_experiment
     from ..experiment.spec import load_spec

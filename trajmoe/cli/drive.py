@@ -133,6 +133,7 @@ def _split(s: str) -> list[str]:
 
 
 def run_data(args) -> int:
+    """`trajmoe data scenes`: generate highway-env planner scenes; exit code 0."""
     from trajmoe.drive.scenes import SceneGenConfig, generate
 
     m = generate(args.out, _split(args.scenarios), args.scenes, SceneGenConfig(seed=args.seed, stride=args.stride),
@@ -143,6 +144,11 @@ def run_data(args) -> int:
 
 
 def run_train(args) -> int:
+    """`trajmoe train planner`: supervised planner training; exit code 0.
+
+    Raises:
+        ValueError: neither --preset nor --config, or a bad config key/value.
+    """
     from trajmoe.config import parse_overrides
     from trajmoe.drive.run import resolve_config, train
 
@@ -155,6 +161,9 @@ def run_train(args) -> int:
 
 
 def run_finetune(args) -> int:
+    """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
+    exit code 0.
+    """
     from trajmoe.config import parse_overrides
     from trajmoe.drive.run import finetune
 
@@ -165,6 +174,7 @@ def run_finetune(args) -> int:
 
 
 def run_ensemble(args) -> int:
+    """`trajmoe ensemble planner`: write RUN/ensemble.json averaging several runs; exit code 0."""
     from trajmoe.drive.ensemble import write_ensemble
 
     spec = write_ensemble(args.out, args.runs, args.weights)
@@ -173,6 +183,9 @@ def run_ensemble(args) -> int:
 
 
 def run_eval(args) -> int:
+    """`trajmoe eval planner`: EPDMS and sub-scores open (and closed) loop beside the rule-based baselines; exit
+    code 0. ValueError: neither --data nor --closed-loop, or a bad run / weights.
+    """
     from trajmoe.drive.ensemble import Ensemble, load_any
     from trajmoe.drive.run import load_planner
     from trajmoe.io import atomic_write_json

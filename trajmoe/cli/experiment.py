@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def register(groups) -> None:
+    """Add `trajmoe experiment SPEC` (--out, --scale, --seeds, --set) to the CLI."""
     parser = groups["experiment"]  # a verb-less command: the spec path is its positional argument
     parser.add_argument("spec", help="experiment spec: a YAML file or a packaged spec's name (demo, tab1f, ...: trajmoe/configs/experiments)")
     parser.add_argument("--out", required=True, help="experiment directory (reused: finished steps are skipped)")
@@ -20,6 +21,11 @@ def register(groups) -> None:
 
 
 def run(args) -> int:
+    """`trajmoe experiment`: run a spec's steps (finished ones skipped) and write DIR/report.md; exit code 0.
+
+    Raises:
+        ValueError: --seeds < 1, an unknown spec or a bad override.
+    """
     from ..experiment.report import write_report
     from ..experiment.runner import run_experiment
     from ..experiment.spec import load_spec

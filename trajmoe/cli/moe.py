@@ -7,6 +7,7 @@ import json
 
 
 def register(groups) -> None:
+    """Add `trajmoe bench moe` and `trajmoe bench train` to the CLI."""
     p = groups["bench"].add_parser("moe", help="MoE layer vs same-FLOPs dense FFN, forward+backward")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--tokens", type=int, default=8192)
@@ -40,6 +41,7 @@ def register(groups) -> None:
 
 
 def run(args) -> int:
+    """`trajmoe bench moe`: MoE layer vs same-FLOPs dense FFN timings (table or --json); exit code 0."""
     from ..bench.moe import bench_moe
 
     res = bench_moe(args.device, args.tokens, args.dim, args.experts, args.top_k, args.dtype,
@@ -57,6 +59,7 @@ def run(args) -> int:
 
 
 def run_train(args) -> int:
+    """`trajmoe bench train`: track-model training throughput and MFU (table or --json); exit code 0."""
     from ..bench.train import bench_train
     from ..config import parse_overrides
 

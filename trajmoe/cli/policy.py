@@ -8,6 +8,7 @@ MODES = "none | atm | drawn_mask | adaptive_mask | oracle"
 
 
 def register(groups) -> None:
+    """Add `trajmoe train policy`, `trajmoe eval policy` and `trajmoe bench policy` to the CLI."""
     p = groups["train"].add_parser("policy", help="train a trajectory-guided BC policy (frozen track model)")
     p.add_argument("--preset", default="tiny", help="default | cpu | tiny")
     p.add_argument("--conditioning", default=None, help=f"{MODES} (default: the preset's, adaptive_mask)")
@@ -55,6 +56,7 @@ def _split(s: str | None) -> list[str] | None:
 
 
 def run_train(args) -> int:
+    """`trajmoe train policy`: train a trajectory-guided policy; prints the final metrics; exit code 0."""
     from ..policy.train import train_policy
 
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
@@ -64,6 +66,7 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    """`trajmoe eval policy`: closed-loop MetaWorld success with Wilson intervals (table or --json); exit code 0."""
     from ..policy.rollout import evaluate_policy
 
     res = evaluate_policy(args.run, _split(args.tasks), args.episodes, args.workers, args.video, args.video_per_task,
@@ -91,6 +94,7 @@ def run_eval(args) -> int:
 
 
 def run_bench(args) -> int:
+    """`trajmoe bench policy`: `select_action` latency (table or --json); exit code 0."""
     from ..policy.bench import bench_policy
 
     res = bench_policy(args.conditioning, args.device, args.preset, args.track_preset, args.track_run, args.run,

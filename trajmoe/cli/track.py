@@ -6,6 +6,7 @@ import json
 
 
 def register(groups) -> None:
+    """Add `trajmoe train track`, `trajmoe eval track` and the track `viz` commands to the CLI."""
     p = groups["train"].add_parser("track", help="train a Tra-MoE / dense track model")
     p.add_argument("--preset", default="tiny-tramoe", help="tramoe | dense | dense-wide | dense-deep | tiny-*")
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
@@ -42,6 +43,7 @@ def register(groups) -> None:
 
 
 def run_train(args) -> int:
+    """`trajmoe train track` (or --list-presets: parameter counts per preset); exit code 0."""
     if args.list_presets:
         from ..track import PRESETS, TrackModel, count_params
 
@@ -61,6 +63,11 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    """`trajmoe eval track`: held-out track errors beside the trivial baselines (table or --json); exit code 0.
+
+    Raises:
+        ValueError: --max-samples or --batch < 1, a bad run or data folder.
+    """
     from ..track.run import evaluate_track
 
     if args.max_samples < 1:
@@ -84,6 +91,7 @@ def run_eval(args) -> int:
 
 
 def run_viz_pred(args) -> int:
+    """`trajmoe viz track-pred`: predicted vs true tracks on sample frames; prints the PNG path; exit code 0."""
     from ..viz.track_pred import plot_predictions
 
     print(plot_predictions(args.run, args.data, args.out, args.samples))
@@ -91,6 +99,11 @@ def run_viz_pred(args) -> int:
 
 
 def run_viz_routing(args) -> int:
+    """`trajmoe viz routing`: expert load per layer and domain on held-out samples; exit code 0.
+
+    Raises:
+        ValueError: --max-samples < 1, a dense run (no MoE layer), a bad run or data folder.
+    """
     from ..track.run import evaluate_track
     from ..viz.routing import plot_routing
 

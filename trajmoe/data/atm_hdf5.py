@@ -32,6 +32,8 @@ Every problem with a file (unreadable, truncated, missing key, wrong shape, NaN/
 actions or states, tracks outside the plausible normalised range, e.g. pixel units) raises a
 one-line ValueError naming the file, the key and the value. Every dataset is written with HDF5's
 Fletcher-32 checksum, so `verify_episode` finds damaged (e.g. zeroed) chunks.
+
+Legend: T frames, N points, H/W image, K oracle grid points, Hz oracle horizon, A action dim.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ TASK_EMB_KEYS = ("task_emb", "task_emb_bert")
 
 @dataclass
 class ViewData:
+    """One camera view of an episode to write: frames (T, H, W, 3) uint8, tracks (T, N, 2), vis (T, N), query
+    frames (N,), oracle tracks {K: (T, Hz, K, 2)}.
+    """
     camera: str
     frames_THW3: np.ndarray  # uint8
     tracks_TN2: np.ndarray  # float32 in [0, 1]
@@ -82,6 +87,7 @@ class EpisodeData:
 
     @property
     def length(self) -> int:
+        """Number of frames T."""
         return int(self.ee_pos_T3.shape[0])
 
 
@@ -151,6 +157,9 @@ def write_episode(path: str | Path, ep: EpisodeData) -> Path:
 
 @dataclass(frozen=True)
 class EpisodeMeta:
+    """What the reader checked about one episode file (names, views, length T, points per view, (H, W), success,
+    format, raw attrs).
+    """
     path: Path
     task: str
     instruction: str
@@ -373,10 +382,12 @@ class EpisodeFile:
         return tr
 
     def query_frames(self, view: str) -> np.ndarray | None:
+        """(N,) int64 frame at which each point of `view` was sampled, or None (ATM files have none)."""
         g = self._get(f"root/{self._view(view)}")
         return self._read(f"root/{view}/query_frame").astype(np.int64) if "query_frame" in g else None
 
     def close(self) -> None:
+        """Close the HDF5 file (idempotent)."""
         if getattr(self, "_f", None) is not None:
             self._f.close()
             self._f = None
@@ -395,6 +406,12 @@ class EpisodeFile:
 
 
 def open_episode(path: str | Path) -> EpisodeFile:
+    """A lazy EpisodeFile reader of `path` (use as a context manager).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unreadable, truncated, or malformed (names key and
+            value).
+    """
     return EpisodeFile(path)
 
 
@@ -412,6 +429,11 @@ class Episode:
 
 
 def load_episode(path: str | Path) -> Episode:
+    """Read a whole episode into memory (frames, tracks, vis of every view, actions, states, task_emb).
+
+    Raises:
+        ValueError: as `open_episode`, naming the file and key.
+    """
     with open_episode(path) as ep:
         views = ep.meta.views
         return Episode(
@@ -473,6 +495,7 @@ def list_episodes(directory: str | Path, success_only: bool = True) -> list[Path
 
 
 def iter_metas(paths: list[Path]) -> Iterator[EpisodeMeta]:
+    """EpisodeMeta of each path, in order (each file opened, checked and closed); ValueError on a bad file."""
     for p in paths:
         with open_episode(p) as ep:
             yield ep.meta

@@ -40,6 +40,9 @@ from trajmoe.parallel import worker_pool
 
 @dataclass
 class Rollout:
+    """Everything recorded from one scripted-expert episode: per-view RGB, depth and camera poses, body poses,
+    actions, states, per frame.
+    """
     frames: dict[str, list[np.ndarray]]
     depth: dict[str, list[np.ndarray]]
     cam_pos: dict[str, list[np.ndarray]]
@@ -56,6 +59,7 @@ class Rollout:
 
     @classmethod
     def empty(cls, views: tuple[str, ...]) -> "Rollout":
+        """A Rollout with empty per-frame lists for `views`."""
         return cls(*({v: [] for v in views} for _ in range(4)), [], [], [], [], [], [], [])  # type: ignore[arg-type]
 
 
@@ -243,6 +247,9 @@ def _run_item(args: tuple[WorkItem, np.ndarray, str]) -> dict[str, Any]:
 
 @dataclass
 class RunSummary:
+    """Counters of one generation run (episodes written / skipped / failed, env steps, wall / busy / CPU
+    seconds).
+    """
     done: int = 0
     skipped: int = 0
     failed: int = 0
@@ -257,6 +264,7 @@ class RunSummary:
     t_write: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-able dict (first 10 errors; throughput in env steps per core-second)."""
         return {
             "episodes_written": self.done, "episodes_skipped": self.skipped, "episodes_failed": self.failed,
             "errors": self.errors[:10], "env_steps": self.steps, "wall_s": round(self.wall_s, 2),

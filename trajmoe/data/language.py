@@ -71,6 +71,11 @@ INSTRUCTIONS: dict[str, str] = {
 
 
 def instruction(task: str) -> str:
+    """The natural-language instruction of MetaWorld task `task`.
+
+    Raises:
+        ValueError: unknown task (lists the known ones).
+    """
     try:
         return INSTRUCTIONS[task]
     except KeyError:

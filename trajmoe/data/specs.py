@@ -78,6 +78,9 @@ class DomainSpec:
             raise ValueError(f"domain {self.name!r}: max_steps must be <= 500 (MetaWorld's limit), got {self.max_steps!r}")
 
     def variation(self, index: int, attempt: int) -> int:
+        """Training variation of episode `index` at retry `attempt` (asserted to be a training variation, never a
+        held-out one).
+        """
         v = self.variation_seed + index + attempt * ATTEMPT_STRIDE
         assert_train_variation(v)
         return v
@@ -89,6 +92,7 @@ class DomainSpec:
 
 @dataclass(frozen=True)
 class WorkItem:
+    """One episode to generate: its domain spec, task, index, and output folder."""
     spec: DomainSpec
     task: str
     index: int
@@ -96,14 +100,21 @@ class WorkItem:
 
     @property
     def path(self) -> Path:
+        """OUT/<task>/demo_<index>.hdf5."""
         return Path(self.out_dir) / self.task / f"demo_{self.index}.hdf5"
 
     @property
     def failed_path(self) -> Path:
+        """OUT/<task>/demo_<index>.failed.json (written when every attempt failed)."""
         return Path(self.out_dir) / self.task / f"demo_{self.index}.failed.json"
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N; None or '' -> (0, 1).
+
+    Raises:
+        ValueError: not of the form I/N, or I out of range (names the --shard value).
+    """
     if text in (None, ""):
         return (0, 1)
     try:
@@ -129,6 +140,12 @@ def work_items(specs: Iterable[tuple[DomainSpec, str]], shard: tuple[int, int] =
 
 @dataclass(frozen=True)
 class Benchmark:
+    """A benchmark: training domains (task lists, episode counts, variations) and held-out evaluation tasks and
+    variations.
+
+    Raises:
+        ValueError: repeated domain names, or an evaluation variation that is not held out.
+    """
     name: str
     domains: tuple[DomainSpec, ...]
     eval_tasks: tuple[str, ...]
@@ -193,6 +210,9 @@ def load_benchmark(path: str | Path) -> Benchmark:
 
 
 def write_benchmark_manifest(out: Path, bench: Benchmark) -> dict[str, Any]:
+    """Write OUT/manifest.json (benchmark, per-domain episode / step counts from each domain's manifest,
+    evaluation split); returns it.
+    """
     from trajmoe.config import to_dict
     from trajmoe.data.atm_hdf5 import MANIFEST
     from trajmoe.io import atomic_write_json, read_json

@@ -65,6 +65,18 @@ def _fmt(vals: list[float], fmt: str) -> str:
 
 
 def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
+    """Write OUT/report.md (verdicts, one table per spec table, figures, step wall times) and OUT/results.json.
+
+    Args:
+        spec: the experiment spec. results: the runner's results ({"data", "runs", "wall_s"}).
+        out: experiment folder. seeds: number of seeds run (for the table captions).
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        ValueError: a figure of unknown type (names the spec file).
+    """
     lines = [f"# {spec.title}", "", f"Spec: `{spec.path}` · scale: `{spec.vars.get('scale')}` · seeds: {seeds} · "
              f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
     verdict = verdict_lines(spec.verdicts, results)

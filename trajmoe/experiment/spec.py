@@ -43,6 +43,9 @@ _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass
 class Step:
+    """One command of an experiment: name, CLI argv (with {var} placeholders), and the variant vars that enable
+    (`when`) or skip (`unless`) it.
+    """
     name: str
     cmd: list[str]
     when: str | None = None  # run only for variants whose vars have this key truthy
@@ -51,6 +54,9 @@ class Step:
 
 @dataclass
 class Spec:
+    """A parsed experiment spec: variables, data steps, per-variant run steps, variants, tables, figures,
+    verdicts, notes.
+    """
     path: Path
     name: str
     title: str

@@ -32,6 +32,11 @@ CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """Model config of the trajectory-guided BC policy (ATM, Wen et al.; Tra-MoE paper, Yang et al., Sec. 3.2).
+
+    Fields are documented inline; `conditioning` is one of CONDITIONINGS (module docstring). A bad
+    value raises a one-line ValueError naming the field.
+    """
     conditioning: str = "adaptive_mask"
     # Data-derived (checked against the episode files at training time).
     views: tuple[str, ...] = ("agentview", "eye_in_hand")  # ATM / trajmoe.envs.metaworld view names
@@ -100,6 +105,7 @@ class PolicyConfig:
 
     @property
     def uses_tracks(self) -> bool:
+        """True unless conditioning is 'none' (the policy takes track tokens)."""
         return self.conditioning != "none"
 
     @property
@@ -109,10 +115,12 @@ class PolicyConfig:
 
     @property
     def uses_mask(self) -> bool:
+        """True for the drawn / adaptive trajectory-mask conditionings (4th image channel)."""
         return self.conditioning in ("drawn_mask", "adaptive_mask")
 
     @property
     def in_chans(self) -> int:
+        """Image-encoder input channels: 4 (RGB + trajectory mask) with a mask, else 3."""
         return 4 if self.uses_mask else 3
 
     @property
@@ -122,6 +130,7 @@ class PolicyConfig:
 
     @property
     def tokens_per_view(self) -> int:
+        """Image tokens per view: (encoder_size / 2 / patch)^2 (stride-2 stem, then patch x patch)."""
         return (self.encoder_size // 2 // self.patch) ** 2
 
     @staticmethod

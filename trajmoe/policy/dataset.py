@@ -20,7 +20,8 @@ Oracle conditioning: the exact future tracks of the query grid stored in the epi
 (`root/<view>/oracle_tracks_<N>`, trajmoe.envs.oracle) are served in place of predictions, shifted
 with the image under RandomShift like the cache.
 
-Legend: T episode frames, F frame stack, V views, H/W image, Tt track timesteps, N points, A action.
+Legend: T episode frames, F frame stack, V views, H/W image, Tt track timesteps, N points, A action,
+P proprioception, L task-embedding size.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ CACHE_FILE = "track_cache.safetensors"
 
 @dataclass
 class PolicyEpisode:
+    """One action-labelled episode in memory: frames (T, 3, H, W) uint8 per view, actions (T, A), proprio (T, P),
+    task_emb (L,).
+    """
     path: Path
     task: str
     frames: dict[str, np.ndarray]  # view -> (T, 3, H, W) uint8
@@ -47,6 +51,7 @@ class PolicyEpisode:
 
     @property
     def length(self) -> int:
+        """Number of frames T (= number of actions)."""
         return int(self.actions.shape[0])
 
 
@@ -146,10 +151,14 @@ class PolicyDataset:
         return int(self._starts[-1])
 
     def locate(self, index: int) -> tuple[int, int]:
+        """(episode number, frame t) of flat sample `index`."""
         e = int(np.searchsorted(self._starts, index, side="right") - 1)
         return e, int(index - self._starts[e])
 
     def get(self, index: int, rng: np.random.Generator) -> dict:
+        """Sample `index` drawn with `rng`: the frame stack ending at t (padded at the episode start by
+        repeating frame 0), the action at t, proprioception and the task embedding (shapes as `data_fields`).
+        """
         cfg = self.cfg
         e, t = self.locate(index)
         ep = self.episodes[e]

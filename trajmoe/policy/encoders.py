@@ -29,6 +29,7 @@ class PatchEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(dim, grid, grid), persistent=False)  # (P, D)
 
     def forward(self, img_BCHW: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, P, D) patch tokens with the learned position embedding."""
         x = self.proj(self.stem(img_BCHW))  # (B, D, g, g)
         return x.flatten(2).transpose(1, 2) + self.pos_embed  # (B, P, D)
 
@@ -46,6 +47,7 @@ class TrackEncoder(nn.Module):
         nn.init.trunc_normal_(self.point_embed, std=0.02)
 
     def forward(self, tracks_BTN2: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, 2) tracks in [0, 1] -> (B, N, D): one token per track (rescaled to [-1, 1])."""
         # (B, T, N, 2) -> (B, N, T*2): each track flattened over time
         x = tracks_BTN2.permute(0, 2, 1, 3).flatten(2) * 2.0 - 1.0
         return self.proj(x) + self.point_embed  # (B, N, D)
@@ -63,4 +65,5 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) -> (..., out)."""
         return self.net(x)

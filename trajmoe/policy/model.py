@@ -43,6 +43,18 @@ def block_causal_mask(frames: int, per_frame: int, device=None) -> torch.Tensor:
 
 
 class TrajectoryPolicy(nn.Module):
+    """ATM-style BC policy (ATM, Wen et al.) with the Tra-MoE trajectory-mask conditioning
+    (Tra-MoE paper, Yang et al., Sec. 3.2, Tab. 3): image + track tokens -> spatial transformer per
+    frame -> block-causal temporal transformer over the frame stack -> action MLP (MSE loss).
+
+    Args:
+        cfg: PolicyConfig. track_model: frozen TrackModel (held outside the module tree, never saved);
+            None for 'none' / 'oracle' conditioning or when tracks come cached with the batch.
+
+    Raises:
+        ValueError: the track model's track_len or lang_dim differ from the policy's.
+    """
+
     def __init__(self, cfg: PolicyConfig, track_model: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
@@ -104,6 +116,11 @@ class TrajectoryPolicy(nn.Module):
     # Track model (frozen)
 
     def set_track_model(self, track_model: nn.Module) -> None:
+        """Attach a frozen track model (eval mode, no gradients) that predicts the tracks.
+
+        Raises:
+            ValueError: its track_len or lang_dim differ from the policy config's.
+        """
         tc = track_model.cfg
         if tc.track_len != self.cfg.track_len:
             raise ValueError(f"track model track_len={tc.track_len} != policy track_len={self.cfg.track_len}")
@@ -116,6 +133,7 @@ class TrajectoryPolicy(nn.Module):
 
     @property
     def track_model(self) -> nn.Module | None:
+        """The attached frozen track model, or None."""
         return self._track[0] if self._track else None
 
     def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half() also move the frozen track model
@@ -125,6 +143,7 @@ class TrajectoryPolicy(nn.Module):
         return self
 
     def train(self, mode: bool = True):
+        """Set train/eval mode; the frozen track model always stays in eval mode."""
         super().train(mode)
         if self._track:
             self._track[0].eval()  # frozen: never dropout / MAE masking

@@ -36,6 +36,7 @@ _STATE: dict = {}
 
 @dataclass(frozen=True)
 class Job:
+    """One evaluation episode: MetaWorld task, held-out variation, and the video path to write (None = no video)."""
     task: str
     variation: int
     video: str | None

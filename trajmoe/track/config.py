@@ -92,6 +92,9 @@ class TrackConfig:
 
     @property
     def num_tokens(self) -> int:
+        """Sequence length L = image patches (img_size / patch)^2 + N * T / track_patch track tokens + 1 text
+        token.
+        """
         return (self.img_size // self.patch) ** 2 + self.num_points * self.track_len // self.track_patch + 1
 
     @staticmethod
@@ -100,6 +103,7 @@ class TrackConfig:
         return pick_preset(PRESETS, name, "track").model
 
     def replace(self, **kw) -> "TrackConfig":
+        """A copy with fields `kw` changed (dataclasses.replace; TypeError on an unknown field)."""
         return dataclasses.replace(self, **kw)
 
 

@@ -6,6 +6,7 @@ episode end by repeating the last frame), and `num_points` points drawn from tho
 and the tracks consistently. Every random choice comes from the rng the Trainer passes, so a
 sample is a pure function of (index, seed).
 Per-domain sampling weights turn into per-sample weights w_d / n_d for the Trainer's sampler.
+Legend: L episode frames, T track length, N points, H/W image, S samples, D task-embedding size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ class _Index:
 
 
 class TrackDataset:
+    """Track-model samples (episode, view, frame t) over the episode files of several folders (one domain set
+    each).
+
+    Args:
+        dirs: episode folders. track_len: T. num_points: N points per sample. img_size: square H = W.
+        views: view names (None = every view found). augment: ColorJitter + RandomShift.
+        frame_stride: keep every k-th frame as a sample start. domain_names: the run's domain list (None =
+            found).
+        max_episodes_per_dir: cap per folder. cache: keep decoded episodes in memory.
+
+    Raises:
+        ValueError: no folder, a folder without episodes, a domain missing from `domain_names`, a bad file.
+    """
+
     def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
                  views: list[str] | None = None, augment: bool = True, frame_stride: int = 1,
                  domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None,
@@ -98,6 +113,12 @@ class TrackDataset:
         return per[dom]
 
     def get(self, index: int, rng: np.random.Generator) -> dict:
+        """Sample `index` drawn with `rng`: {"image" (3, H, W) float32 in [0, 1], "tracks" (T, N, 2) in [0, 1],
+        "vis" (T, N) float32, "task_emb" (D,), "domain" int64, "source" "path:view:t"}.
+
+        Raises:
+            ValueError: the episode's frames are not img_size x img_size (names the file).
+        """
         i, j, t = int(self.index.episode[index]), int(self.index.view[index]), int(self.index.frame[index])
         view = self.view_names[j]
         T = self.track_len

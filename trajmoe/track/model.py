@@ -24,6 +24,12 @@ from .config import TrackConfig
 
 
 class TrackModel(nn.Module):
+    """Tra-MoE track transformer: (image, task embedding, query points) -> future tracks (B, T, N, 2).
+
+    MoE FFNs at `cfg.moe.layers` (Tra-MoE paper, Yang et al., Sec. 3.2); loss as in the module docstring
+    (Sec. 3.3; z-loss of ST-MoE, Zoph et al.; balance loss of Switch Transformer, Fedus et al., eq. 4).
+    """
+
     def __init__(self, cfg: TrackConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -135,8 +141,10 @@ class TrackModel(nn.Module):
             raise ValueError(f"task_emb must be (B, {c.lang_dim}), got {tuple(lang.shape)}")
 
     def moe_layers(self) -> list[tuple[int, nn.Module]]:
+        """[(block index, MoE layer)] for the blocks whose FFN is a sparse MoE."""
         return [(i, b.ffn) for i, b in enumerate(self.blocks) if b.is_moe]
 
     def reset_routing_stats(self) -> None:
+        """Zero the routing statistics every MoE layer accumulates (trajmoe.moe.stats)."""
         reset_routing(self)
 

@@ -32,6 +32,14 @@ def explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
 
 def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, augment: bool | None = None,
                   domain_names: list[str] | None = None):
+    """The TrackDataset of `dirs` with the model's T, N and image size and the data options.
+
+    Args:
+        augment: None = `data.augment`. domain_names: the run's domain list (None = the domains found).
+
+    Raises:
+        ValueError: as TrackDataset (empty folder, unknown domain, bad file).
+    """
     from .dataset import TrackDataset
 
     return TrackDataset(

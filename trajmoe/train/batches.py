@@ -87,6 +87,7 @@ class WorkerError:
     message: str
 
     def reraise(self):
+        """Raise the worker's exception again in the main process (as ValueError if its type cannot be rebuilt)."""
         try:
             err = self.kind(self.message)
         except Exception:  # an exception type that wants other arguments
@@ -95,10 +96,12 @@ class WorkerError:
 
 
 def identity(x):
+    """Return `x` (a picklable collate_fn: the dataset already returns collated batches)."""
     return x
 
 
 def worker_init(_worker_id: int) -> None:
+    """DataLoader worker init: close run-folder locks inherited from the trainer process."""
     from trajmoe.io import close_inherited_locks
 
     close_inherited_locks()  # a worker outliving a killed trainer must not hold its run folder
@@ -121,6 +124,7 @@ def to_device(x: Any, device: torch.device, non_blocking: bool = False) -> Any:
 
 
 def batch_sources(batch: Any) -> list[str] | None:
+    """The batch's sample sources ('path:view:t' strings) if it carries any, else None."""
     src = batch.get("source") if isinstance(batch, dict) else getattr(batch, "source", None)
     if src is None:
         return None

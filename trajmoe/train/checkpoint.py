@@ -138,6 +138,9 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
+    """Save the optimizer state as CKPT/optimizer.safetensors (tensors) + CKPT/optimizer.json (scalars, param
+    groups); nothing pickled.
+    """
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -152,6 +155,11 @@ def save_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
+    """Load `save_optimizer`'s files into `optimizer`.
+
+    Raises:
+        ValueError: a file is missing or corrupt, or the parameter groups do not match (names the file).
+    """
     meta = read_json(ckpt_dir / "optimizer.json")
     tensors = read_tensors(ckpt_dir / "optimizer.safetensors")
     state: dict[int, dict[str, Any]] = {}
@@ -176,6 +184,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
 
 
 def state_dir(run_dir: str | Path) -> Path:
+    """RUN/<STATE_DIR>: the folder of the resumable training state."""
     return Path(run_dir) / STATE_DIR
 
 

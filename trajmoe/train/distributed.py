@@ -16,6 +16,9 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a torch.distributed job (rank, world size, local rank); world_size 1 = single
+    process.
+    """
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -23,10 +26,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True when more than one process takes part."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0 (the one that writes files and logs)."""
         return self.rank == 0
 
 
@@ -70,6 +75,7 @@ def cleanup(info: DistInfo, sync: bool = True) -> None:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
     if info.enabled:
         dist.barrier()
 
