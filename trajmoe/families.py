@@ -36,6 +36,11 @@ from .track import run as track_run
 from .track.config import PRESETS as TRACK_PRESETS
 from .track.config import TrackConfig
 from .track.model import TrackModel
+from .drive.ensemble import load_any
+from .drive.evaluate import evaluate_open_loop
+from .drive.scenes import load_scenes
+from .policy.rollout import evaluate_policy
+from .train.checkpoint import load_run_config
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,6 @@ def _track_resolve(preset: str, overrides=None, config_file: str | None = None) 
 
 
 def _track_load(path, device: str = "cpu", ema: bool = True) -> tuple[TrackModel, dict]:
-    from .train.checkpoint import load_run_config
-
     return track_io.load_track_model(path, device, ema), load_run_config(path)
 
 
@@ -87,8 +90,6 @@ def _policy_load(path, device: str = "cpu", ema: bool = True, track_run: str | N
 
 
 def _policy_evaluate(run, tasks: list[str] | None = None, **kw) -> dict:
-    from .policy.rollout import evaluate_policy
-
     return evaluate_policy(run, tasks, **kw)
 
 
@@ -102,17 +103,11 @@ def _planner_train(cfg: dict, data: str, out: str, resume: bool = False, allow_c
 
 
 def _planner_load(path, device: str = "cpu", ema: bool = True) -> tuple[DrivePlanner, dict]:
-    from .train.checkpoint import load_run_config
-
     return drive_run.load_planner(path, device, ema), load_run_config(path)
 
 
 def _planner_evaluate(run, data: str, limit: int = 0, **kw) -> dict:
     """Open-loop EPDMS of a run or an ensemble folder on the scenes of `data`, rule-based baselines beside it."""
-    from .drive.ensemble import load_any
-    from .drive.evaluate import evaluate_open_loop
-    from .drive.scenes import load_scenes
-
     return evaluate_open_loop(load_any(run), load_scenes(data, limit or None), **kw)
 
 

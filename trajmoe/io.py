@@ -13,6 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+from pathlib import PurePosixPath
+import fcntl
+import shutil
 
 from trajmoe.faults import crash_point
 
@@ -77,6 +80,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def _json_default(o: Any) -> Any:
     try:
+        # lazy: numpy only when a numpy value is written (io is imported by the light CLI)
         import numpy as np
 
         if isinstance(o, np.generic):
@@ -107,8 +111,6 @@ def remove_stale_temps(directory: str | os.PathLike, prefix: str = "") -> list[P
     the same. `prefix` limits it to temporaries of one target (`.demo_3.hdf5.` -> prefix "demo_3.hdf5.").
     Returns what was removed.
     """
-    import shutil
-
     d = Path(directory)
     if not d.is_dir():
         return []
@@ -147,8 +149,6 @@ class DirLock:
         Raises:
             ValueError: another process holds it (names the folder and the holder's pid).
         """
-        import fcntl
-
         lock = cls(directory, name)
         key = str(lock.path.resolve()) if lock.path.parent.exists() else str(lock.path.absolute())
         held = _HELD_LOCKS.get(key)
@@ -207,8 +207,6 @@ def safe_relative(base: str | os.PathLike, rel: str, where: str) -> Path:
     Refuses (one-line ValueError naming `where` and the value) absolute paths, `..` components,
     backslashes and empty names; symlinks inside `base` are the user's business and are followed.
     """
-    from pathlib import PurePosixPath
-
     text = str(rel)
     parts = PurePosixPath(text).parts
     if not text or "\\" in text or PurePosixPath(text).is_absolute() or ".." in parts or "\x00" in text:

@@ -62,6 +62,7 @@ def run_metaworld(args) -> int:
     Raises:
         ValueError: unknown task or benchmark, bad --shard, bad counts (one line).
     """
+    # lazy: only this verb needs these (the CLI imports no numpy / simulator code up front)
     from ..config import replace
     from ..data.generate import generate
     from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
@@ -117,7 +118,7 @@ def run_metaworld(args) -> int:
 
 def run_viz_tracks(args) -> int:
     """`trajmoe viz tracks`: draw an episode file's tracks into a PNG; exit code 0."""
-    from ..viz.tracks import save_track_picture
+    from ..viz.tracks import save_track_picture  # lazy: only this verb needs it
 
     out = save_track_picture(args.file, args.out, num_frames=args.frames, horizon=args.horizon, scale=args.scale,
                              max_points=args.points)

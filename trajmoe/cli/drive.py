@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import time
+
+from trajmoe.io import atomic_write_json
 
 
 class _Both:
@@ -134,7 +137,7 @@ def _split(s: str) -> list[str]:
 
 def run_data(args) -> int:
     """`trajmoe data scenes`: generate highway-env planner scenes; exit code 0."""
-    from trajmoe.drive.scenes import SceneGenConfig, generate
+    from trajmoe.drive.scenes import SceneGenConfig, generate  # lazy: only this verb needs it
 
     m = generate(args.out, _split(args.scenarios), args.scenes, SceneGenConfig(seed=args.seed, stride=args.stride),
                  workers=args.workers, progress=not args.no_progress, verify=args.verify)
@@ -149,8 +152,8 @@ def run_train(args) -> int:
     Raises:
         ValueError: neither --preset nor --config, or a bad config key/value.
     """
-    from trajmoe.config import parse_overrides
-    from trajmoe.drive.run import resolve_config, train
+    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
+    from trajmoe.drive.run import resolve_config, train  # lazy: only this verb needs it
 
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
@@ -164,8 +167,8 @@ def run_finetune(args) -> int:
     """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
     exit code 0.
     """
-    from trajmoe.config import parse_overrides
-    from trajmoe.drive.run import finetune
+    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
+    from trajmoe.drive.run import finetune  # lazy: only this verb needs it
 
     res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
                    allow_change=args.allow_change)
@@ -175,7 +178,7 @@ def run_finetune(args) -> int:
 
 def run_ensemble(args) -> int:
     """`trajmoe ensemble planner`: write RUN/ensemble.json averaging several runs; exit code 0."""
-    from trajmoe.drive.ensemble import write_ensemble
+    from trajmoe.drive.ensemble import write_ensemble  # lazy: only this verb needs it
 
     spec = write_ensemble(args.out, args.runs, args.weights)
     print(f"ensemble of {len(spec['runs'])} runs written to {Path(args.out) / 'ensemble.json'}")
@@ -186,9 +189,8 @@ def run_eval(args) -> int:
     """`trajmoe eval planner`: EPDMS and sub-scores open (and closed) loop beside the rule-based baselines; exit
     code 0. ValueError: neither --data nor --closed-loop, or a bad run / weights.
     """
-    from trajmoe.drive.ensemble import Ensemble, load_any
-    from trajmoe.drive.run import load_planner
-    from trajmoe.io import atomic_write_json
+    from trajmoe.drive.ensemble import Ensemble, load_any  # lazy: only this verb needs it
+    from trajmoe.drive.run import load_planner  # lazy: only this verb needs it
 
     if not args.data and not args.closed_loop:
         raise ValueError("give --data DIR (open loop) and/or --closed-loop EPISODES")
@@ -204,8 +206,8 @@ def run_eval(args) -> int:
         planner = load_any(args.run)
     result: dict = {}
     if args.data:
-        from trajmoe.drive.evaluate import evaluate_open_loop
-        from trajmoe.drive.scenes import load_scenes
+        from trajmoe.drive.evaluate import evaluate_open_loop  # lazy: only this verb needs it
+        from trajmoe.drive.scenes import load_scenes  # lazy: only this verb needs it
 
         scenes = load_scenes(args.data, args.limit or None)
         if args.no_baselines and planner is None:
@@ -213,13 +215,13 @@ def run_eval(args) -> int:
         res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots), with_baselines=not args.no_baselines)
         plans = res.pop("_plans", None)
         if planner is not None and hasattr(planner, "vocab"):
-            from trajmoe.drive.evaluate import evaluate_vocab_oracle
+            from trajmoe.drive.evaluate import evaluate_vocab_oracle  # lazy: only this verb needs it
 
             res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
         result["open_loop"] = res
         if args.plots:
-            from trajmoe.drive.plots import plot_scenes
-            from trajmoe.viz.routing import plot_routing
+            from trajmoe.drive.plots import plot_scenes  # lazy: only this verb needs it
+            from trajmoe.viz.routing import plot_routing  # lazy: only this verb needs it
 
             picks = []
             for s in ("highway", "merge", "roundabout", "intersection"):
@@ -231,7 +233,7 @@ def run_eval(args) -> int:
                 plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, Path(args.plots) / "routing.png",
                              title="routing share per scenario (vocabulary tokens)", row_label="scenario")
     if args.closed_loop:
-        from trajmoe.drive.closed_loop import evaluate_closed_loop
+        from trajmoe.drive.closed_loop import evaluate_closed_loop  # lazy: only this verb needs it
 
         result["closed_loop"] = evaluate_closed_loop(planner, _split(args.scenarios), args.closed_loop, progress=not args.json)
     if args.out:
@@ -275,13 +277,11 @@ def run_bench_scorer(args) -> int:
     figure is the mean over the others (the vocabulary's profiles cached, as in target generation)
     of each scene's fastest of --repeat timings (the machine is shared: the minimum is the least
     disturbed)."""
-    import time
+    import numpy as np  # lazy: only this verb needs it
 
-    import numpy as np
-
-    from trajmoe.drive.metrics import prepare, score_trajectories
-    from trajmoe.drive.scenes import load_scenes
-    from trajmoe.drive.vocab import trajectory_samples
+    from trajmoe.drive.metrics import prepare, score_trajectories  # lazy: only this verb needs it
+    from trajmoe.drive.scenes import load_scenes  # lazy: only this verb needs it
+    from trajmoe.drive.vocab import trajectory_samples  # lazy: only this verb needs it
 
     if args.trajectories < 1 or args.scenes < 2 or args.repeat < 1:
         raise ValueError("--trajectories and --repeat must be >= 1 and --scenes >= 2")

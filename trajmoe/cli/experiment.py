@@ -26,13 +26,13 @@ def run(args) -> int:
     Raises:
         ValueError: --seeds < 1, an unknown spec or a bad override.
     """
-    from ..experiment.report import write_report
-    from ..experiment.runner import run_experiment
-    from ..experiment.spec import load_spec
+    from ..experiment.report import write_report  # lazy: only this verb needs it
+    from ..experiment.runner import run_experiment  # lazy: only this verb needs it
+    from ..experiment.spec import load_spec  # lazy: only this verb needs it
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    from ..config import parse_overrides
+    from ..config import parse_overrides  # lazy: only this verb needs it
 
     spec = load_spec(args.spec, args.scale)
     spec.vars.update(parse_overrides(args.var))

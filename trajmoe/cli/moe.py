@@ -42,7 +42,7 @@ def register(groups) -> None:
 
 def run(args) -> int:
     """`trajmoe bench moe`: MoE layer vs same-FLOPs dense FFN timings (table or --json); exit code 0."""
-    from ..bench.moe import bench_moe
+    from ..bench.moe import bench_moe  # lazy: only this verb needs it
 
     res = bench_moe(args.device, args.tokens, args.dim, args.experts, args.top_k, args.dtype,
                     tuple(args.impl), args.repeats, args.threads)
@@ -60,8 +60,8 @@ def run(args) -> int:
 
 def run_train(args) -> int:
     """`trajmoe bench train`: track-model training throughput and MFU (table or --json); exit code 0."""
-    from ..bench.train import bench_train
-    from ..config import parse_overrides
+    from ..bench.train import bench_train  # lazy: only this verb needs it
+    from ..config import parse_overrides  # lazy: only this verb needs it
 
     res = bench_train(args.preset, args.batch, args.device, steps=args.steps, warmup=args.warmup, amp=args.amp,
                       bf16_weights=args.bf16_weights, compile=args.compile, peak_tflops=args.peak_tflops,

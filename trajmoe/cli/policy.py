@@ -57,7 +57,7 @@ def _split(s: str | None) -> list[str] | None:
 
 def run_train(args) -> int:
     """`trajmoe train policy`: train a trajectory-guided policy; prints the final metrics; exit code 0."""
-    from ..policy.train import train_policy
+    from ..policy.train import train_policy  # lazy: only this verb needs it
 
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
                            args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change)
@@ -67,7 +67,7 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     """`trajmoe eval policy`: closed-loop MetaWorld success with Wilson intervals (table or --json); exit code 0."""
-    from ..policy.rollout import evaluate_policy
+    from ..policy.rollout import evaluate_policy  # lazy: only this verb needs it
 
     res = evaluate_policy(args.run, _split(args.tasks), args.episodes, args.workers, args.video, args.video_per_task,
                           args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json,
@@ -95,7 +95,7 @@ def run_eval(args) -> int:
 
 def run_bench(args) -> int:
     """`trajmoe bench policy`: `select_action` latency (table or --json); exit code 0."""
-    from ..policy.bench import bench_policy
+    from ..policy.bench import bench_policy  # lazy: only this verb needs it
 
     res = bench_policy(args.conditioning, args.device, args.preset, args.track_preset, args.track_run, args.run,
                        args.repeats, args.threads)

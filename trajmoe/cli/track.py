@@ -45,7 +45,7 @@ def register(groups) -> None:
 def run_train(args) -> int:
     """`trajmoe train track` (or --list-presets: parameter counts per preset); exit code 0."""
     if args.list_presets:
-        from ..track import PRESETS, TrackModel, count_params
+        from ..track import PRESETS, TrackModel, count_params  # lazy: only this verb needs it
 
         print(f"{'preset':18s} {'total':>12s} {'active/token':>13s}  moe_layers")
         for name, preset in PRESETS.items():
@@ -54,7 +54,7 @@ def run_train(args) -> int:
         return 0
     if not args.data or not args.out:
         raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")
-    from ..track.run import train_track
+    from ..track.run import train_track  # lazy: only this verb needs it
 
     metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
                           allow_change=args.allow_change)
@@ -68,7 +68,7 @@ def run_eval(args) -> int:
     Raises:
         ValueError: --max-samples or --batch < 1, a bad run or data folder.
     """
-    from ..track.run import evaluate_track
+    from ..track.run import evaluate_track  # lazy: only this verb needs it
 
     if args.max_samples < 1:
         raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
@@ -92,7 +92,7 @@ def run_eval(args) -> int:
 
 def run_viz_pred(args) -> int:
     """`trajmoe viz track-pred`: predicted vs true tracks on sample frames; prints the PNG path; exit code 0."""
-    from ..viz.track_pred import plot_predictions
+    from ..viz.track_pred import plot_predictions  # lazy: only this verb needs it
 
     print(plot_predictions(args.run, args.data, args.out, args.samples))
     return 0
@@ -104,8 +104,8 @@ def run_viz_routing(args) -> int:
     Raises:
         ValueError: --max-samples < 1, a dense run (no MoE layer), a bad run or data folder.
     """
-    from ..track.run import evaluate_track
-    from ..viz.routing import plot_routing
+    from ..track.run import evaluate_track  # lazy: only this verb needs it
+    from ..viz.routing import plot_routing  # lazy: only this verb needs it
 
     if args.max_samples < 1:
         raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")

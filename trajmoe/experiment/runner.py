@@ -14,12 +14,14 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+import sys
 
 from rich.console import Console
 
 from ..io import atomic_write_json, read_json
 from ..train.checkpoint import latest_checkpoint
 from .spec import Spec, Step, substitute
+from ..cli import UsageError, main as cli_main
 
 console = Console(stderr=True)
 
@@ -61,9 +63,6 @@ def _collect(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[
 
 
 def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any]:
-    from ..cli import UsageError
-    from ..cli import main as cli_main
-
     argv = substitute(step.cmd, env, f"step {label}")
     if marker.is_file():
         done = read_json(marker)
@@ -124,7 +123,5 @@ class _Tee(io.TextIOBase):
 
 @contextlib.contextmanager
 def _tee_stdout(buf: io.StringIO):
-    import sys
-
     with contextlib.redirect_stdout(_Tee(sys.stdout, buf)):
         yield

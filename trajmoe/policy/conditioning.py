@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import torch
 
+from ..envs.oracle import grid_points
+
 
 def query_grid(num_points: int) -> torch.Tensor:
     """Fixed query points (N, 2) as (x, y) in (0, 1): a rows x cols grid of cell centres, rows the
     largest divisor of N not above sqrt(N) (32 -> 4 x 8), row-major. ATM uses grid sampling (Tab. 7).
     The same grid as trajmoe.envs.oracle.grid_points (whose exact future tracks the oracle gives)."""
-    from ..envs.oracle import grid_points
-
     return torch.from_numpy(grid_points(num_points))
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data.augment import color_jitter, random_shift
 from .config import PolicyConfig, PolicyDataConfig
+from ..data.atm_hdf5 import iter_metas, list_episodes, open_episode
 
 CACHE_FILE = "track_cache.safetensors"
 
@@ -57,8 +58,6 @@ class PolicyEpisode:
 
 def scan_data(data_dir: str | Path, tasks: list[str] | None = None, max_per_task: int = 0) -> list:
     """Metadata of the action-labelled, successful episodes of a directory (optionally some tasks)."""
-    from ..data.atm_hdf5 import iter_metas, list_episodes
-
     paths = list_episodes(data_dir)
     metas = [m for m in iter_metas(paths) if m.has_actions]
     if tasks:
@@ -81,8 +80,6 @@ def scan_data(data_dir: str | Path, tasks: list[str] | None = None, max_per_task
 
 def data_fields(metas: list) -> dict:
     """The data-derived PolicyConfig fields, checked to agree across the episodes."""
-    from ..data.atm_hdf5 import open_episode
-
     first = metas[0]
     with open_episode(first.path) as ep:
         prop = ep.proprio()
@@ -117,8 +114,6 @@ class PolicyDataset:
     """Trainer dataset protocol: len(ds), ds.get(index, rng) -> dict of numpy arrays."""
 
     def __init__(self, metas: list, cfg: PolicyConfig, data: PolicyDataConfig, augment: bool = True) -> None:
-        from ..data.atm_hdf5 import open_episode
-
         self.cfg, self.data, self.augment = cfg, data, augment
         self.episodes: list[PolicyEpisode] = []
         oracle: list[np.ndarray] = []
@@ -211,8 +206,6 @@ class PolicyDataset:
 
 def oracle_horizon(path: Path, view: str, num_points: int) -> int:
     """Horizon (track length) of the oracle grid tracks stored in one episode file."""
-    from ..data.atm_hdf5 import open_episode
-
     with open_episode(path) as ep:
         return int(ep.oracle_tracks(view, num_points).shape[1])
 
@@ -224,15 +217,19 @@ def oracle_horizon(path: Path, view: str, num_points: int) -> int:
 def build_track_cache(policy, ds: PolicyDataset, run_dir: Path | None, track_id: str, batch_size: int = 256,
                       device: str = "cpu") -> None:
     """Predict (or reload) the frozen track model's tracks for every (episode, frame, view)."""
+    # lazy: only the track cache needs torch (the dataset is numpy-only)
     import torch
+    # lazy: only the track cache shows progress
     from rich.progress import Progress
 
+    # lazy: imports torch (track cache only)
     from ..train.checkpoint import read_tensors, save_tensors
 
     cfg = policy.cfg
     meta = {"track_run": track_id, "num_points": str(cfg.num_points), "views": ",".join(cfg.views)}
     path = None if run_dir is None else Path(run_dir) / CACHE_FILE
     if path is not None and path.is_file():
+        # lazy: track cache only
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:

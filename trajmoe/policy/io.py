@@ -16,6 +16,11 @@ import torch
 
 from ..config import check_run_kind, from_dict, to_dict
 from .config import PolicyConfig
+from ..track import TrackConfig, load_track_model
+from ..track.config import upgrade_model_dict
+from ..track.io import track_weights_path, weights_digest
+from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
+from .model import TrajectoryPolicy
 
 
 def policy_config_from_run(run_cfg: dict, where: str) -> PolicyConfig:
@@ -26,15 +31,11 @@ def policy_config_from_run(run_cfg: dict, where: str) -> PolicyConfig:
 
 def load_track_for_policy(track_run: str | Path, device: str | torch.device = "cpu", expected: dict | None = None):
     """The frozen track model of a policy; `expected` = the TrackConfig dict recorded in the policy run."""
-    from ..track import TrackConfig, load_track_model
-
     track_run = Path(track_run)
     if not track_run.is_dir():
         raise FileNotFoundError(f"track run directory not found: {track_run}")
     tm = load_track_model(track_run, device=device)
     if expected is not None:
-        from ..track.config import upgrade_model_dict
-
         expected = to_dict(from_dict(TrackConfig, upgrade_model_dict(expected), "track_model"))  # old flat MoE keys
     if expected is not None and to_dict(tm.cfg) != expected:
         diff = [k for k in expected if to_dict(tm.cfg).get(k) != expected[k]]
@@ -48,9 +49,6 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_r
     present and `ema`). `track_run` overrides the track run recorded in the policy run (e.g. after
     moving directories); the returned run config's "track_run" is the one actually loaded (None
     without a track model) and its "env" the camera settings rollouts use."""
-    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
-    from .model import TrajectoryPolicy
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"policy run directory not found: {run_dir}")
@@ -64,8 +62,6 @@ def load_policy(run_dir: str | Path, device: str | torch.device = "cpu", track_r
         tm = load_track_for_policy(path, device, run_cfg.get("track_model"))
         pinned = run_cfg.get("track_weights_sha256")
         if pinned and track_run is None:
-            from ..track.io import track_weights_path, weights_digest
-
             if weights_digest(track_weights_path(path)) != pinned:
                 raise ValueError(
                     f"the track model in {path} changed since {run_dir} was trained (weights differ); "

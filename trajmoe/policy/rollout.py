@@ -24,12 +24,18 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+import warnings
 
 import numpy as np
+from rich.progress import Progress
 
 from ..parallel import worker_pool
 from ..viz.tracks import draw_tracks_on_frame
 from ..viz.video import VIDEO_FORMATS, write_video
+from ..data.language import task_embedding
+from ..envs.metaworld import EVAL_VARIATION_START, check_task, make_eval_env
+from ..envs.oracle import ExpertLookahead, oracle_tracks
+from ..eval.stats import success_summary
 
 _STATE: dict = {}
 
@@ -44,9 +50,11 @@ class Job:
 
 def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    # lazy: spawned workers set threads and MUJOCO_GL before torch loads
     import torch
 
     torch.set_num_threads(threads)
+    # lazy: spawned workers set threads and MUJOCO_GL before torch loads
     from ..train.checkpoint import read_tensors
     from .io import load_policy
     from .train import TASK_EMB_FILE
@@ -59,16 +67,12 @@ def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int)
 def _task_emb(task: str) -> np.ndarray:
     embs = _STATE["embs"]
     if task not in embs:
-        from ..data.language import task_embedding
-
         embs[task] = np.asarray(task_embedding(task), np.float32)
     return embs[task]
 
 
 def run_episode(job: Job, max_steps: int | None = None) -> dict:
     """One closed-loop episode in this process (after _init_worker)."""
-    from ..envs.metaworld import make_eval_env
-
     policy = _STATE["policy"]
     env_cfg = _STATE["run_config"].get("env", {})
     cfg = policy.cfg
@@ -81,13 +85,10 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
         obs = env.reset()
         policy.reset(task_emb=_task_emb(job.task))
         if oracle:
-            from ..envs.oracle import ExpertLookahead
-
             lookahead = ExpertLookahead(env)
         success, done, steps = False, False, 0
         while not done:
             if oracle:  # exact grid tracks from a lookahead copy of the simulator (the env is not stepped)
-                from ..envs.oracle import oracle_tracks
 
                 t0 = time.perf_counter()
                 obs["oracle_tracks"] = oracle_tracks(env, lookahead, (cfg.num_points,), cfg.track_len,
@@ -119,10 +120,6 @@ def run_episode(job: Job, max_steps: int | None = None) -> dict:
 def zero_action_success(task: str, variation: int, max_steps: int | None = None) -> bool:
     """The trivial baseline on one held-out episode: the arm holds still (action 0) until the
     episode limit; MetaWorld's success flag at any step. Physics only (nothing looks at images)."""
-    import warnings
-
-    from ..envs.metaworld import make_eval_env
-
     with make_eval_env(task, variation, max_steps=max_steps, views=("agentview",)) as env:
         env.reset()
         zero = np.zeros(4, np.float32)
@@ -145,8 +142,6 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
     """Closed-loop success of the policy in `run_dir` on `episodes` held-out variations per task,
     beside the zero-action baseline on the same episodes (module doc). Bad arguments raise a
     one-line ValueError (FileNotFoundError for a missing run folder)."""
-    from ..envs.metaworld import EVAL_VARIATION_START
-
     run_path = Path(run_dir)
     run_cfg, tasks = _check_eval_args(run_path, tasks, episodes, workers, video_format, first_variation)
     first = EVAL_VARIATION_START + first_variation
@@ -175,7 +170,7 @@ def evaluate_policy(run_dir: str, tasks: list[str] | None = None, episodes: int 
 def _check_eval_args(run_path: Path, tasks: list[str] | None, episodes: int, workers: int, video_format: str,
                      first_variation: int) -> tuple[dict, list[str]]:
     """(the run's config.json, the tasks to evaluate), or a one-line error naming the bad argument."""
-    from ..envs.metaworld import check_task
+    # lazy: spawned workers set threads and MUJOCO_GL before torch loads
     from ..train.checkpoint import load_run_config
 
     if not run_path.is_dir():
@@ -208,8 +203,6 @@ def _run_jobs(jobs: list[Job], workers: int, load_args: tuple, max_steps: int | 
     results = []
     bar = None
     if progress:
-        from rich.progress import Progress
-
         bar = Progress(transient=True)
         bar.start()
         task_id = bar.add_task("rollouts", total=len(jobs))
@@ -230,8 +223,6 @@ def _run_jobs(jobs: list[Job], workers: int, load_args: tuple, max_steps: int | 
 
 def _success_table(results: list[dict], tasks: list[str]) -> dict:
     """Per-task and overall success with Wilson 95% intervals."""
-    from ..eval.stats import success_summary
-
     per_task = {}
     for task in tasks:
         rs = [r for r in results if r["task"] == task]
@@ -244,8 +235,6 @@ def _success_table(results: list[dict], tasks: list[str]) -> dict:
 
 def _zero_action_baseline(jobs: list[Job], tasks: list[str], episodes: int, max_steps: int | None) -> dict:
     """The trivial baseline on the same episodes (zero action), with the same intervals."""
-    from ..eval.stats import success_summary
-
     zero = {(j.task, j.variation): zero_action_success(j.task, j.variation, max_steps) for j in jobs}
     baseline = {"policy": "zero action", "tasks": {
         t: success_summary(sum(v for (tt, _), v in zero.items() if tt == t), episodes) for t in tasks}}

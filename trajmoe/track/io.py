@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+import hashlib
 
 import torch
 
 from ..config import check_run_kind, from_dict
 from .config import TrackConfig, upgrade_model_dict
 from .model import TrackModel
+from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
 
 
 def track_config_from_run(run_cfg: dict, where: str) -> TrackConfig:
@@ -20,16 +22,12 @@ def track_config_from_run(run_cfg: dict, where: str) -> TrackConfig:
 
 def track_weights_path(run_dir: str | Path, ema: bool = True) -> Path:
     """The weights file `load_track_model` reads: EMA weights when present and asked for."""
-    from ..train.checkpoint import EMA_WEIGHTS, WEIGHTS
-
     run_dir = Path(run_dir)
     return run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
 
 
 def weights_digest(path: str | Path) -> str:
     """sha256 of a weights file: lets a policy pin the exact track model it was trained with."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -39,8 +37,6 @@ def weights_digest(path: str | Path) -> str:
 
 def load_track_model(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> TrackModel:
     """TrackModel in eval mode from RUN/config.json + RUN/model[_ema].safetensors (EMA if present)."""
-    from ..train.checkpoint import load_run_config, load_weights
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"track run directory not found: {run_dir}")

@@ -11,6 +11,14 @@ import torch
 from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
 from ..moe import expert_shares
 from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
+from ..data.atm_hdf5 import list_episodes, open_episode
+from ..nn import count_params
+from ..train import Trainer
+from ..train.checkpoint import load_run_config
+from .dataset import TrackDataset
+from .io import load_track_model
+from .metrics import TrackMetrics
+from .model import TrackModel
 
 
 def resolve(preset: str, config_file: str | None = None, sets: list[str] | None = None) -> dict:
@@ -40,8 +48,6 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, augment: bool
     Raises:
         ValueError: as TrackDataset (empty folder, unknown domain, bad file).
     """
-    from .dataset import TrackDataset
-
     return TrackDataset(
         [str(d) for d in dirs], model_cfg.track_len, model_cfg.num_points, model_cfg.img_size,
         views=list(data.views) or None, augment=data.augment if augment is None else augment,
@@ -63,10 +69,6 @@ def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | 
 
 def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False) -> dict:
     """`train_track` from a resolved config (`resolve`): the final training metrics."""
-    from ..nn import count_params
-    from ..train import Trainer
-    from .model import TrackModel
-
     model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
     ds = build_dataset(data_dirs, model_cfg, data)
     if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
@@ -90,8 +92,6 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
 
 def task_emb_dim(paths) -> int:
     """The one task-embedding size of these episode files; mixed sizes are a one-line error naming two files."""
-    from ..data.atm_hdf5 import open_episode
-
     dims: dict[int, object] = {}
     for p in paths:
         with open_episode(p) as ep:
@@ -106,10 +106,6 @@ def task_emb_dim(paths) -> int:
 def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, batch_size: int = 64,
                    device: str = "cpu", seed: int = 0) -> dict:
     """Track MSE / ADE / FDE per domain and overall, and expert load per MoE layer and domain."""
-    from ..train.checkpoint import load_run_config
-    from .io import load_track_model
-    from .metrics import TrackMetrics
-
     run_cfg = load_run_config(run_dir)
     model = load_track_model(run_dir, device)
     data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in run_cfg.get("data", {}).items()})
@@ -133,8 +129,6 @@ def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, b
 
 def _merge_domains(known: list[str], data_dirs: list[str]) -> list[str]:
     """The run's domain ids first (so routing rows line up), then any new domain in the eval data."""
-    from ..data.atm_hdf5 import list_episodes, open_episode
-
     names = list(known)
     for d in data_dirs:
         for p in list_episodes(d):

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from trajmoe.io import close_inherited_locks
+
 # Independent random streams derived from (seed, step, ...): never reuse a stream id.
 STREAM_BATCH, STREAM_SAMPLE, STREAM_MODEL = 0, 1, 2
 
@@ -102,8 +104,6 @@ def identity(x):
 
 def worker_init(_worker_id: int) -> None:
     """DataLoader worker init: close run-folder locks inherited from the trainer process."""
-    from trajmoe.io import close_inherited_locks
-
     close_inherited_locks()  # a worker outliving a killed trainer must not hold its run folder
 
 

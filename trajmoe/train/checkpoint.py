@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from safetensors.torch import load_file, save_file
 
 from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from trajmoe.faults import crash_point
@@ -55,16 +56,12 @@ def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Atomically write a flat name -> tensor dict as safetensors."""
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
         save_file(_cpu_tensors(tensors), str(tmp), metadata={"format": "pt", **(metadata or {})})
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file (CPU) with a one-line error naming the file when missing or corrupt."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing weights file: {path}")

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trajmoe.config import to_dict
 from trajmoe.io import DirLock, atomic_write_json, read_json
@@ -183,8 +185,6 @@ class Trainer:
             self._load_state(*saved)
         self.ddp_model: nn.Module = self._model
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.ddp_model = DDP(
                 self._model,
                 device_ids=[self.device.index] if cuda else None,
@@ -318,6 +318,7 @@ class Trainer:
         ok = False
         try:
             if main:
+                # lazy: heavy optional, only with TensorBoard logging on
                 from torch.utils.tensorboard import SummaryWriter
 
                 writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.resumed else None)
@@ -460,8 +461,6 @@ class _Progress:
     """rich progress bar: step / total, loss, samples/s, ETA."""
 
     def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self._p = Progress(
             TextColumn("train"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"), TimeRemainingColumn(),
