@@ -130,7 +130,7 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
     import matplotlib  # optional and slow to import: only when a report draws figures
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy, as above; after the Agg backend is chosen
 
     kind = fig.get("type")
     if kind == "images":

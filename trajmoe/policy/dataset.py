@@ -152,7 +152,7 @@ class PolicyDataset:
 
     def get(self, index: int, rng: np.random.Generator) -> dict:
         """Sample `index` drawn with `rng`: the frame stack ending at t (padded at the episode start by
-        repeating frame 0), the action at t, proprioception and the task embedding (shapes as `data_fields`).
+        repeating frame 0) with the actions and proprioception of those F frames, and the task embedding.
         """
         cfg = self.cfg
         e, t = self.locate(index)

@@ -29,7 +29,7 @@ class PatchEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(dim, grid, grid), persistent=False)  # (P, D)
 
     def forward(self, img_BCHW: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) image -> (B, P, D) patch tokens with the learned position embedding."""
+        """(B, C, H, W) image -> (B, P, D) patch tokens plus the fixed 2D sin-cos position embedding."""
         x = self.proj(self.stem(img_BCHW))  # (B, D, g, g)
         return x.flatten(2).transpose(1, 2) + self.pos_embed  # (B, P, D)
 

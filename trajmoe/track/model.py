@@ -27,7 +27,7 @@ class TrackModel(nn.Module):
     """Tra-MoE track transformer: (image, task embedding, query points) -> future tracks (B, T, N, 2).
 
     MoE FFNs at `cfg.moe.layers` (Tra-MoE paper, Yang et al., Sec. 3.2); loss as in the module docstring
-    (Sec. 3.3; z-loss of ST-MoE, Zoph et al.; balance loss of Switch Transformer, Fedus et al., eq. 4).
+    (Sec. 3.3: z-loss eq. 8 after ST-MoE, Zoph et al.; balance loss eqs. 5-7 after Switch Transformer, Fedus et al.).
     """
 
     def __init__(self, cfg: TrackConfig) -> None:

@@ -155,7 +155,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, ckpt_dir: Path) -> None:
     """Load `save_optimizer`'s files into `optimizer`.
 
     Raises:
-        ValueError: a file is missing or corrupt, or the parameter groups do not match (names the file).
+        FileNotFoundError: optimizer.json missing. ValueError: a corrupt file, or parameter groups that do
+            not match the optimizer's (names the folder).
     """
     meta = read_json(ckpt_dir / "optimizer.json")
     tensors = read_tensors(ckpt_dir / "optimizer.safetensors")

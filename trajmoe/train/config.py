@@ -17,8 +17,8 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """The Trainer's settings (optimizer, schedule, batch, precision, checkpointing); fields documented inline.
 
-    Defaults follow the Tra-MoE paper (Yang et al.) Tab. 6: AdamW lr 1e-4, wd 1e-4, cosine with warm-up,
-    clip 10. A bad value raises a one-line ValueError naming the field.
+    lr, weight decay and clip follow the Tra-MoE paper (Yang et al.) Tab. 6 (AdamW lr 1e-4, wd 1e-4, clip 10);
+    warm-up is counted in steps, then cosine. A bad value raises a one-line ValueError naming the field.
     """
     steps: int = 1000  # optimizer steps (`--set steps=N` caps smoke runs)
     batch_size: int = 64  # global batch (split evenly across DDP ranks)
