@@ -114,12 +114,13 @@ def decide(v: dict, results: dict) -> dict:
         m = sum(diffs) / n
         sd = math.sqrt(sum((x - m) ** 2 for x in diffs) / (n - 1))
         hs.append(_t975(n - 1) * sd / math.sqrt(n))
+    seeds = str(len(va)) if "value" in b or len(va) == len(vb) else f"{len(va)} vs {len(vb)}"
     fmt = _fmt_for(ma, mb)
     ours = f"{la} {ma:{fmt}} vs {lb} {mb:{fmt}}"
     if not hs:
-        return {**out, "ours": ours + f" ({len(va)} seed(s), no interval)", "verdict": words[2]}
+        return {**out, "ours": ours + f" ({seeds} seed(s), no interval)", "verdict": words[2]}
     h = max(hs)
-    ours += f" (difference {sign * d:+{fmt}} ± {h:{fmt}}, {len(va)} seed(s))"
+    ours += f" (difference {sign * d:+{fmt}} ± {h:{fmt}}, {seeds} seed(s))"
     word = words[0] if d > h else words[1] if d < -h else words[2]
     return {**out, "ours": ours, "verdict": word}
 
