@@ -50,6 +50,8 @@ class SelectionWeights:
 
 @dataclass(frozen=True)
 class DriveModelConfig:
+    """Planner architecture and losses (GTRS sizes in the `moe` / `dense` presets); MoE knobs in `moe`
+    (`trajmoe.moe.config.MoEConfig`, MoE iff `moe.layers` is non-empty). ValueError names a bad key."""
     dim: int = 256
     num_heads: int = 8
     encoder_layers: int = 2  # self-attention over scene tokens (ego, route, agents, lanes)
@@ -90,6 +92,7 @@ class DriveModelConfig:
 
 @dataclass(frozen=True)
 class DriveDataConfig:
+    """Vocabulary construction (k-means samples, iterations, seed) and target precomputation options."""
     vocab_use_agents: bool = True  # cluster agents' futures too (see trajmoe.drive.vocab)
     vocab_iters: int = 30
     vocab_seed: int = 0  # k-means seed (not the training seed: ensemble members share the vocabulary)

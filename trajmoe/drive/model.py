@@ -53,6 +53,12 @@ def selection_scores(probs_BVM: torch.Tensor, imi_logp_BV: torch.Tensor, w: Sele
 
 
 class DrivePlanner(nn.Module):
+    """GTRS-style vocabulary scorer (TrajMoE paper, Sec. III; GTRS): scene tokens -> encoder; the V vocabulary
+    trajectories as queries -> decoder with cross-attention (MoE FFNs in `cfg.moe.layers`, top-k + shared
+    experts, CV² balance loss, TrajMoE paper eqs. 1-4) -> one sigmoid head per NAVSIM sub-score and an
+    imitation head. `vocab` (V, 40, 3) in the ego frame (m, rad) is saved with the model; ValueError on
+    another shape. Legend: B batch, V vocabulary, D model width, M scored metrics."""
+
     def __init__(self, cfg: DriveModelConfig, vocab: np.ndarray | None = None):
         super().__init__()
         self.cfg = cfg
@@ -125,6 +131,8 @@ class DrivePlanner(nn.Module):
         return self.dec_norm(x), auxes
 
     def heads(self, feat_BVD: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-trajectory features (B, V, D) -> logits (B, V) of every sub-score head, "imi", and the GRPO
+        log-std heads (`log_std_<metric>`) when `cfg.gaussian_heads`."""
         out = {m: h(feat_BVD)[..., 0] for m, h in self.score_heads.items()}  # logits (B, V)
         out["imi"] = self.imi_head(feat_BVD)[..., 0]
         if self.std_heads is not None:
@@ -140,6 +148,8 @@ class DrivePlanner(nn.Module):
         return torch.softmax(-d2 / self.cfg.imi_sigma, dim=-1)
 
     def supervised_loss(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
+        """BCE of each sub-score head against the (B, V, M) targets in [0, 1] (the vocabulary scored by
+        our NAVSIM scorer) + the GTRS soft imitation loss; returns (weighted sum, per-term logs)."""
         tgt = batch["targets"]  # (B, V, M)
         logs = {}
         bce = 0.0
@@ -152,6 +162,8 @@ class DrivePlanner(nn.Module):
         return self.cfg.score_weight * bce + self.cfg.imi_weight * imi, logs
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Training step on a collated batch -> (loss, logs): supervised loss + balance_weight x CV² +
+        z_weight x z-loss of the MoE layers (TrajMoE paper eq. 4; ST-MoE z-loss, Zoph et al.)."""
         feat, auxes = self.decode(batch)
         out = self.heads(feat)
         loss, logs = self.supervised_loss(out, batch)
@@ -172,6 +184,8 @@ class DrivePlanner(nn.Module):
 
     @torch.no_grad()
     def plan(self, batch: dict, weights: SelectionWeights | None = None) -> dict[str, torch.Tensor]:
+        """Choose one vocabulary trajectory per scene: {"index" (B,), "scores" (B, V), "plan40" (B, 40, 3),
+        "plan8" (B, 8, 3) at 0.5 s} by the GTRS selection score (`weights` default: `cfg.selection`)."""
         pred = self.predict(batch)
         return select_plan(pred, self.vocab, weights or self.cfg.selection)
 

@@ -47,6 +47,7 @@ def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path],
 
 
 def save_vocab(path: Path, vocab: np.ndarray) -> None:
+    """Write the (V, 40, 3) vocabulary (ego frame, m / rad, 0.1 s steps) to a safetensors file."""
     from trajmoe.train.checkpoint import save_tensors
     import torch
 
@@ -54,6 +55,7 @@ def save_vocab(path: Path, vocab: np.ndarray) -> None:
 
 
 def load_vocab(path: Path) -> np.ndarray:
+    """Read a vocabulary written by `save_vocab` -> (V, 40, 3) float32."""
     from trajmoe.train.checkpoint import read_tensors
 
     return read_tensors(path)["vocab"].numpy()

@@ -136,6 +136,7 @@ class FastRenderer:
         return lut[np.clip(seg_plus1, 0, ngeom + 1)]
 
     def close(self) -> None:
+        """Free the renderer's GL context (idempotent)."""
         if getattr(self, "_ctx", None) is not None:
             self._ctx.free()
             self._ctx = None
@@ -172,6 +173,7 @@ class VisualDefaults:
 
     @classmethod
     def capture(cls, m: Any) -> "VisualDefaults":
+        """Record the model's default colours and lights so a visual variation can be undone."""
         rgba = m.geom_rgba.copy()
         # A geom with a material and MuJoCo's default rgba is drawn in the material colour.
         default = np.all(np.isclose(rgba, [0.5, 0.5, 0.5, 1.0]), axis=1) & (m.geom_matid >= 0)
@@ -182,6 +184,7 @@ class VisualDefaults:
         )
 
     def restore(self, m: Any) -> None:
+        """Put the recorded colours and lights back into the MuJoCo model `m`."""
         m.geom_rgba[:] = self.geom_rgba
         m.light_diffuse[:], m.light_ambient[:], m.light_specular[:] = self.light_diffuse, self.light_ambient, self.light_specular
         m.light_pos[:] = self.light_pos
