@@ -69,12 +69,17 @@ def _register_train(groups) -> None:
     p.add_argument("--data", required=True, help="scene directory (trajmoe data scenes)")
     p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
     p.add_argument("--config", default=None, help="YAML with sections model/data/train")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set steps=50 model.moe.top_k=1")
     p.add_argument("--out", required=True)
+    _run_folder_options(p, "e.g. --set steps=50 model.moe.top_k=1")
+    p.set_defaults(func=run_train)
+
+
+def _run_folder_options(p, set_help: str) -> None:
+    """--set / --resume / --allow-change / --no-progress of the verbs that write a run folder."""
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_train)
 
 
 def _register_finetune(groups) -> None:
@@ -83,10 +88,7 @@ def _register_finetune(groups) -> None:
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set steps=50 grpo.beta=0.1")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
-    p.add_argument("--no-progress", action="store_true")
+    _run_folder_options(p, "e.g. --set steps=50 grpo.beta=0.1")
     p.set_defaults(func=run_finetune)
 
 
