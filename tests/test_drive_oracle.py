@@ -43,3 +43,32 @@ def test_closed_loop_rates_carry_wilson_intervals():
     out = _aggregate(rows, ["highway"])
     assert out["crash_rate"] == 0.25 and out["crash_rate_wilson95"] == list(wilson_interval(1, 4))
     assert out["offroad_rate_wilson95"][0] == 0.0 and 0.4 < out["offroad_rate_wilson95"][1] < 0.6  # 0/4: up to ~49 %
+
+
+def test_scene_limit_mixes_scenarios_and_rejects_negative(tmp_path):
+    import json
+
+    from trajmoe.drive import scenes as sc_mod
+
+    names = [("highway", i) for i in range(3)] + [("merge", i) for i in range(3)]
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format": "trajmoe-drive-scenes/1", "scenes": [{"name": f"{s}_{i}", "scenario": s, "domain": 0} for s, i in names]}))
+    loaded = []
+    orig = sc_mod.load_scene
+    sc_mod.load_scene = lambda p: loaded.append(p.name if hasattr(p, "name") else str(p)) or {}
+    try:
+        sc_mod.load_scenes(tmp_path, 3)
+    finally:
+        sc_mod.load_scene = orig
+    assert sorted(n.split(".")[0] for n in loaded) == ["highway_0", "highway_1", "merge_0"]  # both scenarios
+    with pytest.raises(ValueError, match="scene limit must be >= 0"):
+        sc_mod.load_scenes(tmp_path, -1)
+
+
+def test_finite_json_turns_nan_into_null():
+    import json
+
+    from trajmoe.io import finite_json
+
+    out = json.dumps(finite_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2}}))
+    assert out == '{"a": null, "b": [1.0, null], "c": {"d": 2}}'

@@ -67,6 +67,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN / inf float replaced by None, so `json.dumps` writes valid JSON (null)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON with a one-line error naming the file when it is missing or corrupt."""
     path = Path(path)

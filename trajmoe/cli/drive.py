@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 import time
 
-from trajmoe.io import atomic_write_json
+from trajmoe.io import atomic_write_json, finite_json
 
 
 class _Both:
@@ -110,7 +110,7 @@ def _register_eval(groups) -> None:
     src.add_argument("--baselines-only", action="store_true", help="the expert and the rule-based baselines only")
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--data", help="held-out scene directory (open loop)")
-    p.add_argument("--limit", type=int, default=0, help="first N scenes only")
+    p.add_argument("--limit", type=int, default=0, help="N scenes only, taken round-robin over the scenarios (0 = all)")
     p.add_argument("--closed-loop", type=int, default=0, metavar="EPISODES", help="episodes per scenario in closed loop")
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--plots", default=None, help="directory for scene / routing pictures")
@@ -239,10 +239,10 @@ def run_eval(args) -> int:
 
         result["closed_loop"] = evaluate_closed_loop(planner, _split(args.scenarios), args.closed_loop, progress=not args.json)
     if args.out:
-        atomic_write_json(args.out, result)
+        atomic_write_json(args.out, finite_json(result))
     if not args.json:
         _print_eval(result)
-    print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
+    print(json.dumps(finite_json(result)) if args.json else "", end="\n" if args.json else "")
     return 0
 
 
@@ -256,12 +256,15 @@ def _print_eval(result: dict) -> None:
         rows = {**({"planner": ol["planner"]} if "planner" in ol else {}),
                 **({"vocab oracle": ol["vocab_oracle"]} if "vocab_oracle" in ol else {}),
                 "expert": ol["expert"], **ol.get("baselines", {})}
-        print(f"  {'':18s} {'EPDMS':>14s} " + " ".join(f"{m:>5s}" for m in subs))
+        print(f"  {'':18s} {'EPDMS +- 95% CI':>15s} " + " ".join(f"{m:>5s}" for m in subs))
         for name, p in rows.items():
-            print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f} " + " ".join(f"{p[m]:5.3f}" for m in subs))
+            print(f"  {name:18s} {p['EPDMS']:.3f} +- {p['EPDMS_ci95']:.3f}  " + " ".join(f"{p[m]:5.3f}" for m in subs))
         for s, v in ol["expert"]["per_scenario"].items():
             line = " ".join(f"{n} {r['per_scenario'][s]['EPDMS']:.3f}" for n, r in rows.items() if s in r["per_scenario"])
             print(f"  {s:12s} n={v['n']:4d} EPDMS: {line}")
+        if "vocab_oracle" in ol:
+            print("  (vocab oracle: the vocabulary entry with the best true EPDMS per scene, EC = 1: the ceiling of any"
+                  " scorer over this vocabulary)")
     cl = result.get("closed_loop")
     if cl:
         for name, c in cl.items():

@@ -456,7 +456,18 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """The first `limit` (all when None or 0) scenes of the folder's manifest, loaded (`load_scene`)."""
+    """The folder's scenes, loaded (`load_scene`): all when `limit` is None or 0, else `limit` of them
+    taken round-robin over the scenarios (the manifest lists scenarios in blocks, so a plain prefix
+    would hold one scenario only), each scenario's in manifest order. ValueError on a negative limit."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"scene limit must be >= 0 (0 = all), got {limit}")
     m = read_manifest(data_dir)
-    items = m["scenes"][:limit] if limit else m["scenes"]
+    items = m["scenes"]
+    if limit:
+        groups: dict[str, list[dict]] = {}
+        for it in items:
+            groups.setdefault(it.get("scenario", ""), []).append(it)
+        mixed = [g[i] for i in range(max(map(len, groups.values()))) for g in groups.values() if i < len(g)]
+        keep = {id(it) for it in mixed[:limit]}
+        items = [it for it in items if id(it) in keep]
     return [load_scene(scene_path(data_dir, it)) for it in items]

@@ -81,7 +81,10 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
              f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
     verdict = verdict_lines(spec.verdicts, results)
     if verdict:
-        lines += ["## Verdict", "", *verdict, "",
+        smoke = spec.vars.get("scale") == "smoke"
+        lines += ["## Verdict", "",
+                  *(["**Scale `smoke`: a plumbing check on a handful of samples and steps; its numbers and verdicts "
+                     "mean nothing. Use `--scale cpu`.**", ""] if smoke else []), *verdict, "",
                   "(each verdict compares the two quantities with their 95 % intervals: see trajmoe/experiment/verdict.py)", ""]
     if spec.notes:
         lines += [spec.notes.strip(), ""]
