@@ -28,7 +28,7 @@ def register(groups) -> None:
 def run(args) -> int:
     """`trajmoe demo`: run the packaged demo experiment spec and write its report; exit code 0."""
     from ..experiment.report import write_report  # lazy: only this verb needs it
-    from ..experiment.runner import run_experiment  # lazy: only this verb needs it
+    from .runner import run_experiment  # lazy: only this verb needs it
     from ..experiment.spec import load_spec  # lazy: only this verb needs it
 
     t0 = time.perf_counter()

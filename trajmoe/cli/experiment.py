@@ -27,7 +27,7 @@ def run(args) -> int:
         ValueError: --seeds < 1, an unknown spec or a bad override.
     """
     from ..experiment.report import write_report  # lazy: only this verb needs it
-    from ..experiment.runner import run_experiment  # lazy: only this verb needs it
+    from .runner import run_experiment  # lazy: only this verb needs it
     from ..experiment.spec import load_spec  # lazy: only this verb needs it
 
     if args.seeds < 1:

@@ -20,8 +20,8 @@ from rich.console import Console
 
 from ..io import atomic_write_json, read_json
 from ..train.checkpoint import latest_checkpoint
-from .spec import Spec, Step, substitute
-from ..cli import UsageError, main as cli_main
+from ..experiment.spec import Spec, Step, substitute
+from . import UsageError, main as cli_main  # the runner is an application of the CLI: steps are CLI verbs
 
 console = Console(stderr=True)
 
