@@ -45,7 +45,7 @@ def test_closed_loop_rates_carry_wilson_intervals():
     assert out["offroad_rate_wilson95"][0] == 0.0 and 0.4 < out["offroad_rate_wilson95"][1] < 0.6  # 0/4: up to ~49 %
 
 
-def test_scene_limit_mixes_scenarios_and_rejects_negative(tmp_path):
+def test_scene_limit_mixes_scenarios_and_rejects_negative(tmp_path, monkeypatch):
     import json
 
     from trajmoe.drive import scenes as sc_mod
@@ -54,12 +54,8 @@ def test_scene_limit_mixes_scenarios_and_rejects_negative(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"format": "trajmoe-drive-scenes/1", "scenes": [{"name": f"{s}_{i}", "scenario": s, "domain": 0} for s, i in names]}))
     loaded = []
-    orig = sc_mod.load_scene
-    sc_mod.load_scene = lambda p: loaded.append(p.name if hasattr(p, "name") else str(p)) or {}
-    try:
-        sc_mod.load_scenes(tmp_path, 3)
-    finally:
-        sc_mod.load_scene = orig
+    monkeypatch.setattr(sc_mod, "load_scene", lambda p: loaded.append(p.name) or {})
+    sc_mod.load_scenes(tmp_path, 3)
     assert sorted(n.split(".")[0] for n in loaded) == ["highway_0", "highway_1", "merge_0"]  # both scenarios
     with pytest.raises(ValueError, match="scene limit must be >= 0"):
         sc_mod.load_scenes(tmp_path, -1)

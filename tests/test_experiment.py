@@ -180,7 +180,8 @@ def test_verdicts_decide_by_interval(tmp_path):
                   results)["verdict"] == "n/a"
     for bad, msg in (([{"a": a, "b": b, "better": "lower"}], "claim"), ([{"claim": "c", "a": a, "b": b, "better": "up"}], "better"),
                      ([{"claim": "c", "a": a, "b": {"variant": "x"}, "better": "lower"}], "b needs"),
-                     ([{"claim": "c", "a": a, "b": b, "better": "lower", "x": 1}], "unknown")):
+                     ([{"claim": "c", "a": a, "b": b, "better": "lower", "x": 1}], "unknown"),
+                     ([{"claim": "c", "a": {**a, "kind": "success"}, "b": b, "better": "lower"}], "success rate with")):
         with pytest.raises(ValueError, match=msg):
             check_verdicts(bad, "spec s.yaml")
     spec = Spec(path=tmp_path / "s.yaml", name="s", title="t", vars={}, data=[], variants={"moe": {}}, steps=[],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -70,7 +71,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def finite_json(obj: Any) -> Any:
     """`obj` with every NaN / inf float replaced by None, so `json.dumps` writes valid JSON (null)."""
     if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -463,11 +463,12 @@ def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[d
         raise ValueError(f"scene limit must be >= 0 (0 = all), got {limit}")
     m = read_manifest(data_dir)
     items = m["scenes"]
-    if limit:
-        groups: dict[str, list[dict]] = {}
-        for it in items:
-            groups.setdefault(it.get("scenario", ""), []).append(it)
-        mixed = [g[i] for i in range(max(map(len, groups.values()))) for g in groups.values() if i < len(g)]
-        keep = {id(it) for it in mixed[:limit]}
-        items = [it for it in items if id(it) in keep]
+    if limit:  # rank each scene by its place within its scenario, then keep the `limit` lowest ranks
+        seen: dict[str, int] = {}
+        rank = []
+        for i, it in enumerate(items):
+            sc = it.get("scenario", "")
+            rank.append((seen.get(sc, 0), i))
+            seen[sc] = seen.get(sc, 0) + 1
+        items = [items[i] for _, i in sorted(sorted(rank)[:limit], key=lambda r: r[1])]
     return [load_scene(scene_path(data_dir, it)) for it in items]

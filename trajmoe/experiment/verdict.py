@@ -60,6 +60,8 @@ def check_verdicts(raw: Any, where: str) -> list[dict]:
                 raise ValueError(f"{w}.{side} needs 'variant' and 'step' (or a constant 'value')")
             elif op.get("kind") != "success" and not isinstance(op.get("path"), str):
                 raise ValueError(f"{w}.{side} needs a 'path'")
+        if (v["a"].get("kind") == "success") != (v["b"].get("kind") == "success"):
+            raise ValueError(f"{w}: compare a success rate with a success rate (both or neither `kind: success`)")
         words = v.get("words", DEFAULT_WORDS)
         if not (isinstance(words, (list, tuple)) and len(words) == 3 and all(isinstance(x, str) for x in words)):
             raise ValueError(f"{w}.words must be a list of 3 strings (holds, contradicted, inconclusive)")
@@ -129,9 +131,7 @@ def _decide_success(a, b, la, lb, sign, results, words) -> dict:
     from ..eval.stats import wilson_interval
 
     recs = []
-    for op in (a, b):
-        if op.get("kind") != "success":
-            raise ValueError(f"verdict {op.get('label', op)}: compare success with success")
+    for op in (a, b):  # both `kind: success` (check_verdicts)
         seeds = results["runs"].get(op["variant"], {})
         r = success_records(seeds, {"step": op["step"], "path": op.get("path", "")})
         recs.append((sum(x[0] for x in r), sum(x[1] for x in r)))
