@@ -101,6 +101,26 @@ def test_rerun_with_another_command_is_refused(tmp_path, capsys):
     assert "another command" in capsys.readouterr().err
 
 
+def test_specs_share_runs_through_runs_dir_and_run_name(tmp_path, capsys):
+    # spec 2's variant "m" names spec 1's run "a": with one runs_dir its finished step is skipped, not redone
+    cmd = "steps: [{name: p, cmd: [train, track, --list-presets, --set, 'x={run}']}]\n"
+    (tmp_path / "one.yaml").write_text("name: one\nscales: {smoke: {}}\nvariants: {a: {}}\n" + cmd)
+    (tmp_path / "two.yaml").write_text("name: two\nscales: {smoke: {}}\nvariants: {m: {run_name: a}, z: {}}\n" + cmd)
+    shared = tmp_path / "shared-runs"
+    for spec, out in (("one", "o1"), ("two", "o2")):
+        assert main(["experiment", str(tmp_path / f"{spec}.yaml"), "--out", str(tmp_path / out), "--scale", "smoke",
+                     "--var", f"runs_dir={shared}"]) == 0
+    err = capsys.readouterr().err
+    assert "skip" in err and "m/seed0/p" in err  # reused, not retrained
+    assert sorted(p.name for p in shared.iterdir()) == ["a", "z"]
+    results = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert results["run_dirs"] == {"m": str(shared / "a"), "z": str(shared / "z")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nscales: {smoke: {}}\nvariants: {m: {run_name: ../x}}\n" + cmd)
+    assert main(["experiment", str(bad), "--out", str(tmp_path / "o3"), "--scale", "smoke"]) == 2
+    assert "run_name" in capsys.readouterr().err
+
+
 def test_report_only_collects_finished_steps_and_runs_nothing(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trajmoe.moe import MoE, MoEConfig, cv2_balance_loss, expert_shares, load_balance_loss, reset_routing, router_z_loss
+from trajmoe.moe import MoE, MoEConfig, busiest_share_by_domain, cv2_balance_loss, expert_shares, load_balance_loss, reset_routing, router_z_loss
 from trajmoe.moe import dispatch
 
 
@@ -132,6 +132,8 @@ def test_domain_statistics_count_correctly():
     assert sum(shares["tokens_per_expert"]) == 16
     for d, row in zip("ab", expected):
         torch.testing.assert_close(torch.tensor(shares["domain_fraction"][d], dtype=torch.float64), row.double() / row.sum(), atol=1e-4, rtol=0)
+    assert shares["busiest_share"] == {d: max(shares["domain_fraction"][d]) for d in "ab"}
+    assert busiest_share_by_domain({"l0": {"busiest_share": {"a": 0.5}}, "l1": {"busiest_share": {"a": 1.0, "b": 0.4}}}) == {"a": 0.75, "b": 0.4}
     summed = expert_shares([(0, moe), (0, moe)], ["a"])["layer0"]  # same name: summed (ensembles)
     assert sum(summed["tokens_per_expert"]) == 32 and set(summed["domain_fraction"]) == {"a"}
     reset_routing(torch.nn.Sequential(moe))  # finds the layer inside a model

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from ..io import atomic_write_json, read_json
 from ..train.checkpoint import latest_checkpoint
-from ..experiment.spec import Spec, Step, substitute
+from ..experiment.spec import Spec, Step, plain_name, substitute
 from . import UsageError, main as cli_main  # the runner is an application of the CLI: steps are CLI verbs
 
 console = Console(stderr=True)
@@ -42,9 +42,11 @@ def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None
     variants = [v for v in spec.variants if not only or v in only]
     if only and len(variants) != len(only):
         raise ValueError(f"unknown variant(s) {sorted(set(only) - set(spec.variants))}; spec has {list(spec.variants)}")
+    results["run_dirs"] = {}
     for variant in variants:
         for seed in range(seeds):
-            run_dir = out / "runs" / variant / f"seed{seed}"
+            run_dir = variant_run_dir(spec, base_env, variant) / f"seed{seed}"
+            results["run_dirs"][variant] = str(run_dir.parent)
             env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run_dir)}
             per = results["runs"].setdefault(variant, {}).setdefault(seed, {})
             for step in spec.steps:
@@ -55,6 +57,23 @@ def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None
                     per[step.name] = rec
     results["wall_s"] = time.perf_counter() - t0
     return results
+
+
+def variant_run_dir(spec: Spec, base_env: dict[str, Any], variant: str) -> Path:
+    """Folder of a variant's runs: {runs_dir}/{run_name}, by default DIR/runs/<variant>.
+
+    Two specs given the same `runs_dir` (`--var runs_dir=...`) share a run whose variants have the same
+    `run_name` (default: the variant's name): a step finished by one with the same command is skipped by
+    the other, so e.g. Tab. 1d's MoE row reuses Tab. 1f's MoE ID+OOD runs instead of retraining them.
+
+    Raises:
+        ValueError: a run_name that is not a plain folder name.
+    """
+    env = {**base_env, **spec.variants[variant], "variant": variant}
+    root = substitute([str(spec.vars.get("runs_dir", "{dir}/runs"))], env, f"variant {variant} runs_dir")[0]
+    name = str(spec.variants[variant].get("run_name", variant))
+    plain_name(name, f"spec {spec.path}: variant {variant} run_name")
+    return Path(root) / name
 
 
 def _collect(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any] | None:

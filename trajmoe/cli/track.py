@@ -39,6 +39,7 @@ def register(groups) -> None:
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--out", required=True, help="PNG")
     p.add_argument("--max-samples", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="also print the shares (and the busiest expert's share per domain) as JSON")
     p.set_defaults(func=run_viz_routing)
 
 
@@ -115,4 +116,6 @@ def run_viz_routing(args) -> int:
         raise ValueError(f"run {args.run} has no MoE layer: nothing to draw")
     print(plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, args.out,
                        title=f"routing: {args.run}"))
+    if args.json:
+        print(json.dumps({"routing": res["routing"], "routing_busiest_share": res["routing_busiest_share"]}))
     return 0

@@ -108,8 +108,7 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
         result["routing"] = routing
         # router collapse at a glance, per MoE layer and scenario: the busiest expert's share of the
         # scenario's routed tokens (1/E = perfectly balanced, 1 = collapsed onto one expert)
-        result["routing_busiest_share"] = {layer: {d: max(f) for d, f in r["domain_fraction"].items()}
-                                           for layer, r in routing.items()}
+        result["routing_busiest_share"] = {layer: r["busiest_share"] for layer, r in routing.items()}
     if keep_plans:
         result["_plans"] = plans
     return result

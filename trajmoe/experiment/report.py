@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import math
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
         made = _figure(fig, fi, spec, results, all_tables, out, fig_dir)
         if made:
             lines += [f"## {fig.get('title', f'Figure {fi + 1}')}", ""]
-            lines += [f"![{Path(p).stem}]({Path(p).relative_to(out)})" for p in made] + [""]
+            lines += [f"![{Path(p).stem}]({os.path.relpath(p, out)})" for p in made] + [""]
     lines += ["## Steps", "", "| step | wall s |", "|---|---|"]
     for name, rec in results["data"].items():
         lines.append(f"| data/{name} | {rec.get('wall_s', 0):.1f} |")
@@ -137,7 +138,7 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
 
     kind = fig.get("type")
     if kind == "images":
-        return sorted(glob.glob(str(out / fig["glob"])))[: int(fig.get("limit", 8))]
+        return _images(fig, results, out)[: int(fig.get("limit", 8))]
     path = fig_dir / f"fig{fi}_{kind}.png"
     if kind == "curves":
         f, ax = _curves(plt, fig, results, out)
@@ -151,6 +152,20 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
         f.savefig(tmp, dpi=110, format="png")
     plt.close(f)
     return [str(path)]
+
+
+def _runs_root(results: dict, out: Path, variant: str) -> Path:
+    """Where a variant's seed folders are (the runner records it; DIR/runs/<variant> by default)."""
+    return Path(results.get("run_dirs", {}).get(variant, out / "runs" / variant))
+
+
+def _images(fig: dict, results: dict, out: Path) -> list[str]:
+    """Files matching the figure's glob; a glob "runs/*/REST" is taken inside each variant's run folder."""
+    pattern = fig["glob"]
+    if not pattern.startswith("runs/*/"):
+        return sorted(glob.glob(str(out / pattern)))
+    rest = pattern[len("runs/*/"):]
+    return [p for v in results["runs"] for p in sorted(glob.glob(str(_runs_root(results, out, v) / rest)))]
 
 
 def _read_curve(mfile: Path, key: str, base_key: str | None, base_vals: list) -> tuple[list, list]:
@@ -175,7 +190,7 @@ def _curves(plt, fig: dict, results: dict, out: Path):
     base_key, base_vals = fig.get("baseline_key"), []
     for variant, seeds_d in results["runs"].items():
         for seed in sorted(seeds_d):
-            mfile = out / "runs" / variant / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
+            mfile = _runs_root(results, out, variant) / f"seed{seed}" / fig["step"] / fig.get("file", "metrics.jsonl")
             if not mfile.is_file():
                 continue
             xs, ys = _read_curve(mfile, fig["key"], base_key, base_vals)

@@ -23,7 +23,8 @@ A spec is YAML (no code runs from it; values are only substituted into command-l
 
 Substitution: "{name}" is replaced by the variable's value; an argument that is exactly "{name}"
 and whose value is a list expands into several arguments. Built-ins: dir (the experiment
-directory), seed, run ({dir}/runs/{variant}/seed{seed}), variant, scale.
+directory), seed, run ({runs_dir}/{run_name}/seed{seed}), variant, scale. `runs_dir` (a var, default
+"{dir}/runs") and `run_name` (a variant var, default the variant's name) let several specs share runs.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def load_spec(path: str | Path, scale: str) -> Spec:
             raise ValueError(f"spec {path}: {key!r} is missing or empty")
     vars_ = {**(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
     for v in raw["variants"]:
-        _plain_name(v, f"spec {path}: variant")
+        plain_name(v, f"spec {path}: variant")
     return Spec(
         path=path, name=str(raw.get("name", path.stem)), title=str(raw.get("title", path.stem)), vars=vars_,
         data=[_step(s, path) for s in raw.get("data") or []],
@@ -111,14 +112,14 @@ def _step(raw: Any, path: Path) -> Step:
     extra = set(raw) - {"name", "cmd", "when", "unless"}
     if extra:
         raise ValueError(f"spec {path}: step {raw['name']!r} has unknown key(s) {sorted(extra)}")
-    _plain_name(raw["name"], f"spec {path}: step")
+    plain_name(raw["name"], f"spec {path}: step")
     return Step(str(raw["name"]), [str(a) for a in raw["cmd"]], raw.get("when"), raw.get("unless"))
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 
 
-def _plain_name(name: Any, where: str) -> None:
+def plain_name(name: Any, where: str) -> None:
     """Variant and step names become folder / file names under --out: letters, digits, _ . + = -,
     not starting with a dot, never '..' or a path."""
     text = str(name)

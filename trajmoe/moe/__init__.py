@@ -5,7 +5,7 @@ from .experts import FeedForward, StackedExperts
 from .layer import MoE
 from .losses import cv2_balance_loss, cv_squared, load_balance_loss, router_z_loss
 from .router import Router
-from .stats import RoutingStats, expert_shares, reset_routing
+from .stats import RoutingStats, busiest_share_by_domain, expert_shares, reset_routing
 
 __all__ = [
     "MoE",
@@ -14,6 +14,7 @@ __all__ = [
     "FeedForward",
     "StackedExperts",
     "RoutingStats",
+    "busiest_share_by_domain",
     "expert_shares",
     "reset_routing",
     "load_balance_loss",

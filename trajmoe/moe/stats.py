@@ -56,8 +56,10 @@ def expert_shares(layers: Iterable[tuple[int | str, nn.Module]], domain_names: S
     layers: (index or name, MoE layer) pairs, e.g. a model's `moe_layers()`; pairs with the same
     name (the members of an ensemble) are summed. domain_names: name of each row of the layers'
     (num_domains, E) counts; rows past its length are dropped.
-    Returns {"layer{i}": {"tokens_per_expert": [E ints], "domain_fraction": {domain: [E shares]}}},
-    each domain's shares summing to 1 (4 decimals); a domain that routed no token is left out.
+    Returns {"layer{i}": {"tokens_per_expert": [E ints], "domain_fraction": {domain: [E shares]},
+    "busiest_share": {domain: largest share}}}, each domain's shares summing to 1 (4 decimals); a domain
+    that routed no token is left out. busiest_share is 1/E for perfectly balanced routing and 1.0 when
+    the router sends every token of the domain to one expert (collapse).
     """
     counts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for key, moe in layers:
@@ -69,12 +71,21 @@ def expert_shares(layers: Iterable[tuple[int | str, nn.Module]], domain_names: S
     out = {}
     for name, (tok, dom) in counts.items():
         rows = dom[: len(domain_names)].double()
-        out[name] = {
-            "tokens_per_expert": tok.tolist(),
-            "domain_fraction": {d: (rows[k] / rows[k].sum()).round(decimals=4).tolist()
-                                for k, d in enumerate(domain_names[: rows.shape[0]]) if rows[k].sum() > 0},
-        }
+        fractions = {d: (rows[k] / rows[k].sum()).round(decimals=4).tolist()
+                     for k, d in enumerate(domain_names[: rows.shape[0]]) if rows[k].sum() > 0}
+        out[name] = {"tokens_per_expert": tok.tolist(), "domain_fraction": fractions,
+                     "busiest_share": {d: max(f) for d, f in fractions.items()}}
     return out
+
+
+def busiest_share_by_domain(shares: dict[str, dict]) -> dict[str, float]:
+    """{domain: mean over MoE layers of the busiest expert's share} from `expert_shares`' output: one number
+    per domain that shows router collapse in a table (1/E balanced, 1.0 collapsed); {} without MoE layers."""
+    per: dict[str, list[float]] = {}
+    for layer in shares.values():
+        for d, s in layer["busiest_share"].items():
+            per.setdefault(d, []).append(s)
+    return {d: round(sum(v) / len(v), 4) for d, v in per.items()}
 
 
 def reset_routing(model: nn.Module) -> None:

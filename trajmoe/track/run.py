@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
-from ..moe import expert_shares
+from ..moe import busiest_share_by_domain, expert_shares
 from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
 from ..data.atm_hdf5 import list_episodes, open_episode
 from ..nn import count_params
@@ -124,7 +124,7 @@ def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, b
                        [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])
     routing = expert_shares(model.moe_layers(), ds.domain_names)
     return {"run": str(run_dir), "data": [str(d) for d in data_dirs], "samples": int(len(pick)),
-            "metrics": metrics.result(), "routing": routing}
+            "metrics": metrics.result(), "routing": routing, "routing_busiest_share": busiest_share_by_domain(routing)}
 
 
 def _merge_domains(known: list[str], data_dirs: list[str]) -> list[str]:
