@@ -209,3 +209,32 @@ def test_verdicts_decide_by_interval(tmp_path):
     text = write_report(spec, results, tmp_path, seeds=3).read_text()
     assert text.index("## Verdict") < text.index("## Steps") and "| MoE beats dense | x |" in text and "**reproduced**" in text
     assert "In short: 1 reproduced (of 1 claims)." in text
+
+
+def test_commands_hand_their_record_back_without_printing_it(capsys):
+    # the experiment runner's path: parse, call in-process, take the returned record (stdout is not read)
+    from trajmoe.cli import Result, parse_command, run_command
+
+    argv = ["bench", "moe", "--tokens", "32", "--dim", "16", "--repeats", "1", "--json"]
+    res = run_command(parse_command(argv))
+    assert isinstance(res, Result) and res.rc == 0 and res.record["grouped"]["ratio"] > 0
+    assert capsys.readouterr().out == ""  # the handler printed nothing; `main` prints the record for --json
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed) == set(res.record)
+
+
+def test_training_commands_declare_themselves_resumable_and_bad_commands_are_usage_errors():
+    from trajmoe.cli import UsageError, is_training_error, parse_command
+    from trajmoe.train.trainer import TrainingError
+
+    for argv in (["train", "track", "--data", "d", "--out", "o"], ["train", "policy", "--data", "d", "--out", "o"],
+                 ["train", "planner", "--preset", "tiny", "--data", "d", "--out", "o"],
+                 ["finetune", "planner", "--run", "r", "--out", "o"]):
+        assert parse_command(argv).resumable is True, argv
+    assert not getattr(parse_command(["eval", "track", "--run", "r", "--data", "d"]), "resumable", False)
+    for bad in (["nonsense"], ["train"], ["eval", "track", "--no-such-flag"]):
+        with pytest.raises(UsageError):
+            parse_command(bad)
+    assert is_training_error(TrainingError("non-finite loss")) and not is_training_error(RuntimeError("x"))
+    assert not is_training_error(ValueError("x"))

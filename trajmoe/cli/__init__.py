@@ -3,8 +3,11 @@
 Each feature module in this package (`trajmoe/cli/<name>.py`) exposes
 `register(groups) -> None` and adds its verbs to the groups it owns: `groups[name]` is an argparse
 subparsers object for verb groups, and the group's own parser for the verb-less commands
-(`experiment`, `demo`). Every command sets `func=callable(args) -> int | None`; a verb group
-called without a verb prints its help.
+(`experiment`, `demo`). Every command sets `func=callable(args) -> Result | int | None`: a `Result`
+carries the command's machine-readable record (what `--json` prints: `main` prints it, handlers never
+do) so in-process callers such as the experiment runner take it from `run_command` instead of reading
+stdout. Training verbs also set `resumable=True` (`--out` is a run folder that `--resume` continues).
+A verb group called without a verb prints its help.
 User mistakes (`ValueError`, `FileNotFoundError`, `KeyError` raised as `UsageError`) are printed as
 one line, never a traceback.
 """
@@ -13,8 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ..io import finite_json
 
 GROUPS = {
     "data": "generate datasets (metaworld episodes, highway-env scenes)",
@@ -35,6 +43,48 @@ COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "dem
 
 class UsageError(Exception):  # noqa: N818 - reads better at call sites
     """A user mistake; printed as one line by `main`."""
+
+
+# Exceptions that mean bad input, printed as one line (exit code 2) instead of a traceback.
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+@dataclass
+class Result:
+    """What a command hands back: its machine-readable record (a JSON-able dict, or None) and exit code."""
+    record: dict[str, Any] | None = None
+    rc: int = 0
+
+
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """Parse `trajmoe ARGV` into the namespace its handler takes (`args.func`).
+
+    Raises:
+        UsageError: unknown verb or option, or a verb group without a verb (argparse's message on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise UsageError(f"bad command: trajmoe {' '.join(argv)}") from None
+    if getattr(args, "func", None) is None or (args.group not in VERBLESS and getattr(args, "verb", None) is None):
+        raise UsageError(f"incomplete command: trajmoe {' '.join(argv)}")
+    return args
+
+
+def run_command(args: argparse.Namespace) -> Result:
+    """Run a parsed command in this process; its Result. Exceptions propagate (the caller reports them)."""
+    out = args.func(args)
+    return out if isinstance(out, Result) else Result(None, int(out or 0))
+
+
+def is_training_error(e: BaseException) -> bool:
+    """True for a training run stopped by a non-finite loss or gradient (trajmoe.train.trainer.TrainingError)."""
+    if not isinstance(e, RuntimeError):
+        return False
+    from ..train.trainer import TrainingError  # lazy: torch is loaded anyway once a training step has failed
+
+    return isinstance(e, TrainingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,19 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        res = run_command(args)
+    except USER_ERRORS as e:
         print(f"trajmoe: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        if type(e).__name__ != "TrainingError":  # a non-finite loss stops training with its own message
+        if not is_training_error(e):  # a non-finite loss stops training with its own message
             raise
         print(f"trajmoe: error: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("trajmoe: interrupted", file=sys.stderr)
         return 130
-    return int(rc or 0)
+    if res.record is not None and getattr(args, "json", False):
+        print(json.dumps(finite_json(res.record)))
+    return res.rc
 
 
 if __name__ == "__main__":

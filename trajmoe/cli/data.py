@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from . import Result
 
 
 def register(groups) -> None:
@@ -111,9 +111,7 @@ def run_metaworld(args) -> int:
               f"{len(specs[0][0].views)} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
     for e in summary.errors[:5]:
         print(f"error: {e}")
-    if args.json:
-        print(json.dumps(res))
-    return 1 if summary.errors else 0
+    return Result(res, 1 if summary.errors else 0)
 
 
 def run_viz_tracks(args) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import time
 
 from trajmoe.io import atomic_write_json, finite_json
+from . import Result
 
 
 class _Both:
@@ -71,7 +72,7 @@ def _register_train(groups) -> None:
     p.add_argument("--config", default=None, help="YAML with sections model/data/train")
     p.add_argument("--out", required=True)
     _run_folder_options(p, "e.g. --set steps=50 model.moe.top_k=1")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, resumable=True)
 
 
 def _run_folder_options(p, set_help: str) -> None:
@@ -89,7 +90,7 @@ def _register_finetune(groups) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
     _run_folder_options(p, "e.g. --set steps=50 grpo.beta=0.1")
-    p.set_defaults(func=run_finetune)
+    p.set_defaults(func=run_finetune, resumable=True)
 
 
 def _register_ensemble(groups) -> None:
@@ -161,8 +162,9 @@ def run_train(args) -> int:
         raise ValueError("give --preset NAME or --config FILE")
     cfg = resolve_config(args.preset, args.config, parse_overrides(args.set))
     res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change)
-    print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
-    return 0
+    summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
+    print(json.dumps(summary))
+    return Result(summary)
 
 
 def run_finetune(args) -> int:
@@ -174,8 +176,9 @@ def run_finetune(args) -> int:
 
     res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
                    allow_change=args.allow_change)
-    print(json.dumps({k: v for k, v in res.items() if isinstance(v, (int, float, str))}))
-    return 0
+    summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
+    print(json.dumps(summary))
+    return Result(summary)
 
 
 def run_ensemble(args) -> int:
@@ -242,8 +245,7 @@ def run_eval(args) -> int:
         atomic_write_json(args.out, finite_json(result))
     if not args.json:
         _print_eval(result)
-    print(json.dumps(finite_json(result)) if args.json else "", end="\n" if args.json else "")
-    return 0
+    return Result(result)
 
 
 def _print_eval(result: dict) -> None:
@@ -314,11 +316,9 @@ def run_bench_scorer(args) -> int:
            "tracked": not args.no_track, "trajectory_scores_per_cpu_s": args.trajectories / float(warm.mean()),
            "cold_first_scene_s": times[0], "scene_prep_s": float(np.mean(prep_times)),
            "per_scene_s": [round(x, 4) for x in times]}
-    if args.json:
-        print(json.dumps(res))
-    else:
+    if not args.json:
         print(f"{res['trajectory_scores_per_cpu_s']:.0f} trajectory-scores per CPU-second "
               f"({args.trajectories} plans x {len(scenes) - 1} scenes, {agents:.1f} agents on average, "
               f"{'LQR-tracked' if res['tracked'] else 'poses as given'}); first scene {times[0]:.2f} s, "
               f"per-scene preparation {res['scene_prep_s']:.3f} s")
-    return 0
+    return Result(res)

@@ -3,7 +3,7 @@ training throughput)."""
 
 from __future__ import annotations
 
-import json
+from . import Result
 
 
 def register(groups) -> None:
@@ -47,15 +47,14 @@ def run(args) -> int:
     res = bench_moe(args.device, args.tokens, args.dim, args.experts, args.top_k, args.dtype,
                     tuple(args.impl), args.repeats, args.threads)
     if args.json:
-        print(json.dumps(res))
-        return 0
+        return Result(res)
     print(f"{res['device']}, {res['threads']} threads, torch {res['torch']}")
     for r in res.get("sweep", [res]):
         print(f"T={r['tokens']} D={r['dim']} E={r['experts']} k={r['top_k']} {r['dtype']}")
         print(f"  dense   {r['dense']['median_ms']:8.2f} ms  {r['dense']['tflops']:.2f} TFLOP/s")
         for impl in args.impl:
             print(f"  {impl:7s} {r[impl]['median_ms']:8.2f} ms  ratio {r[impl]['ratio']:.3f}")
-    return 0
+    return Result(res)
 
 
 def run_train(args) -> int:
@@ -67,12 +66,11 @@ def run_train(args) -> int:
                       bf16_weights=args.bf16_weights, compile=args.compile, peak_tflops=args.peak_tflops,
                       threads=args.threads, overrides=parse_overrides(args.set))
     if args.json:
-        print(json.dumps(res))
-        return 0
+        return Result(res)
     print(f"{res['device']} preset={res['preset']} batch={res['batch']} precision={res['precision']}"
           f"{' compiled' if res['compile'] else ''}")
     print(f"  params {res['params_total'] / 1e6:.1f}M total, {res['params_active'] / 1e6:.1f}M active per token")
     print(f"  step {res['step_ms']:.1f} ms (min {res['step_min_ms']:.1f})  {res['samples_per_s']:,.0f} samples/s")
     print(f"  {res['gflop_per_sample']:.2f} GFLOP/sample  {res['achieved_tflops']:.2f} TFLOP/s  "
           f"MFU {100 * res['mfu']:.2f}% of {res['peak_tflops']:g} TFLOP/s  peak mem {res['peak_mem_mb']:,.0f} MB")
-    return 0
+    return Result(res)

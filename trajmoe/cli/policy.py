@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from . import Result
 
 MODES = "none | atm | drawn_mask | adaptive_mask | oracle"
 
@@ -20,7 +20,7 @@ def register(groups) -> None:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 dim=64 data.track_cache=false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, resumable=True)
 
     p = groups["eval"].add_parser("policy", help="closed-loop MetaWorld success on held-out variations")
     p.add_argument("--run", required=True, help="policy run directory")
@@ -62,7 +62,7 @@ def run_train(args) -> int:
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
                            args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change)
     print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    return 0
+    return Result(metrics)
 
 
 def run_eval(args) -> int:
@@ -73,8 +73,7 @@ def run_eval(args) -> int:
                           args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json,
                           video_format=args.video_format)
     if args.json:
-        print(json.dumps(res))
-        return 0
+        return Result(res)
     print(f"{res['run']} ({res['conditioning']}), held-out variations {res['variations'][0]}..{res['variations'][1]}")
     print(f"{'task':28s} {'success':>8s} {'Wilson 95% CI':>14s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
     for task, r in res["tasks"].items():
@@ -90,7 +89,7 @@ def run_eval(args) -> int:
     print(f"policy latency {res['latency_ms']:.1f} ms/step (median){oracle}, {res['workers']} workers, {res['wall_s']:.0f} s")
     for v in res["videos"]:
         print(f"video: {v}")
-    return 0
+    return Result(res)
 
 
 def run_bench(args) -> int:
@@ -100,8 +99,7 @@ def run_bench(args) -> int:
     res = bench_policy(args.conditioning, args.device, args.preset, args.track_preset, args.track_run, args.run,
                        args.repeats, args.threads)
     if args.json:
-        print(json.dumps(res))
-        return 0
+        return Result(res)
     print(f"{res['device']} {res['conditioning']} ({res['preset']}, track {res['track_model']}), {res['threads']} threads")
     print(f"  select_action {res['select_action_ms']:8.2f} ms  (track prediction {res['track_predict_ms']:.2f} ms, policy {res['policy_only_ms']:.2f} ms)")
-    return 0
+    return Result(res)

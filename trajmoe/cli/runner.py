@@ -1,27 +1,25 @@
 """Run an experiment spec: shared data steps, then every variant x seed, resuming from DIR.
 
-Each finished step leaves DIR/.../<step>.done.json (atomic) holding the step's command, its wall
-time and, for commands that print JSON (every eval/bench verb with --json), that JSON. A rerun
-skips finished steps, so an interrupted experiment continues where it stopped; training steps
-are additionally given --resume when their run directory already holds a checkpoint.
+A step is written as a `trajmoe` command line (the grammar users already know); the runner parses it
+and calls the command's library function in this process (`trajmoe.cli.run_command`), taking the
+record the function returns, never stdout. Each finished step leaves DIR/.../<step>.done.json
+(atomic) holding the step's command, its wall time and that record. A rerun skips finished steps,
+so an interrupted experiment continues where it stopped; a training command (one that declares
+itself `resumable`) is resumed when its run folder already holds a checkpoint.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import time
 from pathlib import Path
 from typing import Any
-import sys
 
 from rich.console import Console
 
-from ..io import atomic_write_json, read_json
+from ..io import atomic_write_json, finite_json, read_json
 from ..train.checkpoint import latest_checkpoint
 from ..experiment.spec import Spec, Step, plain_name, substitute
-from . import UsageError, main as cli_main  # the runner is an application of the CLI: steps are CLI verbs
+from . import USER_ERRORS, UsageError, is_training_error, parse_command, run_command  # steps are written as CLI commands
 
 console = Console(stderr=True)
 
@@ -82,6 +80,8 @@ def _collect(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[
 
 
 def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict[str, Any]:
+    """Run one step in this process through the library call its command names (`run_command`), keep its
+    record (the dict the command returns: what its --json would print) in the marker, and return it."""
     argv = substitute(step.cmd, env, f"step {label}")
     if marker.is_file():
         done = read_json(marker)
@@ -92,55 +92,21 @@ def _run_step(step: Step, env: dict[str, Any], marker: Path, label: str) -> dict
             )
         console.print(f"[dim]skip[/dim] {label} (done in {done.get('wall_s', 0):.0f}s)")
         return done
-    run_argv = list(argv)
-    if argv[:1] in (["train"], ["finetune"]) or argv[:2] in (["drive", "train"], ["drive", "finetune"]):
-        run_dir = _arg_after(argv, "--out")
-        if run_dir and latest_checkpoint(run_dir) is not None and "--resume" not in argv:
-            run_argv.append("--resume")  # an interrupted training step continues where it stopped
-    console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(run_argv)}", style="cyan")
-    buf = io.StringIO()
+    args = parse_command(argv)
+    if getattr(args, "resumable", False) and not args.resume and args.out and latest_checkpoint(args.out) is not None:
+        args.resume = True  # an interrupted training step continues where it stopped
+    resumed = " --resume" if getattr(args, "resume", False) and "--resume" not in argv else ""
+    console.rule(f"[bold]{label}[/bold]: trajmoe {' '.join(argv)}{resumed}", style="cyan")
     t0 = time.perf_counter()
-    with _tee_stdout(buf):
-        rc = cli_main(run_argv)
-    wall = time.perf_counter() - t0
-    if rc:
-        raise UsageError(f"experiment step {label} failed (exit {rc}); rerun resumes here: trajmoe {' '.join(run_argv)}")
-    record = {"cmd": argv, "wall_s": wall, "json": _last_json(buf.getvalue())}
+    try:
+        result = run_command(args)
+    except Exception as e:
+        if not (isinstance(e, USER_ERRORS) or is_training_error(e)):
+            raise
+        raise UsageError(f"experiment step {label} failed: {e}; rerun resumes here: trajmoe {' '.join(argv)}") from None
+    if result.rc:
+        raise UsageError(f"experiment step {label} failed (exit {result.rc}); rerun resumes here: trajmoe {' '.join(argv)}")
+    record = {"cmd": argv, "wall_s": time.perf_counter() - t0, "json": finite_json(result.record)}
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, record)
     return record
-
-
-def _arg_after(argv: list[str], flag: str) -> str | None:
-    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
-
-
-def _last_json(text: str) -> Any:
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                return None
-    return None
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, s):
-        for st in self.streams:
-            st.write(s)
-        return len(s)
-
-    def flush(self):
-        for st in self.streams:
-            st.flush()
-
-
-@contextlib.contextmanager
-def _tee_stdout(buf: io.StringIO):
-    with contextlib.redirect_stdout(_Tee(sys.stdout, buf)):
-        yield

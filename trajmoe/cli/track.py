@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from . import Result
 
 
 def register(groups) -> None:
@@ -16,7 +16,7 @@ def register(groups) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.add_argument("--list-presets", action="store_true", help="print presets with parameter counts and exit")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=run_train, resumable=True)
 
     p = groups["eval"].add_parser("track", help="track MSE / ADE / FDE per domain + expert load")
     p.add_argument("--run", required=True)
@@ -60,7 +60,7 @@ def run_train(args) -> int:
     metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
                           allow_change=args.allow_change)
     print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    return 0
+    return Result(metrics)
 
 
 def run_eval(args) -> int:
@@ -78,8 +78,7 @@ def run_eval(args) -> int:
 
     res = evaluate_track(args.run, args.data, args.max_samples, args.batch, args.device)
     if args.json:
-        print(json.dumps(res))
-        return 0
+        return Result(res)
     print(f"{'domain':24s} {'samples':>8s} {'':10s} {'track_mse':>10s} {'ADE px':>8s} {'FDE px':>8s}")
     for dom, m in res["metrics"].items():
         print(f"{dom:24s} {m['samples']:8d} {'model':10s} {m['track_mse']:10.3e} {m['ade_px']:8.2f} {m['fde_px']:8.2f}")
@@ -88,7 +87,7 @@ def run_eval(args) -> int:
     print("skill = 1 - model error / no-motion error on the same samples (> 0: the model beats 'no point moves')")
     for layer, r in res["routing"].items():
         print(f"{layer}: tokens/expert {r['tokens_per_expert']}")
-    return 0
+    return Result(res)
 
 
 def run_viz_pred(args) -> int:
@@ -116,6 +115,4 @@ def run_viz_routing(args) -> int:
         raise ValueError(f"run {args.run} has no MoE layer: nothing to draw")
     print(plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, args.out,
                        title=f"routing: {args.run}"))
-    if args.json:
-        print(json.dumps({"routing": res["routing"], "routing_busiest_share": res["routing_busiest_share"]}))
-    return 0
+    return Result({"routing": res["routing"], "routing_busiest_share": res["routing_busiest_share"]})
