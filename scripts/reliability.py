@@ -125,7 +125,7 @@ def bad_inputs(work: Path, mw: Path, scenes: Path) -> None:
     copy(work / "hidden" / "t" / "demo_0.hdf5")
     copy(work / "hidden" / ".ipynb_checkpoints" / "demo_0.hdf5")
     rc, _ = cli(track(work / "hidden", work / "r-hidden"))
-    from trajmoe.data.atm_hdf5 import list_episodes
+    from trajmoe.data.datasets import list_episodes
 
     listed = [p.relative_to(work / "hidden").as_posix() for p in list_episodes(work / "hidden")]
     report("bad input: hidden folder skipped", rc == 0 and listed == ["t/demo_0.hdf5"], f"trained on {listed}")

@@ -9,7 +9,8 @@ import pytest
 
 from trajmoe.cli import main
 from trajmoe.configs import PACKAGED
-from trajmoe.data.atm_hdf5 import list_episodes, load_episode, open_episode
+from trajmoe.data.atm_hdf5 import load_episode, open_episode
+from trajmoe.data.datasets import list_episodes
 from trajmoe.data.generate import generate
 from trajmoe.data.specs import DomainSpec, load_benchmark, parse_shard, work_items
 from trajmoe.envs.metaworld import EVAL_VARIATION_START, TASKS

@@ -72,7 +72,8 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
 
     pol, _ = load_policy(run)
     cache = read_tensors(run / CACHE_FILE)["0"].float()  # episode 0: (T, V, Tt, N, 2)
-    from trajmoe.data.atm_hdf5 import list_episodes, open_episode
+    from trajmoe.data.atm_hdf5 import open_episode
+    from trajmoe.data.datasets import list_episodes
 
     with open_episode(list_episodes(data_dir)[0]) as ep:
         frames = torch.from_numpy(ep.frames("agentview", [0, 3])).float() / 255

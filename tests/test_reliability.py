@@ -104,7 +104,7 @@ def _copy_episode(src_dir: Path, dst: Path) -> Path:
 
 
 def test_pixel_tracks_nan_and_hidden_folders(mw_data, tmp_path, capsys):
-    from trajmoe.data.atm_hdf5 import list_episodes
+    from trajmoe.data.datasets import list_episodes
 
     d = tmp_path / "pix"
     ep = _copy_episode(mw_data["id"], d / "reach" / "demo_0.hdf5")
@@ -181,7 +181,7 @@ def test_dataset_rerun_with_other_settings_is_refused_and_verify_regenerates(tmp
 
 
 def test_manifest_paths_and_variant_names_stay_inside(mw_data, tmp_path, capsys):
-    from trajmoe.data.atm_hdf5 import list_episodes
+    from trajmoe.data.datasets import list_episodes
 
     d = tmp_path / "d"
     _copy_episode(mw_data["id"], tmp_path / "outside" / "demo_0.hdf5")

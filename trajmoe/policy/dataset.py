@@ -33,7 +33,8 @@ import numpy as np
 
 from ..data.augment import color_jitter, random_shift
 from .config import PolicyConfig, PolicyDataConfig
-from ..data.atm_hdf5 import iter_metas, list_episodes, open_episode
+from ..data.atm_hdf5 import open_episode
+from ..data.datasets import iter_metas, list_episodes
 
 CACHE_FILE = "track_cache.safetensors"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.atm_hdf5 import list_episodes, open_episode
+from ..data.atm_hdf5 import open_episode
+from ..data.datasets import list_episodes
 from ..data.augment import color_jitter, random_shift
 
 

@@ -11,7 +11,8 @@ import torch
 from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
 from ..moe import busiest_share_by_domain, expert_shares
 from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
-from ..data.atm_hdf5 import list_episodes, open_episode
+from ..data.atm_hdf5 import open_episode
+from ..data.datasets import list_episodes
 from ..nn import count_params
 from ..train import Trainer
 from ..train.checkpoint import load_run_config
