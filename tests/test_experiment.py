@@ -24,6 +24,8 @@ def test_specs_ship_in_the_package_and_are_found_by_path_or_name(tmp_path, monke
     (tmp_path / "demo.yaml").write_text("name: mine\n")  # a user's own file wins over the packaged one
     assert find_config("demo.yaml", "experiments") == Path("demo.yaml")
     assert find_config("nope", "experiments") == Path("nope")  # the caller's missing-file error names it
+    (tmp_path / "tab1f").mkdir()  # an experiment's --out folder named like its spec does not hide the spec
+    assert find_config("tab1f", "experiments") == PACKAGED / "experiments" / "tab1f.yaml"
     with pytest.raises(FileNotFoundError, match="nope"):
         load_spec("nope", "smoke")
 

@@ -16,12 +16,13 @@ KINDS = ("experiments", "benchmarks", "drive")
 
 
 def find_config(path: str | Path, kind: str | None = None) -> Path:
-    """The file a spec argument names: `path` itself when it exists; else the packaged file for
+    """The file a spec argument names: `path` itself when it is a file; else the packaged file for
     `configs/<kind>/<file>` (any prefix before `configs/`) or, with `kind`, a bare name such as
     `tab1f` / `tab1f.yaml`. Returns `path` unchanged when nothing matches, so the caller's
-    missing-file error names what the user typed."""
+    missing-file error names what the user typed. A folder of the same name (e.g. the experiment's
+    own --out folder `tab3/` in the working directory) does not hide the packaged spec."""
     p = Path(path)
-    if p.exists() or p.is_absolute():
+    if p.is_file() or p.is_absolute():
         return p
     parts = p.parts
     candidates = []
