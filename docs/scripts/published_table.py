@@ -36,7 +36,8 @@ def pooled(exp: Path, variant: str) -> tuple[dict[str, list[int]], int]:
     """{task: [successes, episodes]} over every finished seed of `variant`, and the number of seeds."""
     counts: dict[str, list[int]] = {}
     seeds = 0
-    for marker in sorted((exp / "runs" / variant).glob("seed*/policy_eval.done.json")):
+    run_dirs = json.loads((exp / "results.json").read_text()).get("run_dirs", {}) if (exp / "results.json").is_file() else {}
+    for marker in sorted(Path(run_dirs.get(variant, exp / "runs" / variant)).glob("seed*/policy_eval.done.json")):
         rec = json.loads(marker.read_text())["json"]
         seeds += 1
         for task, r in rec["tasks"].items():
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> None:
     variants = argv[1:] or ["none", "atm", "adaptive_mask", "oracle"]
     data = {v: pooled(exp, v) for v in variants}
     tasks = [t for t in PUBLISHED if any(t in data[v][0] for v in variants)]
-    head = ["task", "group", "Diffusion Policy", "DP3"] + [f"{v} ({data[v][1]} seeds)" for v in variants]
+    head = ["task", "group", "Diffusion Policy", "DP3"] + [f"{v} ({data[v][1]} seed{'s' * (data[v][1] != 1)})" for v in variants]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for t in tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -22,9 +23,11 @@ def register(groups) -> None:
 
 def run(args) -> int:
     """`trajmoe experiment`: run a spec's steps (finished ones skipped) and write DIR/report.md; exit code 0.
+    When a step fails, the report of the steps finished so far is still written, then the error is raised.
 
     Raises:
-        ValueError: --seeds < 1, an unknown spec or a bad override.
+        ValueError: --seeds < 1, an unknown spec, or a --var key the spec does not define (a typo would
+            otherwise be ignored without a word).
     """
     from ..experiment.report import write_report  # lazy: only this verb needs it
     from .runner import run_experiment  # lazy: only this verb needs it
@@ -35,9 +38,21 @@ def run(args) -> int:
     from ..config import parse_overrides  # lazy: only this verb needs it
 
     spec = load_spec(args.spec, args.scale)
-    spec.vars.update(parse_overrides(args.var))
+    overrides = parse_overrides(args.var)
+    known = set(spec.vars) | {"runs_dir"}  # runs_dir: the runner's default "{dir}/runs" when a spec does not set it
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"--var {', '.join(unknown)}: not a variable of spec {spec.path.name}; its variables: {sorted(known)}")
+    spec.vars.update(overrides)
+    spec.overrides = dict(overrides)
     out = Path(args.out)
-    results = run_experiment(spec, out, args.seeds, args.only, report_only=args.report_only)
+    try:
+        results = run_experiment(spec, out, args.seeds, args.only, report_only=args.report_only)
+    except Exception:
+        if not args.report_only:  # keep what finished readable: the report of the steps done so far
+            with contextlib.suppress(Exception):
+                write_report(spec, run_experiment(spec, out, args.seeds, args.only, report_only=True), out, args.seeds)
+        raise
     path = write_report(spec, results, out, args.seeds)
     print(f"report: {path}")
     return 0

@@ -33,18 +33,17 @@ def run_experiment(spec: Spec, out: Path, seeds: int = 1, only: list[str] | None
     results: dict[str, Any] = {"data": {}, "runs": {}}
     t0 = time.perf_counter()
     run = _collect if report_only else _run_step
+    variants = [v for v in spec.variants if not only or v in only]
+    if only and len(variants) != len(only):  # checked before the (long) data steps run
+        raise ValueError(f"unknown variant(s) {sorted(set(only) - set(spec.variants))}; spec has {list(spec.variants)}")
+    results["run_dirs"] = {v: str(variant_run_dir(spec, base_env, v)) for v in variants}
     for step in spec.data:
         rec = run(step, base_env, out / "data" / f"{step.name}.done.json", f"data/{step.name}")
         if rec is not None:
             results["data"][step.name] = rec
-    variants = [v for v in spec.variants if not only or v in only]
-    if only and len(variants) != len(only):
-        raise ValueError(f"unknown variant(s) {sorted(set(only) - set(spec.variants))}; spec has {list(spec.variants)}")
-    results["run_dirs"] = {}
     for variant in variants:
         for seed in range(seeds):
-            run_dir = variant_run_dir(spec, base_env, variant) / f"seed{seed}"
-            results["run_dirs"][variant] = str(run_dir.parent)
+            run_dir = Path(results["run_dirs"][variant]) / f"seed{seed}"
             env = {**base_env, **spec.variants[variant], "variant": variant, "seed": seed, "run": str(run_dir)}
             per = results["runs"].setdefault(variant, {}).setdefault(seed, {})
             for step in spec.steps:

@@ -80,6 +80,8 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
     """
     lines = [f"# {spec.title}", "", f"Spec: `{spec.path}` · scale: `{spec.vars.get('scale')}` · seeds: {seeds} · "
              f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
+    if spec.overrides:
+        lines += ["Overrides: " + " ".join(f"`--var {k}={v}`" for k, v in spec.overrides.items()), ""]
     verdict = verdict_lines(spec.verdicts, results)
     if verdict:
         smoke = spec.vars.get("scale") == "smoke"
@@ -140,6 +142,8 @@ def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Pa
     if kind == "images":
         return _images(fig, results, out)[: int(fig.get("limit", 8))]
     path = fig_dir / f"fig{fi}_{kind}.png"
+    if kind == "bars" and not any(row[fig["column"]] for row in tables[int(fig.get("table", 0))].values()):
+        return []  # the column's step did not run (e.g. --var policy=false): no empty chart that reads as 0
     if kind == "curves":
         f, ax = _curves(plt, fig, results, out)
     elif kind == "bars":

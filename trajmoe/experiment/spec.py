@@ -69,6 +69,7 @@ class Spec:
     figures: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # the --var values given (shown in the report)
 
 
 _TOP_KEYS = {"name", "title", "scales", "vars", "data", "variants", "steps", "tables", "figures", "notes", "verdicts"}
@@ -124,7 +125,7 @@ def plain_name(name: Any, where: str) -> None:
     not starting with a dot, never '..' or a path."""
     text = str(name)
     if not _PLAIN.fullmatch(text) or ".." in text:
-        raise ValueError(f"{where} name {text!r} must be a plain name (letters, digits, _ . + = -; no '/', no '..')")
+        raise ValueError(f"{where} {text!r} must be a plain name (letters, digits, _ . + = -; no '/', no '..')")
 
 
 def substitute(cmd: list[str], env: dict[str, Any], where: str) -> list[str]:
