@@ -17,11 +17,11 @@ from trajmoe.data.atm_hdf5 import (
     EpisodeData,
     ViewData,
     libero_instruction,
-    list_episodes,
     load_episode,
     open_episode,
     write_episode,
 )
+from trajmoe.data.datasets import list_episodes
 
 
 def _episode(T=6, N=5, H=16, W=16, actions=True, seed=0) -> EpisodeData:
