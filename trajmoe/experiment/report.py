@@ -81,7 +81,8 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
     lines = [f"# {spec.title}", "", f"Spec: `{spec.path}` · scale: `{spec.vars.get('scale')}` · seeds: {seeds} · "
              f"wall time of this invocation: {results.get('wall_s', 0) / 60:.1f} min", ""]
     if spec.overrides:
-        lines += ["Overrides: " + " ".join(f"`--var {k}={v}`" for k, v in spec.overrides.items()), ""]
+        shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in spec.overrides.items()}
+        lines += ["Overrides: " + " ".join(f"`--var {k}={v}`" for k, v in shown.items()), ""]
     verdict = verdict_lines(spec.verdicts, results)
     if verdict:
         smoke = spec.vars.get("scale") == "smoke"
