@@ -62,7 +62,7 @@ def _fmt(vals: list[float], fmt: str) -> str:
     if len(vals) == 1:
         return format(mean, fmt)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{format(mean, fmt)} ± {format(std, fmt)}"
+    return f"{format(mean, fmt)} ± {format(std, fmt.replace('+', ''))}"  # a spread has no sign
 
 
 def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
