@@ -242,32 +242,30 @@ def test_training_commands_declare_themselves_resumable_and_bad_commands_are_usa
     assert not is_training_error(ValueError("x"))
 
 
+def _run_spec(tmp_path, text: str, *extra: str) -> int:
+    """Write spec `text` to tmp_path/s.yaml and run it at smoke scale into tmp_path/o; the exit code."""
+    (tmp_path / "s.yaml").write_text(text)
+    return main(["experiment", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--scale", "smoke", *extra])
+
+
 def test_var_typos_and_unknown_variants_are_refused_before_anything_runs(tmp_path, capsys):
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\nvars: {n: 1}\nscales: {smoke: {}}\nvariants: {a: {}}\n"
-        "data: [{name: d, cmd: [train, track, --list-presets, --set, 'x={dir}/marker']}]\n"
-        "steps: [{name: p, cmd: [train, track, --list-presets]}]\n"
-    )
+    text = ("name: s\nvars: {n: 1}\nscales: {smoke: {}}\nvariants: {a: {}}\n"
+            "data: [{name: d, cmd: [train, track, --list-presets, --set, 'x={dir}/marker']}]\n"
+            "steps: [{name: p, cmd: [train, track, --list-presets]}]\n")
     out = tmp_path / "o"
-    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke", "--var", "runs_dri=/x"]) == 2
+    assert _run_spec(tmp_path, text, "--var", "runs_dri=/x") == 2
     assert "runs_dri" in capsys.readouterr().err and not out.exists()
-    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke", "--only", "zz"]) == 2
+    assert _run_spec(tmp_path, text, "--only", "zz") == 2
     assert "zz" in capsys.readouterr().err and not (out / "data").exists()  # refused before the data step ran
-    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke", "--var", "n=2"]) == 0
+    assert _run_spec(tmp_path, text, "--var", "n=2") == 0
     assert "`--var n=2`" in (out / "report.md").read_text()  # the report says which overrides made it
 
 
 def test_a_failing_step_still_leaves_the_report_of_finished_steps(tmp_path):
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: s\nscales: {smoke: {}}\nvariants: {a: {}, b: {bad: true}}\n"
-        "steps: [{name: p, cmd: [train, track, --list-presets]},\n"
-        "        {name: q, when: bad, cmd: [eval, track, --run, '{dir}/missing', --data, '{dir}/missing']}]\n"
-        "tables: [{title: t, columns: [{name: c, step: q, path: x}]}]\n"
-        "figures: [{type: bars, table: 0, column: c, title: never drawn}]\n"
-    )
-    out = tmp_path / "o"
-    assert main(["experiment", str(spec), "--out", str(out), "--scale", "smoke"]) == 2
-    report = (out / "report.md").read_text()
+    assert _run_spec(tmp_path, "name: s\nscales: {smoke: {}}\nvariants: {a: {}, b: {bad: true}}\n"
+                     "steps: [{name: p, cmd: [train, track, --list-presets]},\n"
+                     "        {name: q, when: bad, cmd: [eval, track, --run, '{dir}/missing', --data, '{dir}/missing']}]\n"
+                     "tables: [{title: t, columns: [{name: c, step: q, path: x}]}]\n"
+                     "figures: [{type: bars, table: 0, column: c, title: never drawn}]\n") == 2
+    report = (tmp_path / "o" / "report.md").read_text()
     assert "| a |" in report and "never drawn" not in report  # a column no step filled draws no empty chart
