@@ -56,7 +56,7 @@ def _positive(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be positive, got {value}")
 
 
-def run_metaworld(args) -> int:
+def run_metaworld(args) -> Result | int:
     """`trajmoe data metaworld`: generate expert episodes with exact tracks; exit code 0 when none failed.
 
     Raises:

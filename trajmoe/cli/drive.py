@@ -149,7 +149,7 @@ def run_data(args) -> int:
     return 0
 
 
-def run_train(args) -> int:
+def run_train(args) -> Result | int:
     """`trajmoe train planner`: supervised planner training; exit code 0.
 
     Raises:
@@ -167,7 +167,7 @@ def run_train(args) -> int:
     return Result(summary)
 
 
-def run_finetune(args) -> int:
+def run_finetune(args) -> Result | int:
     """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
     exit code 0.
     """
@@ -190,7 +190,7 @@ def run_ensemble(args) -> int:
     return 0
 
 
-def run_eval(args) -> int:
+def run_eval(args) -> Result | int:
     """`trajmoe eval planner`: EPDMS and sub-scores open (and closed) loop beside the rule-based baselines; exit
     code 0. ValueError: neither --data nor --closed-loop, or a bad run / weights.
     """
@@ -277,7 +277,7 @@ def _print_eval(result: dict) -> None:
                       f"{c['progress_m_ci95']:.1f} m  ({c['episodes']} episodes; rates with Wilson 95 %)")
 
 
-def run_bench_scorer(args) -> int:
+def run_bench_scorer(args) -> Result | int:
     """Trajectory-scores per CPU-second of one process (single-threaded numpy): a fixed set of plans
     (drawn from the scenes' expert and agent futures, like a vocabulary) scored in every scene. The
     first scene pays the per-plan reference-profile fit and per-scene preparation ("cold"); the

@@ -40,7 +40,7 @@ def register(groups) -> None:
     t.set_defaults(func=run_train)
 
 
-def run(args) -> int:
+def run(args) -> Result | int:
     """`trajmoe bench moe`: MoE layer vs same-FLOPs dense FFN timings (table or --json); exit code 0."""
     from ..bench.moe import bench_moe  # lazy: only this verb needs it
 
@@ -57,7 +57,7 @@ def run(args) -> int:
     return Result(res)
 
 
-def run_train(args) -> int:
+def run_train(args) -> Result | int:
     """`trajmoe bench train`: track-model training throughput and MFU (table or --json); exit code 0."""
     from ..bench.train import bench_train  # lazy: only this verb needs it
     from ..config import parse_overrides  # lazy: only this verb needs it

@@ -55,7 +55,7 @@ def _split(s: str | None) -> list[str] | None:
     return [t.strip() for t in s.split(",") if t.strip()] if s else None
 
 
-def run_train(args) -> int:
+def run_train(args) -> Result | int:
     """`trajmoe train policy`: train a trajectory-guided policy; prints the final metrics; exit code 0."""
     from ..policy.train import train_policy  # lazy: only this verb needs it
 
@@ -65,7 +65,7 @@ def run_train(args) -> int:
     return Result(metrics)
 
 
-def run_eval(args) -> int:
+def run_eval(args) -> Result | int:
     """`trajmoe eval policy`: closed-loop MetaWorld success with Wilson intervals (table or --json); exit code 0."""
     from ..policy.rollout import evaluate_policy  # lazy: only this verb needs it
 
@@ -92,7 +92,7 @@ def run_eval(args) -> int:
     return Result(res)
 
 
-def run_bench(args) -> int:
+def run_bench(args) -> Result | int:
     """`trajmoe bench policy`: `select_action` latency (table or --json); exit code 0."""
     from ..policy.bench import bench_policy  # lazy: only this verb needs it
 

@@ -43,7 +43,7 @@ def register(groups) -> None:
     p.set_defaults(func=run_viz_routing)
 
 
-def run_train(args) -> int:
+def run_train(args) -> Result | int:
     """`trajmoe train track` (or --list-presets: parameter counts per preset); exit code 0."""
     if args.list_presets:
         from ..track import PRESETS, TrackModel, count_params  # lazy: only this verb needs it
@@ -63,7 +63,7 @@ def run_train(args) -> int:
     return Result(metrics)
 
 
-def run_eval(args) -> int:
+def run_eval(args) -> Result | int:
     """`trajmoe eval track`: held-out track errors beside the trivial baselines (table or --json); exit code 0.
 
     Raises:
@@ -98,7 +98,7 @@ def run_viz_pred(args) -> int:
     return 0
 
 
-def run_viz_routing(args) -> int:
+def run_viz_routing(args) -> Result | int:
     """`trajmoe viz routing`: expert load per layer and domain on held-out samples; exit code 0.
 
     Raises:
