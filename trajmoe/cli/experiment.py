@@ -39,10 +39,9 @@ def run(args) -> int:
 
     spec = load_spec(args.spec, args.scale)
     overrides = parse_overrides(args.var)
-    known = set(spec.vars) | {"runs_dir"}  # runs_dir: the runner's default "{dir}/runs" when a spec does not set it
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(set(overrides) - set(spec.vars))
     if unknown:
-        raise ValueError(f"--var {', '.join(unknown)}: not a variable of spec {spec.path.name}; its variables: {sorted(known)}")
+        raise ValueError(f"--var {', '.join(unknown)}: not a variable of spec {spec.path.name}; its variables: {sorted(spec.vars)}")
     spec.vars.update(overrides)
     spec.overrides = dict(overrides)
     out = Path(args.out)

@@ -67,7 +67,7 @@ def variant_run_dir(spec: Spec, base_env: dict[str, Any], variant: str) -> Path:
         ValueError: a run_name that is not a plain folder name.
     """
     env = {**base_env, **spec.variants[variant], "variant": variant}
-    root = substitute([str(spec.vars.get("runs_dir", "{dir}/runs"))], env, f"variant {variant} runs_dir")[0]
+    root = substitute([str(spec.vars["runs_dir"])], env, f"variant {variant} runs_dir")[0]
     name = str(spec.variants[variant].get("run_name", variant))
     plain_name(name, f"spec {spec.path}: variant {variant} run_name")
     return Path(root) / name

@@ -91,7 +91,8 @@ def load_spec(path: str | Path, scale: str) -> Spec:
     for key in ("variants", "steps"):
         if not raw.get(key):
             raise ValueError(f"spec {path}: {key!r} is missing or empty")
-    vars_ = {**(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
+    # runs_dir: where variant runs live (a var, so `--var runs_dir=...` lets several specs share runs)
+    vars_ = {"runs_dir": "{dir}/runs", **(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
     for v in raw["variants"]:
         plain_name(v, f"spec {path}: variant")
     return Spec(
