@@ -1,6 +1,7 @@
 """Experiment specs: substitution, validation, resume, and the demo spec end to end at smoke scale."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_every_spec_resolves_every_command(spec, scale):
             if (step.when and not e.get(step.when)) or (step.unless and e.get(step.unless)):
                 continue
             argv = substitute(step.cmd, e, step.name)
-            assert not any("{" in a for a in argv), argv
+            assert not any(re.search(r"\{[A-Za-z_]\w*\}", a) for a in argv), argv  # YAML braces ({id: 1}) may stay
     assert s.tables
 
 
