@@ -69,6 +69,28 @@ def test_bad_specs(tmp_path):
 def test_lookup_paths():
     assert lookup({"a": {"b": [1, {"c": 2}]}}, "a.b.1.c") == 2
     assert lookup({"a": 1}, "a.b") is None
+    layers = {"routing": {"layer0": {"s": {"id": 0.5}}, "layer2": {"s": {"id": 0.9}}, "layer3": {"s": {}}}}
+    assert lookup(layers, "routing.*.s.id") == [0.5, 0.9]  # '*' maps over values; missing entries dropped
+    assert lookup(layers, "routing.*.s.ood") is None and lookup({"a": [1, 2]}, "a.*") == [1, 2]
+
+
+def test_per_layer_columns_show_each_layer_mean_over_seeds(tmp_path):
+    from trajmoe.experiment.report import table_values, write_report
+    from trajmoe.experiment.spec import Spec
+
+    def rt(*shares):
+        return {"rt": {"json": {"routing": {f"layer{i}": {"busiest_share": {"id": s}} for i, s in enumerate(shares)}}}}
+
+    results = {"runs": {"moe": {0: rt(0.5, 0.9), 1: rt(0.7, 1.0)}, "dense": {0: {}}}, "data": {}}
+    table = {"columns": [{"name": "busiest", "step": "rt", "path": "routing.*.busiest_share.id", "fmt": ".2f"}]}
+    assert table_values(None, results, table)["moe"]["busiest"] == [[0.5, 0.9], [0.7, 1.0]]
+    spec = Spec(path=tmp_path / "s.yaml", name="s", title="t", vars={}, data=[], variants={"moe": {}, "dense": {}},
+                steps=[], tables=[table])
+    text = write_report(spec, results, tmp_path, seeds=2).read_text()
+    assert "| moe | 0.60 / 0.95 |" in text and "| dense | n/a |" in text
+    spec.figures = [{"type": "bars", "column": "busiest"}]
+    with pytest.raises(ValueError, match="'busiest'.*one value per item"):
+        write_report(spec, results, tmp_path, seeds=2)
 
 
 def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):

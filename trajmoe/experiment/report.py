@@ -37,7 +37,9 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
             for _seed, steps in sorted(seeds.items()):
                 rec = steps.get(col["step"])
                 v = lookup(rec.get("json") if rec else None, col["path"])
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if isinstance(v, list) and v and all(_finite(x) for x in v):  # a `*` path: one value per item
+                    vals.append([float(x) * float(col.get("scale", 1.0)) for x in v])
+                elif _finite(v):
                     vals.append(float(v) * float(col.get("scale", 1.0)))
             row[col["name"]] = vals
     return out
@@ -55,9 +57,18 @@ def _fmt_success(recs: list[tuple[int, int]]) -> str:
     return cell
 
 
-def _fmt(vals: list[float], fmt: str) -> str:
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(vals: list, fmt: str) -> str:
+    """'mean ± std' over seeds; for per-item values (a `*` path, e.g. one per MoE layer) each item's mean over
+    the seeds, joined by ' / ' (seeds with another item count are left out)."""
     if not vals:
         return "n/a"
+    if isinstance(vals[0], list):
+        same = [v for v in vals if isinstance(v, list) and len(v) == len(vals[0])]
+        return " / ".join(format(sum(col) / len(col), fmt) for col in zip(*same))
     mean = sum(vals) / len(vals)
     if len(vals) == 1:
         return format(mean, fmt)
@@ -219,6 +230,9 @@ def _bars(plt, fig: dict, tables: list):
     vals = tables[int(fig.get("table", 0))]
     names = list(vals)
     col = fig["column"]
+    if any(vals[n][col] and isinstance(vals[n][col][0], list) for n in names):
+        raise ValueError(f"figure 'bars' of column {col!r}: the column holds one value per item (a '*' path); "
+                         "bars need one number per seed")
     if any(vals[n][col] and isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
         means, lows, highs = [], [], []
         for n in names:

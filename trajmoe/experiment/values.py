@@ -6,8 +6,18 @@ from typing import Any
 
 
 def lookup(obj: Any, path: str) -> Any:
-    """'metrics.overall.track_mse' -> obj['metrics']['overall']['track_mse'] (None if absent)."""
-    for part in path.split("."):
+    """'metrics.overall.track_mse' -> obj['metrics']['overall']['track_mse'] (None if absent).
+
+    A `*` part maps the rest of the path over a dict's values in their order (a list's items), e.g.
+    'routing.*.busiest_share.id' -> [share of layer0, layer2, ...]; entries without the rest are dropped
+    (None if none has it)."""
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if part == "*":
+            items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
+            rest = ".".join(parts[i + 1:])
+            found = [v for v in (lookup(x, rest) if rest else x for x in items) if v is not None]
+            return found or None
         if isinstance(obj, dict) and part in obj:
             obj = obj[part]
         elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
