@@ -292,3 +292,16 @@ def test_a_failing_step_still_leaves_the_report_of_finished_steps(tmp_path):
                      "figures: [{type: bars, table: 0, column: c, title: never drawn}]\n") == 2
     report = (tmp_path / "o" / "report.md").read_text()
     assert "| a |" in report and "never drawn" not in report  # a column no step filled draws no empty chart
+
+
+@pytest.mark.parametrize("name", ["tab1f", "tab1d", "tab1e", "tab1abc"])
+def test_track_specs_carry_policy_baselines_without_track_models(name):
+    s = load_spec(find_config(name, "experiments"), "cpu")
+    env = {"configs": str(PACKAGED), **s.vars, "dir": "/exp"}
+    for v, conditioning in (("plain-BC", "none"), ("oracle", "oracle")):
+        e = {**env, **s.variants[v], "variant": v, "seed": 0, "run": "/exp/runs/x"}
+        run = [st for st in s.steps if not (st.when and not e.get(st.when)) and not (st.unless and e.get(st.unless))]
+        assert [st.name for st in run] == ["policy", "policy_eval"]
+        assert substitute(run[0].cmd, e, "policy")[5] == conditioning
+    e = {**env, **s.variants[next(iter(s.variants))], "run": "/exp/runs/x", "seed": 0}
+    assert "adaptive_mask" in substitute(next(st for st in s.steps if st.name == "policy").cmd, e, "policy")

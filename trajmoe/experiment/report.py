@@ -220,7 +220,8 @@ def _curves(plt, fig: dict, results: dict, out: Path):
     ax.set_ylabel(fig["key"])
     if fig.get("log", True):
         ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[1]:  # no curve yet (e.g. a failed first step): no empty legend
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return f, ax
 
