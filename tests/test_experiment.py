@@ -233,7 +233,7 @@ def test_verdicts_decide_by_interval(tmp_path):
                 verdicts=[{"claim": "MoE beats dense", "paper": "x", "a": a, "b": b, "better": "lower"}])
     text = write_report(spec, results, tmp_path, seeds=3).read_text()
     assert text.index("## Verdict") < text.index("## Steps") and "| MoE beats dense | x |" in text and "**reproduced**" in text
-    assert "In short: 1 reproduced (of 1 claims)." in text
+    assert "In short: 1 reproduced (of 1 claims)." in text and "- **reproduced**: MoE beats dense." in text
 
 
 def test_commands_hand_their_record_back_without_printing_it(capsys):

@@ -162,9 +162,11 @@ def verdict_lines(verdicts: list[dict], results: dict) -> list[str]:
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     summary = "In short: " + ", ".join(f"{n} {w}" for w, n in counts.items()) + f" (of {len(rows)} claims)."
+    # the plain-language version: which claims got which word, before the table's figures
+    groups = [f"- **{w}**: " + "; ".join(r["claim"] for r in rows if r["verdict"] == w) + "." for w in counts]
     show_paper = any(r["paper"] for r in rows)
     head = "| claim | " + ("paper | " if show_paper else "") + "ours | verdict |"
-    lines = [summary, "", head, "|---" * (4 if show_paper else 3) + "|"]
+    lines = [summary, "", *groups, "", head, "|---" * (4 if show_paper else 3) + "|"]
     for r in rows:
         lines.append(f"| {r['claim']} | " + (f"{r['paper']} | " if show_paper else "") + f"{r['ours']} | **{r['verdict']}** |")
     return lines
