@@ -272,12 +272,15 @@ def _run_spec(tmp_path, text: str, *extra: str) -> int:
 
 
 def test_var_typos_and_unknown_variants_are_refused_before_anything_runs(tmp_path, capsys):
-    text = ("name: s\nvars: {n: 1}\nscales: {smoke: {}}\nvariants: {a: {}}\n"
+    text = ("name: s\nvars: {n: 1, flag: true, where: here}\nscales: {smoke: {}}\nvariants: {a: {}}\n"
             "data: [{name: d, cmd: [train, track, --list-presets, --set, 'x={dir}/marker']}]\n"
             "steps: [{name: p, cmd: [train, track, --list-presets]}]\n")
     out = tmp_path / "o"
     assert _run_spec(tmp_path, text, "--var", "runs_dri=/x") == 2
     assert "runs_dri" in capsys.readouterr().err and not out.exists()
+    for bad, word in (("flag=flase", "true or false"), ("where=", "empty")):  # values of the wrong kind
+        assert _run_spec(tmp_path, text, "--var", bad) == 2
+        assert word in capsys.readouterr().err and not out.exists()
     assert _run_spec(tmp_path, text, "--only", "zz") == 2
     assert "zz" in capsys.readouterr().err and not (out / "data").exists()  # refused before the data step ran
     assert _run_spec(tmp_path, text, "--var", "n=2") == 0

@@ -26,8 +26,9 @@ def run(args) -> int:
     When a step fails, the report of the steps finished so far is still written, then the error is raised.
 
     Raises:
-        ValueError: --seeds < 1, an unknown spec, or a --var key the spec does not define (a typo would
-            otherwise be ignored without a word).
+        ValueError: --seeds < 1, an unknown spec, a --var key the spec does not define (a typo would
+            otherwise be ignored without a word), a non-boolean value for a true/false variable, or an
+            empty value for a variable whose default is a non-empty string (data_dir= would write into '.').
     """
     from ..experiment.report import write_report  # lazy: only this verb needs it
     from .runner import run_experiment  # lazy: only this verb needs it
@@ -42,6 +43,12 @@ def run(args) -> int:
     unknown = sorted(set(overrides) - set(spec.vars))
     if unknown:
         raise ValueError(f"--var {', '.join(unknown)}: not a variable of spec {spec.path.name}; its variables: {sorted(spec.vars)}")
+    for key, value in overrides.items():  # a value must have its default's kind (policy=flase is not 'true')
+        default = spec.vars[key]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"--var {key}={value}: spec {spec.path.name} wants true or false")
+        if isinstance(default, str) and default and value in ("", None):
+            raise ValueError(f"--var {key}= is empty; spec {spec.path.name}'s default is {default!r}")
     spec.vars.update(overrides)
     spec.overrides = dict(overrides)
     out = Path(args.out)

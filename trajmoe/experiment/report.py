@@ -229,8 +229,8 @@ def _curves(plt, fig: dict, results: dict, out: Path):
 def _bars(plt, fig: dict, tables: list):
     """Bars of one table column per variant: pooled success % with Wilson 95 % error bars, else mean +- std."""
     vals = tables[int(fig.get("table", 0))]
-    names = list(vals)
     col = fig["column"]
+    names = [n for n in vals if vals[n][col]]  # a row without the value (n/a) gets no bar, not a zero-height one
     if any(vals[n][col] and isinstance(vals[n][col][0], list) for n in names):
         raise ValueError(f"figure 'bars' of column {col!r}: the column holds one value per item (a '*' path); "
                          "bars need one number per seed")
