@@ -87,7 +87,7 @@ def test_per_layer_columns_show_each_layer_mean_over_seeds(tmp_path):
     spec = Spec(path=tmp_path / "s.yaml", name="s", title="t", vars={}, data=[], variants={"moe": {}, "dense": {}},
                 steps=[], tables=[table])
     text = write_report(spec, results, tmp_path, seeds=2).read_text()
-    assert "| moe | 0.60 / 0.95 |" in text and "| dense | n/a |" in text
+    assert "| moe | 0.60 / 0.95 |" in text and "| dense |" not in text and "Not measured (no finished step feeds this table): dense." in text
     spec.figures = [{"type": "bars", "column": "busiest"}]
     with pytest.raises(ValueError, match="'busiest'.*one value per item"):
         write_report(spec, results, tmp_path, seeds=2)
@@ -294,7 +294,8 @@ def test_a_failing_step_still_leaves_the_report_of_finished_steps(tmp_path):
                      "tables: [{title: t, columns: [{name: c, step: q, path: x}]}]\n"
                      "figures: [{type: bars, table: 0, column: c, title: never drawn}]\n") == 2
     report = (tmp_path / "o" / "report.md").read_text()
-    assert "| a |" in report and "never drawn" not in report  # a column no step filled draws no empty chart
+    assert "| a/seed0/p |" in report and "never drawn" not in report  # a column no step filled draws no empty chart
+    assert "Not measured (no finished step feeds this table): a, b." in report  # no rows of n/a cells
 
 
 @pytest.mark.parametrize("name", ["tab1f", "tab1d", "tab1e", "tab1abc"])

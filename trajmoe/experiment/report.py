@@ -112,13 +112,18 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
         cols = [c["name"] for c in table["columns"]]
         lines += [f"## {table.get('title', f'Table {ti + 1}')}", "",
                   "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        empty = [v for v, row in vals.items() if not any(row.values())]  # nothing measured (yet, or skipped by a var)
         for variant, row in vals.items():
+            if variant in empty:
+                continue
             cells = [_fmt_success(row[c["name"]]) if c.get("kind") == "success" else _fmt(row[c["name"]], c.get("fmt", ".4g"))
                      for c in table["columns"]]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
+        if empty:
+            lines += ["Not measured (no finished step feeds this table): " + ", ".join(empty) + ".", ""]
         if seeds > 1:
-            lines += [f"(mean ± sample std over {seeds} seeds)", ""]
+            lines += [f"(mean ± sample std over the seeds each cell has, up to {seeds}; a single value is one seed)", ""]
         if any(c.get("kind") == "success" for c in table["columns"]):
             lines += ["(success: pooled % over every seed's episodes [Wilson 95 % interval], n episodes)", ""]
     for fi, fig in enumerate(spec.figures):
