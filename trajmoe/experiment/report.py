@@ -236,10 +236,10 @@ def _bars(plt, fig: dict, tables: list):
     vals = tables[int(fig.get("table", 0))]
     col = fig["column"]
     names = [n for n in vals if vals[n][col]]  # a row without the value (n/a) gets no bar, not a zero-height one
-    if any(vals[n][col] and isinstance(vals[n][col][0], list) for n in names):
+    if any(isinstance(vals[n][col][0], list) for n in names):
         raise ValueError(f"figure 'bars' of column {col!r}: the column holds one value per item (a '*' path); "
                          "bars need one number per seed")
-    if any(vals[n][col] and isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
+    if any(isinstance(vals[n][col][0], tuple) for n in names):  # success: pooled + Wilson
         means, lows, highs = [], [], []
         for n in names:
             k, m = sum(r[0] for r in vals[n][col]), sum(r[1] for r in vals[n][col])
@@ -249,7 +249,7 @@ def _bars(plt, fig: dict, tables: list):
             highs.append(100 * hi - means[-1])
         stds = [lows, highs]
     else:
-        means = [sum(vals[n][col]) / len(vals[n][col]) if vals[n][col] else 0.0 for n in names]
+        means = [sum(vals[n][col]) / len(vals[n][col]) for n in names]
         stds = [(_std(vals[n][col])) for n in names]
     f, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.4))
     ax.bar(range(len(names)), means, yerr=stds, color=[f"C{i}" for i in range(len(names))], capsize=3)
