@@ -18,7 +18,7 @@ from pathlib import Path
 from ..eval.stats import wilson_interval
 from ..io import atomic_path, atomic_write_text
 from .spec import Spec
-from .values import lookup, success_records
+from .values import finite_number, lookup, success_records
 from .verdict import verdict_lines
 
 
@@ -37,9 +37,9 @@ def table_values(spec: Spec, results: dict, table: dict) -> dict[str, dict[str, 
             for _seed, steps in sorted(seeds.items()):
                 rec = steps.get(col["step"])
                 v = lookup(rec.get("json") if rec else None, col["path"])
-                if isinstance(v, list) and v and all(_finite(x) for x in v):  # a `*` path: one value per item
+                if isinstance(v, list) and v and all(finite_number(x) for x in v):  # a `*` path: one value per item
                     vals.append([float(x) * float(col.get("scale", 1.0)) for x in v])
-                elif _finite(v):
+                elif finite_number(v):
                     vals.append(float(v) * float(col.get("scale", 1.0)))
             row[col["name"]] = vals
     return out
@@ -55,10 +55,6 @@ def _fmt_success(recs: list[tuple[int, int]]) -> str:
     if len(recs) > 1:
         cell += f" (seeds {_fmt([100 * a / b for a, b in recs], '.1f')})"
     return cell
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fmt(vals: list, fmt: str) -> str:

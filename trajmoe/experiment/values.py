@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+
+def finite_number(v: Any) -> bool:
+    """True for a finite int / float (not a bool): a measured value a table or verdict can use."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def lookup(obj: Any, path: str) -> Any:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .values import lookup, success_records
+from .values import finite_number, lookup, success_records
 
 DEFAULT_WORDS = ("reproduced", "contradicted", "inconclusive")
 
@@ -78,10 +78,10 @@ def _values(op: dict, results: dict) -> tuple[list[float], list[float]]:
         rec = steps.get(op["step"])
         obj = rec.get("json") if rec else None
         v = lookup(obj, op["path"])
-        if isinstance(v, (int, float)) and math.isfinite(v):
+        if finite_number(v):
             vals.append(float(v))
             c = lookup(obj, op["ci"]) if op.get("ci") else None
-            if isinstance(c, (int, float)) and math.isfinite(c):
+            if finite_number(c):
                 cis.append(float(c))
     return vals, cis
 
