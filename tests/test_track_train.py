@@ -20,7 +20,7 @@ def _losses(run):
 
 def test_samples_follow_atm_recipe(mw_data):
     cfg = PRESETS["tiny-tramoe"].model
-    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions(augment=False))
+    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions(), heldout=True)
     assert ds.domain_names == ["id", "ood"]
     it = ds.get(0, np.random.default_rng(0))
     assert it["image"].shape == (3, 128, 128) and it["image"].dtype == np.float32
@@ -177,3 +177,49 @@ def test_two_process_cpu_ddp_track_training(mw_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     steps = [s for s, _ in _losses(run)]
     assert steps == [1, 2, 3, 4]  # rank 0 alone writes, once per step
+
+
+def test_view_loss_weights_and_moving_query_points(mw_data):
+    cfg = PRESETS["tiny-dense"].model
+    ds = build_dataset([mw_data["id"]], cfg, DataOptions(view_loss="no_motion", query_sampling="moving"))
+    # each view's weight is the mean no-motion MSE over all samples / that view's: the sample-weighted
+    # mean no-motion MSE is then the same in every view (the views share the loss by relative error)
+    from trajmoe.track.dataset import _no_motion_mse
+
+    per_view = []
+    for j, v in enumerate(ds.view_names):
+        st = [_no_motion_mse(ds._open(i).tracks(v), ds._open(i).vis(v), cfg.track_len)[ds.index.frame[(ds.index.episode == i) & (ds.index.view == j)]]
+              for i in range(len(ds.paths))]
+        per_view.append(np.concatenate(st).mean() * ds.view_weight[j])
+    assert per_view[0] == pytest.approx(per_view[1], rel=1e-4)
+    assert ds.view_weight[ds.view_names.index("agentview")] > ds.view_weight[ds.view_names.index("eye_in_hand")]
+    it = ds.get(3, np.random.default_rng(0))
+    assert it["track_weight"] == ds.view_weight[ds.index.view[3]]
+    # moving sampling: most drawn points move >= 10 % of the window's largest displacement
+    t = int(ds.index.frame[3])
+    disp = np.abs(it["tracks"] - it["tracks"][:1]).max(axis=(0, 2))
+    assert (disp >= 0.1 * disp.max() - 1e-6).mean() >= 0.7, (t, disp)
+    # held-out samples ignore both training options
+    held = build_dataset([mw_data["id"]], cfg, DataOptions(view_loss="no_motion", query_sampling="moving"), heldout=True)
+    assert "track_weight" not in held.get(3, np.random.default_rng(0)) and held.view_weight is None
+    with pytest.raises(ValueError, match="data.view_loss='loud'"):
+        DataOptions(view_loss="loud")
+
+
+def test_training_with_validation_keeps_best_and_writes_verdict(mw_data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "track", "--preset", "tiny-dense", "--data", str(mw_data["id"]), "--val", str(mw_data["id"]),
+            "--out", str(run), "--set", *FAST, "eval_every=1", "data.val_samples=8", "data.view_loss=no_motion"]
+    assert main(args) == 0
+    recs = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if "eval/skill_mse" in r]
+    assert [r["step"] for r in evals] == [1, 2, 3, 4]
+    assert {"eval/agentview/skill_ade", "eval/eye_in_hand/skill_mse", "eval/ade_px_static"} <= set(evals[0])
+    best = json.loads((run / "best" / "eval.json").read_text())
+    assert best["metrics"]["skill_mse"] == max(r["eval/skill_mse"] for r in evals)
+    v = json.loads((run / "validation.json").read_text())
+    assert v["evaluations"] == 4 and v["converged"] in (True, False) and v["best_step"] == best["step"]
+    assert main(["eval", "track", "--run", str(run / "best"), "--data", str(mw_data["id"]), "--max-samples", "8"]) == 0
+    assert main(["viz", "curve", "--run", str(run), "--key", "eval/skill_mse", "eval/agentview/skill_ade",
+                 "--out", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 1000

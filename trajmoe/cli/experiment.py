@@ -20,6 +20,25 @@ def register(groups) -> None:
                         help="override a spec variable, e.g. --var data_dir=runs/shared-data")
     parser.set_defaults(func=run)
 
+    p = groups["viz"].add_parser("curve", help="held-out learning curves of runs trained with validation")
+    p.add_argument("--run", nargs="+", required=True, help="run folders (any family)")
+    p.add_argument("--key", nargs="+", default=["eval/skill_mse"],
+                   help="metrics.jsonl keys, one panel each (e.g. eval/agentview/skill_ade)")
+    p.add_argument("--label", nargs="+", default=None, help="one legend label per run")
+    p.add_argument("--baseline", type=float, default=0.0, help="dashed reference line (0: a skill score's baseline)")
+    p.add_argument("--baseline-label", default="no-motion baseline (skill 0)")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True, help="PNG")
+    p.set_defaults(func=run_curve)
+
+
+def run_curve(args) -> int:
+    """`trajmoe viz curve`: prints the written image's path; exit code 0."""
+    from ..viz.curves import plot_learning_curves  # lazy: only this verb needs it
+
+    print(plot_learning_curves(args.run, args.key, args.out, args.baseline, args.baseline_label, args.label, args.title))
+    return 0
+
 
 def run(args) -> int:
     """`trajmoe experiment`: run a spec's steps (finished ones skipped) and write DIR/report.md; exit code 0.

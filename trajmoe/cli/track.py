@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from . import Result
 
 
@@ -13,6 +15,9 @@ def register(groups) -> None:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 model.moe.num_experts=8")
     p.add_argument("--data", nargs="+", default=None, help="episode directories (each a domain set)")
     p.add_argument("--out", default=None, help="run directory")
+    p.add_argument("--val", nargs="+", default=None, metavar="DIR",
+                   help="held-out episode folders evaluated every train.eval_every steps (default: at every "
+                        "checkpoint): learning curve in metrics.jsonl, best weights in RUN/best, RUN/validation.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
     p.add_argument("--list-presets", action="store_true", help="print presets with parameter counts and exit")
@@ -57,6 +62,8 @@ def run_train(args) -> Result | int:
         raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")
     from ..track.run import train_track  # lazy: only this verb needs it
 
+    if args.val:
+        args.set = [*args.set, "data.val_dirs=" + json.dumps(args.val)]
     metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
                           allow_change=args.allow_change)
     print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

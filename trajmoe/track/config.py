@@ -112,6 +112,10 @@ def upgrade_model_dict(model: dict) -> dict:
     return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"balance_loss": "switch"})
 
 
+VIEW_LOSSES = ("equal", "no_motion")
+QUERY_SAMPLING = ("visible", "moving")
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """How training samples are drawn from the episode folders (trajmoe.track.dataset)."""
@@ -121,8 +125,29 @@ class DataOptions:
     augment: bool = True
     domain_weights: dict = field(default_factory=dict)  # {domain name: weight}; {} = proportional to data
     max_episodes_per_dir: int = 0  # 0 = all
+    # held-out episode folders evaluated every train.eval_every steps (the learning curve, RUN/best);
+    # () = no validation. val_samples: how many fixed samples (evenly spaced over the folders' samples).
+    val_dirs: tuple[str, ...] = ()
+    val_samples: int = 512
+    # How the views share the track loss: "equal" (the papers' plain mean over samples) or "no_motion"
+    # (each view's samples weighted by mean no-motion MSE / that view's no-motion MSE over the training
+    # set, so a view whose points barely move, e.g. a fixed scene camera, weighs as much as one whose
+    # points move a lot, e.g. the gripper camera). Not in the Tra-MoE paper; see trajmoe.track.dataset.
+    view_loss: str = "equal"
+    # Query points: "visible" (uniform among points visible at t) or "moving" (after ATM's motion-aware
+    # sampling: 3/4 among visible points that move >= 10 % of the sample's largest displacement in the
+    # window, the rest uniform). Held-out evaluation always draws "visible".
+    query_sampling: str = "visible"
 
     def __post_init__(self) -> None:
+        if isinstance(self.val_dirs, (list, str)):  # frozen: keep it hashable; one folder may be a string
+            object.__setattr__(self, "val_dirs", (self.val_dirs,) if isinstance(self.val_dirs, str) else tuple(self.val_dirs))
+        if self.view_loss not in VIEW_LOSSES:
+            raise ValueError(f"data.view_loss={self.view_loss!r}: must be one of {', '.join(VIEW_LOSSES)}")
+        if self.query_sampling not in QUERY_SAMPLING:
+            raise ValueError(f"data.query_sampling={self.query_sampling!r}: must be one of {', '.join(QUERY_SAMPLING)}")
+        if self.val_samples < 1:
+            raise ValueError(f"data.val_samples must be >= 1, got {self.val_samples}")
         if self.frame_stride < 1:
             raise ValueError(f"data.frame_stride must be >= 1, got {self.frame_stride}")
         if self.max_episodes_per_dir < 0:

@@ -6,6 +6,14 @@ episode end by repeating the last frame), and `num_points` points drawn from tho
 and the tracks consistently. Every random choice comes from the rng the Trainer passes, so a
 sample is a pure function of (index, seed).
 Per-domain sampling weights turn into per-sample weights w_d / n_d for the Trainer's sampler.
+Options beyond the papers' recipe (measured in docs/results.md, "The scene camera"):
+  * query_sampling="moving": 3/4 of the points drawn among the visible points whose largest
+    displacement over the window t..t+T-1 is >= 10 % of the largest displacement of any visible point
+    in it, the rest uniform (after ATM's motion-aware sampling of training points, Wen et al., RSS 2024);
+    a window where nothing moves falls back to uniform.
+  * view_loss="no_motion": every sample carries `track_weight` = (mean no-motion MSE over all samples) /
+    (mean no-motion MSE of its view), so each view's track loss is measured relative to how much its
+    points move (the gripper camera's no-motion MSE is ~16x the fixed scene camera's on MetaWorld).
 Legend: L episode frames, T track length, N points, H/W image, S samples, D task-embedding size.
 """
 
@@ -47,7 +55,12 @@ class TrackDataset:
     def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
                  views: list[str] | None = None, augment: bool = True, frame_stride: int = 1,
                  domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None,
-                 cache: bool = True) -> None:
+                 cache: bool = True, query_sampling: str = "visible", view_loss: str = "equal") -> None:
+        if query_sampling not in ("visible", "moving"):
+            raise ValueError(f"query_sampling={query_sampling!r}: must be 'visible' or 'moving'")
+        if view_loss not in ("equal", "no_motion"):
+            raise ValueError(f"view_loss={view_loss!r}: must be 'equal' or 'no_motion'")
+        self.query_sampling = query_sampling
         if not dirs:
             raise ValueError("no data directory given (--data DIR ...)")
         self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
@@ -69,7 +82,7 @@ class TrackDataset:
         if unknown:
             raise ValueError(f"episodes of domain(s) {unknown} are not in the run's domain list {self.domain_names}")
         self.view_names = sorted({v for m in metas for v in m.views}) if views is None else list(views)
-        ep, vw, fr = [], [], []
+        ep, vw, fr, static = [], [], [], []
         self.episode_domain = np.array([self.domain_names.index(m.domain) for m in metas], dtype=np.int64)
         for i, m in enumerate(metas):
             for j, v in enumerate(self.view_names):
@@ -83,9 +96,21 @@ class TrackDataset:
                 ep.append(np.full(len(ok_t), i))
                 vw.append(np.full(len(ok_t), j))
                 fr.append(ok_t)
+                if view_loss == "no_motion":
+                    static.append(_no_motion_mse(self._open(i).tracks(v), vis_TN, track_len)[ok_t])
         if not ep or sum(len(e) for e in ep) == 0:
             raise ValueError(f"no frame with a visible track point in {', '.join(map(str, dirs))}")
         self.index = _Index(np.concatenate(ep), np.concatenate(vw), np.concatenate(fr))
+        # (V,) per-view weight of the track loss (None: every sample weighs 1)
+        self.view_weight: np.ndarray | None = None
+        if view_loss == "no_motion":
+            st = np.concatenate(static)
+            per_view = np.array([st[self.index.view == j].mean() if (self.index.view == j).any() else np.nan
+                                 for j in range(len(self.view_names))])
+            if not np.all(np.isfinite(per_view[np.isfinite(per_view)]) & (per_view[np.isfinite(per_view)] > 0)):
+                raise ValueError(f"view_loss='no_motion': a view's points never move in {', '.join(map(str, dirs))} "
+                                 f"(no-motion MSE per view {dict(zip(self.view_names, per_view.tolist()))})")
+            self.view_weight = (st.mean() / np.nan_to_num(per_view, nan=1.0)).astype(np.float32)
         self._close_all()
 
     # -------------------------------------------------------------------------------------
@@ -130,12 +155,12 @@ class TrackDataset:
         steps = np.minimum(np.arange(t, t + T), len(tracks_all) - 1)  # end padding by repetition
         tracks, vis = tracks_all[steps], vis_all[steps].astype(np.float32)
         visible = np.nonzero(vis_all[t])[0]
-        pick = rng.choice(visible, size=self.num_points, replace=len(visible) < self.num_points)
+        pick = self._pick_points(visible, tracks, rng)
         tracks, vis = tracks[:, pick].astype(np.float32), vis[:, pick]
         if self.augment:
             img = color_jitter(img, rng)
             img, tracks, _ = random_shift(img, tracks, rng)
-        return {
+        out = {
             "image": np.ascontiguousarray(img.transpose(2, 0, 1)),
             "tracks": tracks,
             "vis": vis,
@@ -143,6 +168,22 @@ class TrackDataset:
             "domain": np.int64(self.episode_domain[i]),
             "source": f"{self.paths[i]}:{view}:{t}",
         }
+        if self.view_weight is not None:
+            out["track_weight"] = np.float32(self.view_weight[j])
+        return out
+
+    def _pick_points(self, visible: np.ndarray, tracks_TN2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`num_points` indices among `visible` (with replacement only when too few), uniform or motion-aware."""
+        n = self.num_points
+        if self.query_sampling == "moving":
+            disp = np.abs(tracks_TN2[:, visible] - tracks_TN2[:1, visible]).max(axis=(0, 2))  # (len(visible),)
+            top = float(disp.max()) if len(disp) else 0.0
+            moving = visible[disp >= 0.1 * top] if top > 1e-6 else visible[:0]
+            if len(moving):
+                k = int(round(0.75 * n))
+                return np.concatenate([rng.choice(moving, size=k, replace=len(moving) < k),
+                                       rng.choice(visible, size=n - k, replace=len(visible) < n - k)])
+        return rng.choice(visible, size=n, replace=len(visible) < n)
 
     # -------------------------------------------------------------------------------------
     def _episode_view(self, i: int, view: str):
@@ -183,6 +224,16 @@ class TrackDataset:
         s = dict(self.__dict__)
         s["_handles"], s["_mem"] = {}, {}  # a spawned worker decodes its own copy
         return s
+
+
+def _no_motion_mse(tracks_LN2: np.ndarray, vis_LN: np.ndarray, track_len: int) -> np.ndarray:
+    """(L,) no-motion MSE of every start frame t: mean over the window t..t+T-1 (end padded by
+    repetition, as samples are) and over the points visible at t of |p_{t+k} - p_t|^2 / 2."""
+    L = len(tracks_LN2)
+    steps_LT = np.minimum(np.arange(L)[:, None] + np.arange(track_len)[None], L - 1)
+    sq_LN = ((tracks_LN2[steps_LT] - tracks_LN2[:, None]) ** 2).mean(axis=(1, 3))  # (L, N)
+    w_LN = vis_LN.astype(np.float64)
+    return (sq_LN * w_LN).sum(1) / np.maximum(w_LN.sum(1), 1)
 
 
 class _LazyFrames:

@@ -89,7 +89,8 @@ class TrackModel(nn.Module):
         """Training loss and logs.
 
         batch: image (B,3,H,W) in [0,1], tracks (B,T,N,2) in [0,1], task_emb (B,L), optional
-        domain (B,) ids and vis (B,T,N) (needed when w_occluded != 1). Logs the track MSE and the
+        domain (B,) ids, vis (B,T,N) (needed when w_occluded != 1) and track_weight (B,) per-sample
+        weights of the track loss (trajmoe.track.dataset, view_loss="no_motion"). Logs the track MSE and the
         no-motion MSE of the same batch (`track_mse_static`), so curves show the baseline.
         Raises ValueError on wrongly shaped inputs.
         """
@@ -107,7 +108,10 @@ class TrackModel(nn.Module):
             per_BTN = diff.abs().mean(-1)
         if cfg.w_occluded != 1.0 and "vis" in batch:  # occluded points weighted as the public code does
             per_BTN = per_BTN * torch.where(batch["vis"].bool(), 1.0, cfg.w_occluded).to(per_BTN.dtype)
-        track_loss = per_BTN.mean()
+        if "track_weight" in batch:  # per-sample weights of the track loss (data.view_loss="no_motion")
+            track_loss = (per_BTN.mean(dim=(1, 2)) * batch["track_weight"].to(per_BTN.dtype)).mean()
+        else:
+            track_loss = per_BTN.mean()
         static_mse = (tracks[:, :1].float() - tracks.float()).pow(2).mean()  # no-motion on this batch
         target = rearrange(img * 2.0 - 1.0, "b c (h p) (w q) -> b (h w) (p q c)", p=cfg.patch, q=cfg.patch)
         img_mse = F.mse_loss(self.img_head(img_tok).float(), target.float())

@@ -15,6 +15,7 @@ from ..data.atm_hdf5 import open_episode
 from ..data.datasets import list_episodes
 from ..nn import count_params
 from ..train import Trainer
+from ..train.validation import Selection
 from ..train.checkpoint import load_run_config
 from .dataset import TrackDataset
 from .io import load_track_model
@@ -39,21 +40,25 @@ def explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
     return keys | {k.split(".", 1)[1] if k.startswith("model.") else k for k in overrides}
 
 
-def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, augment: bool | None = None,
+def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool = False,
                   domain_names: list[str] | None = None):
     """The TrackDataset of `dirs` with the model's T, N and image size and the data options.
 
     Args:
-        augment: None = `data.augment`. domain_names: the run's domain list (None = the domains found).
+        heldout: samples for evaluation: no augmentation, query points uniform among the visible ones
+            and no per-view loss weights, whatever the training options say. domain_names: the run's
+            domain list (None = the domains found).
 
     Raises:
         ValueError: as TrackDataset (empty folder, unknown domain, bad file).
     """
     return TrackDataset(
         [str(d) for d in dirs], model_cfg.track_len, model_cfg.num_points, model_cfg.img_size,
-        views=list(data.views) or None, augment=data.augment if augment is None else augment,
+        views=list(data.views) or None, augment=data.augment and not heldout,
         frame_stride=data.frame_stride, domain_names=domain_names,
         max_episodes_per_dir=data.max_episodes_per_dir or None,
+        query_sampling="visible" if heldout else data.query_sampling,
+        view_loss="equal" if heldout else data.view_loss,
     )
 
 
@@ -86,7 +91,13 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
         "data_dirs": [str(Path(d)) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
         "params": count_params(model).as_dict(),
     }
-    trainer = Trainer(model, ds, train_cfg, out, run_config,
+    eval_fn = select = None
+    if data.val_dirs:  # held-out curve, best checkpoint and convergence verdict (trajmoe.train.validation)
+        if not train_cfg.eval_every:  # default: evaluate at every checkpoint
+            train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
+        eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples)
+        select = Selection("skill_mse", "max")
+    trainer = Trainer(model, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
                       sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change)
     return trainer.fit()
 
@@ -106,26 +117,58 @@ def task_emb_dim(paths) -> int:
 @torch.no_grad()
 def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, batch_size: int = 64,
                    device: str = "cpu", seed: int = 0) -> dict:
-    """Track MSE / ADE / FDE per domain and overall, and expert load per MoE layer and domain."""
+    """Track MSE / ADE / FDE per domain, per view and overall, and expert load per MoE layer and domain."""
     run_cfg = load_run_config(run_dir)
     model = load_track_model(run_dir, device)
-    data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in run_cfg.get("data", {}).items()})
+    data = DataOptions(**{k: (tuple(v) if k in ("views", "val_dirs") else v) for k, v in run_cfg.get("data", {}).items()})
     known = list(run_cfg.get("domains", []))
-    ds = build_dataset(data_dirs, model.cfg, data, augment=False, domain_names=_merge_domains(known, data_dirs))
-    n = len(ds)
-    pick = np.unique(np.linspace(0, n - 1, num=min(n, max_samples)).round().astype(np.int64))
-    metrics = TrackMetrics(model.cfg.img_size, ds.domain_names)
+    ds = build_dataset(data_dirs, model.cfg, data, heldout=True, domain_names=_merge_domains(known, data_dirs))
+    pick = heldout_indices(len(ds), max_samples)
     model.reset_routing_stats()
+    use_domains = bool(model.cfg.moe.layers) and len(ds.domain_names) <= model.cfg.moe.num_domains
+    result = track_metrics(model, ds, pick, batch_size, device, seed, use_domains)
+    routing = expert_shares(model.moe_layers(), ds.domain_names)
+    return {"run": str(run_dir), "data": [str(d) for d in data_dirs], "samples": int(len(pick)),
+            "metrics": result, "routing": routing, "routing_busiest_share": busiest_share_by_domain(routing)}
+
+
+def heldout_indices(n: int, max_samples: int) -> np.ndarray:
+    """The fixed held-out sample indices: up to `max_samples` evenly spaced over the n samples."""
+    return np.unique(np.linspace(0, n - 1, num=min(n, max_samples)).round().astype(np.int64))
+
+
+@torch.no_grad()
+def track_metrics(model: TrackModel, ds: TrackDataset, pick: np.ndarray, batch_size: int = 64,
+                  device: str | torch.device = "cpu", seed: int = 0, use_domains: bool = False) -> dict:
+    """TrackMetrics.result() of `model` on samples `pick` of `ds` (each drawn with rng (seed, index),
+    so the same samples every call): per domain, per view ("view:<name>") and "overall"."""
+    metrics = TrackMetrics(model.cfg.img_size, ds.domain_names)
     for start in range(0, len(pick), batch_size):
         items = [ds.get(int(i), np.random.default_rng([seed, int(i)])) for i in pick[start : start + batch_size]]
         batch = {k: torch.as_tensor(np.stack([it[k] for it in items])).to(device) for k in ("image", "tracks", "vis", "task_emb", "domain")}
-        dom = batch["domain"] if model.cfg.moe.layers and len(ds.domain_names) <= model.cfg.moe.num_domains else None
-        pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], dom)
+        pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], batch["domain"] if use_domains else None)
         metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"],
                        [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])
-    routing = expert_shares(model.moe_layers(), ds.domain_names)
-    return {"run": str(run_dir), "data": [str(d) for d in data_dirs], "samples": int(len(pick)),
-            "metrics": metrics.result(), "routing": routing, "routing_busiest_share": busiest_share_by_domain(routing)}
+    return metrics.result()
+
+
+def validation_fn(val_dirs, model_cfg: TrackConfig, data: DataOptions, max_samples: int):
+    """eval_fn(model, step) for the Trainer: held-out skill MSE / ADE / FDE overall and per camera
+    (`<view>/skill_mse`, ...) and the errors beside their no-motion baselines, on a fixed set of
+    samples of `val_dirs` (no augmentation)."""
+    ds = build_dataset(val_dirs, model_cfg, data, heldout=True)
+    pick = heldout_indices(len(ds), max_samples)
+    keys = ("skill_mse", "skill_ade", "skill_fde", "track_mse", "track_mse_static", "ade_px", "ade_px_static")
+
+    def eval_fn(model, step: int) -> dict:
+        res = track_metrics(model, ds, pick, 64, next(model.parameters()).device)
+        out = {k: res["overall"][k] for k in keys}
+        for group, r in res.items():
+            if group.startswith("view:"):
+                out.update({f"{group[5:]}/{k}": r[k] for k in ("skill_mse", "skill_ade", "ade_px", "ade_px_static")})
+        return out
+
+    return eval_fn
 
 
 def _merge_domains(known: list[str], data_dirs: list[str]) -> list[str]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from trajmoe.io import diff_keys, remove_stale_temps
 from trajmoe.train import checkpoint as ckpt
+from trajmoe.train.validation import BEST_DIR, VALIDATION
 
-RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl")
+RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl", BEST_DIR, VALIDATION)
 # What a resume may change without --allow-change (recorded in the run's history when it does):
 # how the run is operated, not what it computes. `steps` extends (or shortens) a run.
 RESUME_MAY_CHANGE_TRAIN = ("steps", "progress", "num_workers", "log_every", "ckpt_every", "eval_every", "device",

@@ -49,6 +49,7 @@ from trajmoe.train.config import TrainConfig
 from trajmoe.faults import crash_point
 from trajmoe.train.rundir import check_run_dir
 from trajmoe.train.schedule import lr_at
+from trajmoe.train.validation import BEST_DIR, VALIDATION, Selection, convergence, read_curve
 
 class TrainingError(RuntimeError):
     """Training cannot continue (non-finite loss or gradient); the last good checkpoint is kept."""
@@ -112,6 +113,7 @@ class Trainer:
         sample_weights: Sequence[float] | None = None,
         collate_fn=None,
         eval_fn: Callable[[nn.Module, int], dict] | None = None,
+        select: Selection | None = None,
         resume: bool = False,
         allow_change: bool = False,
     ):
@@ -124,6 +126,10 @@ class Trainer:
         if len(dataset) == 0:
             raise ValueError("dataset is empty: nothing to train on")
         self.cfg, self.dataset, self.collate_fn, self.eval_fn = cfg, dataset, collate_fn, eval_fn
+        if select is not None and not isinstance(select, Selection):
+            raise TypeError(f"select must be a Selection, got {type(select).__name__}")
+        self.select = select  # ranks evaluations: best weights in RUN/best, verdict in RUN/validation.json
+        self.best: dict | None = None  # {"step", "value"} of the best evaluation so far
         self.out_dir, self.run_config = Path(out_dir), run_config
         self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
 
@@ -229,6 +235,7 @@ class Trainer:
         random.setstate((py[0], tuple(py[1]), py[2]))
         self.step = int(state["step"])
         self.last_metrics = dict(state.get("last_metrics", {}))
+        self.best = state.get("best")
         if self.dist.is_main:
             ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
 
@@ -255,6 +262,7 @@ class Trainer:
                         "python": list(random.getstate()),
                     },
                     "last_metrics": self.last_metrics,
+                    "best": self.best,
                 }
                 atomic_write_json(d / "trainer.json", trainer_state)
 
@@ -326,6 +334,8 @@ class Trainer:
                     progress = _Progress(cfg.steps, self.step)
             self._loop(writer, progress)
             ok = True
+            if main and self.select is not None and self.eval_fn is not None and self.cfg.eval_every:
+                self._write_validation()
         finally:
             if progress is not None:
                 progress.close()
@@ -454,7 +464,36 @@ class Trainer:
                 f.write(json.dumps({"step": step, **logs}) + "\n")
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
+            if self.select is not None:
+                self._keep_best(step, logs)
         return D.broadcast_object(logs, self.dist)
+
+    def _keep_best(self, step: int, logs: dict[str, float]) -> None:
+        """Copy the current weights to RUN/best (a loadable run folder) when the selected metric improved."""
+        key = f"eval/{self.select.metric}"
+        if key not in logs:
+            raise KeyError(f"eval_fn returned no {self.select.metric!r} to select the best checkpoint by; "
+                           f"it returned {sorted(k[5:] for k in logs)}")
+        value = logs[key]
+        if not self.select.better(value, None if self.best is None else self.best["value"]):
+            return
+        self.best = {"step": step, "value": value}
+        best = self.out_dir / BEST_DIR
+        best.mkdir(exist_ok=True)
+        ckpt.save_weights(self._model, best / ckpt.WEIGHTS)
+        atomic_write_json(best / ckpt.CONFIG, read_json(self.out_dir / ckpt.CONFIG))
+        atomic_write_json(best / "eval.json", {"step": step, "samples_seen": step * self.cfg.batch_size,
+                                               "metric": self.select.metric, "mode": self.select.mode,
+                                               "metrics": {k[5:]: v for k, v in logs.items()}})
+
+    def _write_validation(self) -> None:
+        """RUN/validation.json: best evaluation and the convergence verdict of the held-out curve."""
+        steps, values = read_curve(self.out_dir / "metrics.jsonl", f"eval/{self.select.metric}")
+        verdict = convergence(steps, values, self.select.mode)
+        atomic_write_json(self.out_dir / VALIDATION, {
+            "metric": self.select.metric, "mode": self.select.mode, "batch_size": self.cfg.batch_size,
+            "steps": self.cfg.steps, **verdict,
+            "best_samples_seen": None if verdict["best_step"] is None else verdict["best_step"] * self.cfg.batch_size})
 
 
 class _Progress:

@@ -29,7 +29,7 @@ def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, sample
 
     model = load_track_model(run_dir)
     data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in load_run_config(run_dir).get("data", {}).items()})
-    ds = build_dataset(data_dirs, model.cfg, data, augment=False)
+    ds = build_dataset(data_dirs, model.cfg, data, heldout=True)
     pick = np.linspace(0, len(ds) - 1, num=min(samples, len(ds))).round().astype(int)
     cols = min(3, len(pick))
     rows = (len(pick) + cols - 1) // cols
