@@ -16,6 +16,9 @@ def register(groups) -> None:
     p.add_argument("--data", required=True, help="directory of action-labelled episodes (trajmoe data metaworld)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the data's tasks")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--val", default=None, metavar="DIR",
+                   help="held-out action-labelled episodes: held-out action MSE every train.eval_every steps "
+                        "(default: at every checkpoint), best weights in RUN/best, RUN/validation.json")
     p.add_argument("--config", default=None, help="YAML with model:/train:/data: sections")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 dim=64 data.track_cache=false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
@@ -59,6 +62,8 @@ def run_train(args) -> Result | int:
     """`trajmoe train policy`: train a trajectory-guided policy; prints the final metrics; exit code 0."""
     from ..policy.train import train_policy  # lazy: only this verb needs it
 
+    if args.val:
+        args.set = [*args.set, f"data.val_dir={args.val}"]
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
                            args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change)
     print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

@@ -150,9 +150,16 @@ class PolicyDataConfig:
     # False: the policy predicts them in every forward from the augmented frames (slow on CPU).
     track_cache: bool = True
     max_episodes_per_task: int = 0  # 0 = all episodes in the directory
+    # held-out episode folder evaluated every train.eval_every steps (held-out action MSE: the learning
+    # curve, RUN/best, RUN/validation.json); "" = no validation. val_samples: fixed evenly spaced samples.
+    val_dir: str = ""
+    val_samples: int = 512
 
     def __post_init__(self) -> None:
         need = checker(self, "data")
+        need(isinstance(self.val_dir, str), "val_dir", "a folder path (a string)")
+        need(isinstance(self.val_samples, int) and not isinstance(self.val_samples, bool) and self.val_samples >= 1,
+             "val_samples", "an integer >= 1")
 
         need(isinstance(self.aug_shift, int) and not isinstance(self.aug_shift, bool) and 0 <= self.aug_shift <= 32,
              "aug_shift", "an integer in [0, 32]")

@@ -22,6 +22,7 @@ from ..nn import count_params
 from ..track.io import track_weights_path, weights_digest
 from ..track.run import explicit_model_keys
 from ..train import Trainer
+from ..train.validation import BEST_DIR, Selection
 from ..train.checkpoint import save_tensors
 from .config import CONDITIONINGS, PRESETS
 from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
@@ -90,14 +91,26 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
     torch.manual_seed(train_cfg.seed)
     policy = TrajectoryPolicy(cfg, tm)
     run_config = _run_config(cfg, data, preset, data_dir, metas, ds, tm, track_run, policy)
-    trainer = Trainer(policy, ds, train_cfg, out, run_config, resume=resume, allow_change=allow_change)
+    eval_fn = select = None
+    if data.val_dir:  # held-out action error during training (trajmoe.train.validation)
+        val_metas = scan_data(data.val_dir, run_config["tasks"], 0)
+        val_ds = PolicyDataset(val_metas, cfg, data, augment=False)
+        eval_fn, select = action_validation_fn(val_ds, data.val_samples), Selection("action_mse", "min")
+        if not train_cfg.eval_every:  # default: evaluate at every checkpoint
+            train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
+    trainer = Trainer(policy, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
+                      resume=resume, allow_change=allow_change)
     try:
         embs = {}
         for e in ds.episodes:
             embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
         save_tensors(embs, Path(out) / TASK_EMB_FILE)
+        if eval_fn is not None:  # RUN/best is a loadable policy run too (rollouts read the task embeddings)
+            save_tensors(embs, Path(out) / BEST_DIR / TASK_EMB_FILE)
         if cfg.uses_track_model and data.track_cache:
             build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
+        if eval_fn is not None and cfg.uses_track_model:  # held-out frames' tracks, predicted once (not saved)
+            build_track_cache(policy, val_ds, None, run_config["track_run"], device=str(trainer.device))
     except BaseException:
         trainer.close()  # release the run folder's lock
         raise
@@ -105,6 +118,30 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
     if cfg.conditioning == "adaptive_mask":
         save_mask_values(policy, Path(out))
     return metrics
+
+
+def action_validation_fn(val_ds: PolicyDataset, max_samples: int):
+    """eval_fn(policy, step) for the Trainer: held-out action MSE over the valid frames of each window
+    (`action_mse`, the training loss's reduction) and at the window's last frame (`action_mse_last`, the
+    action the policy executes), on up to `max_samples` fixed, evenly spaced, un-augmented samples."""
+    from torch.utils.data import default_collate
+
+    n = len(val_ds)
+    pick = np.unique(np.linspace(0, n - 1, num=min(n, max_samples)).round().astype(np.int64))
+
+    def eval_fn(policy, step: int) -> dict:
+        device = next(policy.parameters()).device
+        num = den = last = 0.0
+        for s in range(0, len(pick), 64):
+            items = [val_ds.get(int(i), np.random.default_rng(int(i))) for i in pick[s : s + 64]]
+            batch = {k: v.to(device) if torch.is_tensor(v) else v
+                     for k, v in default_collate([{k: v for k, v in it.items() if k != "source"} for it in items]).items()}
+            err = ((policy.predict_actions(batch).float() - batch["actions"].float()) ** 2).mean(-1)  # (B, F)
+            w = batch["valid"].to(err.dtype)
+            num, den, last = num + float((err * w).sum()), den + float(w.sum()), last + float(err[:, -1].sum())
+        return {"action_mse": num / max(den, 1.0), "action_mse_last": last / len(pick)}
+
+    return eval_fn
 
 
 def _fit_to_data(cfg, metas: list, explicit: set, data_dir: str):
