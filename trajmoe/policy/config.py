@@ -71,6 +71,10 @@ class PolicyConfig:
     # 150-200 steps: Adam bounds the total move by the summed lr (~0.04 at cpu scale) and their
     # gradient's sign is noisy (measured in docs/results.md).
     mask_value_scale: float = 50.0
+    # oracle: the tracks given are q + a (oracle - q), q = each track's query point repeated (no motion):
+    # 1 = exact, 0 = "no point moves". Degrades the tracks in a known way (skill ADE = a, skill MSE =
+    # 1 - (1 - a)^2) in training and evaluation alike: success against track error, the Tra-MoE paper's Fig. 5.
+    oracle_blend: float = 1.0
 
     def __post_init__(self) -> None:
         need = checker(self, "policy")
@@ -98,6 +102,10 @@ class PolicyConfig:
              and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
         need(isinstance(self.mask_value_scale, (int, float)) and not isinstance(self.mask_value_scale, bool)
              and math.isfinite(self.mask_value_scale) and self.mask_value_scale > 0, "mask_value_scale", "a number > 0")
+        need(isinstance(self.oracle_blend, (int, float)) and not isinstance(self.oracle_blend, bool)
+             and 0 <= self.oracle_blend <= 1, "oracle_blend", "a number in [0, 1]")
+        need(self.oracle_blend == 1 or self.conditioning == "oracle", "oracle_blend",
+             "1 unless conditioning is 'oracle' (it blends the simulator's exact tracks)")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,
              "mask_interp", "an integer in [0, 16]")
 

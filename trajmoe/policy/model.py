@@ -226,7 +226,7 @@ class TrajectoryPolicy(nn.Module):
                 emb = batch["task_emb"].float()[:, None, None].expand(B, Fr, V, -1)
                 tracks = self.predict_tracks(img.flatten(0, 2), emb.flatten(0, 2))
                 tracks = tracks.view(B, Fr, V, *tracks.shape[1:])
-            tracks = tracks.float()
+            tracks = self._blend_oracle(tracks.float())
         emb_F = batch["task_emb"].float()[:, None].expand(B, Fr, -1).flatten(0, 1)
         feat = self.encode_frames(rgb.flatten(0, 1), emb_F, None if tracks is None else tracks.flatten(0, 1))
         return self.decode_actions(feat.view(B, Fr, -1), batch["proprio"].float(), tracks)
@@ -301,7 +301,7 @@ class TrajectoryPolicy(nn.Module):
             raise ValueError(f"observation proprio (ee_pos + gripper) has dim {proprio.shape[0]} but policy proprio_dim={cfg.proprio_dim}")
         tracks_1VTN2 = None
         if cfg.conditioning == "oracle":
-            tracks_1VTN2 = self._oracle_obs(obs).to(device).unsqueeze(0)
+            tracks_1VTN2 = self._blend_oracle(self._oracle_obs(obs).to(device).unsqueeze(0))
             self.last_tracks = tracks_1VTN2[0].cpu().numpy()
         elif cfg.uses_tracks:
             tracks_1VTN2 = self.predict_tracks(img_V3HW.float() / 255.0, emb_1L.expand(len(cfg.views), -1)).unsqueeze(0)
@@ -322,6 +322,15 @@ class TrajectoryPolicy(nn.Module):
         act = self.decode_actions(feat_1FD, prop_1FP, tracks_1F)[0, -1]
         return act.clamp(-1.0, 1.0).cpu().numpy()
 
+
+    def _blend_oracle(self, tracks_TN2: torch.Tensor) -> torch.Tensor:
+        """Oracle tracks (..., T, N, 2) moved toward no motion: q + a (tracks - q), q = tracks[..., :1, :, :],
+        a = cfg.oracle_blend (identity for every other conditioning and for a = 1)."""
+        a = self.cfg.oracle_blend
+        if self.cfg.conditioning != "oracle" or a == 1:
+            return tracks_TN2
+        q = tracks_TN2[..., :1, :, :]
+        return q + a * (tracks_TN2 - q)
 
     def _oracle_obs(self, obs: dict[str, Any]) -> torch.Tensor:
         """obs['oracle_tracks'] (V, T, N, 2) in [0, 1], checked against the config."""
