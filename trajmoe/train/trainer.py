@@ -130,6 +130,7 @@ class Trainer:
             raise TypeError(f"select must be a Selection, got {type(select).__name__}")
         self.select = select  # ranks evaluations: best weights in RUN/best, verdict in RUN/validation.json
         self.best: dict | None = None  # {"step", "value"} of the best evaluation so far
+        self._cpu_base = 0.0  # process CPU seconds spent by earlier processes of this run (resume)
         self.out_dir, self.run_config = Path(out_dir), run_config
         self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
 
@@ -236,6 +237,7 @@ class Trainer:
         self.step = int(state["step"])
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.best = state.get("best")
+        self._cpu_base = float(state.get("cpu_s", 0.0))
         if self.dist.is_main:
             ckpt.truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
 
@@ -263,6 +265,7 @@ class Trainer:
                     },
                     "last_metrics": self.last_metrics,
                     "best": self.best,
+                    "cpu_s": self._cpu_s(),
                 }
                 atomic_write_json(d / "trainer.json", trainer_state)
 
@@ -318,6 +321,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until cfg.steps; returns the final logged metrics (train + latest eval)."""
         cfg, main = self.cfg, self.dist.is_main
+        self._cpu0 = time.process_time()
         if self.step >= cfg.steps:
             D.cleanup(self.dist)
             self.close()
@@ -435,10 +439,15 @@ class Trainer:
         for k in ("loss", "grad_norm"):
             metrics[k] = window[k][0] / window[k][1]
         record = {"step": step, "loss": metrics.pop("loss"), "lr": lr, "grad_norm": metrics.pop("grad_norm"),
-                  "samples_per_s": samples_per_s, **metrics}
+                  "samples_per_s": samples_per_s, "cpu_s": self._cpu_s(), **metrics}
         self.last_metrics = {**record, **eval_logs}
         if self.dist.is_main:
             self._write_metrics(record, writer)
+
+    def _cpu_s(self) -> float:
+        """CPU seconds this run has cost so far from the start of fit() (steps, evaluations and
+        checkpoints; all threads of this process; earlier processes of a resumed run included): the CPU-hours of a figure."""
+        return self._cpu_base + time.process_time() - self._cpu0
 
     def _write_metrics(self, record: dict, writer) -> None:
         with open(self.out_dir / "metrics.jsonl", "a") as f:
