@@ -56,11 +56,12 @@ def test_best_checkpoint_kept_beside_last_and_survives_resume(tmp_path):
     m = model_()
     load_weights(m, run / "best" / "model.safetensors")
     # resume to step 8: step 8's 0.2 does not beat step 4's 0.5 recorded before the resume
-    Trainer(model_(), RegressionData(), cfg_(steps=8, eval_every=2, ckpt_every=2), run, {"model": MODEL_CFG},
-            eval_fn=_score_fn(values), select=Selection("score", "max"), resume=True).fit()
+    out = Trainer(model_(), RegressionData(), cfg_(steps=8, eval_every=2, ckpt_every=2), run, {"model": MODEL_CFG},
+                  eval_fn=_score_fn(values), select=Selection("score", "max"), resume=True).fit()
     assert json.loads((run / "best" / "eval.json").read_text())["step"] == 4
     v = json.loads((run / "validation.json").read_text())
     assert v["metric"] == "score" and v["best_step"] == 4 and v["evaluations"] == 4 and v["converged"] is True
+    assert out["converged"] is True and out["best_step"] == 4 and out["best/score"] == 0.5
     assert read_curve(run / "metrics.jsonl", "eval/score") == ([2, 4, 6, 8], [0.1, 0.5, 0.3, 0.2])
 
 

@@ -496,9 +496,12 @@ class Trainer:
                                                "metrics": {k[5:]: v for k, v in logs.items()}})
 
     def _write_validation(self) -> None:
-        """RUN/validation.json: best evaluation and the convergence verdict of the held-out curve."""
+        """RUN/validation.json: best evaluation and the convergence verdict of the held-out curve; also
+        merged into the metrics fit() returns (`converged`, `best_step`, `best/<metric>`)."""
         steps, values = read_curve(self.out_dir / "metrics.jsonl", f"eval/{self.select.metric}")
         verdict = convergence(steps, values, self.select.mode)
+        self.last_metrics.update({"converged": verdict["converged"], "best_step": verdict["best_step"],
+                                  f"best/{self.select.metric}": verdict["best"]})
         atomic_write_json(self.out_dir / VALIDATION, {
             "metric": self.select.metric, "mode": self.select.mode, "batch_size": self.cfg.batch_size,
             "steps": self.cfg.steps, **verdict,

@@ -1,0 +1,78 @@
+"""Converged models shipped with trajmoe: loadable run folders plus a manifest of how they were made.
+
+Each lives in `trajmoe/configs/pretrained/<name>/` (installed as package data): `config.json` and
+`model.safetensors` (a run folder every loader reads: `trajmoe eval track --run ...`), plus
+`manifest.json`:
+
+    {"name", "family": "track" | "policy", "command": the exact training command, "seed",
+     "data": {"benchmark", "generator_version", "train": [...], "heldout": ...},
+     "heldout": the figures on the benchmark's held-out set (e.g. skill MSE per camera),
+     "check": {"episode": one held-out episode as a DomainSpec dict, "max_samples", "metrics"},
+     "validation": the run's RUN/validation.json (best step, convergence verdict), "cpu_hours"}
+
+`check` is what anyone can reproduce in seconds: regenerate that one episode with the simulator
+(`regenerate_check_episode`) and evaluate the model on it (`check_pretrained`); the figures must
+match the recorded ones (tests/test_pretrained.py does exactly this).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .configs import PACKAGED
+
+PRETRAINED = PACKAGED / "pretrained"
+MANIFEST = "manifest.json"
+
+
+def list_pretrained() -> list[str]:
+    """Names of the shipped models (folders of trajmoe/configs/pretrained holding a manifest)."""
+    if not PRETRAINED.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED.iterdir() if (p / MANIFEST).is_file())
+
+
+def pretrained_run(name: str) -> Path:
+    """The run folder of shipped model `name` (ValueError listing the shipped names)."""
+    if name not in list_pretrained():
+        raise ValueError(f"no shipped model {name!r}; shipped: {', '.join(list_pretrained()) or 'none'}")
+    return PRETRAINED / name
+
+
+def manifest(name: str) -> dict:
+    """The manifest of shipped model `name` (module docstring)."""
+    return json.loads((pretrained_run(name) / MANIFEST).read_text())
+
+
+def regenerate_check_episode(name: str, out: str | Path) -> Path:
+    """Regenerate the one held-out episode of `name`'s check with the simulator into folder `out`
+    (ATM layout, as `trajmoe data metaworld` writes it); returns the folder. Needs MetaWorld."""
+    from .data.generate import generate
+    from .data.specs import DomainSpec
+    from .config import from_dict
+
+    spec = from_dict(DomainSpec, manifest(name)["check"]["episode"], f"{name} manifest check.episode")
+    summary = generate([(spec, str(out))], workers=1, progress=False)
+    if summary.done != 1:
+        raise RuntimeError(f"regenerating the check episode of {name} failed: {summary}")
+    return Path(out)
+
+
+def check_pretrained(name: str, data_dir: str | Path) -> dict:
+    """{"recorded": the manifest's check metrics, "measured": the same metrics now} for a track model on
+    the check episode folder `data_dir` (`regenerate_check_episode`)."""
+    m = manifest(name)
+    if m["family"] != "track":
+        raise ValueError(f"check_pretrained handles track models; {name} is a {m['family']} model")
+    from .track.run import evaluate_track
+
+    res = evaluate_track(str(pretrained_run(name)), [str(data_dir)], m["check"]["max_samples"])
+    measured = {k: _path(res["metrics"], k) for k in m["check"]["metrics"]}
+    return {"recorded": m["check"]["metrics"], "measured": measured}
+
+
+def _path(d: dict, dotted: str) -> float:
+    """d["view:agentview"]["skill_mse"] for "view:agentview.skill_mse"."""
+    group, key = dotted.rsplit(".", 1)
+    return float(d[group][key])
