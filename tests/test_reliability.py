@@ -219,3 +219,49 @@ def test_truncated_scene_is_one_line(tmp_path, capsys):
     from trajmoe.drive.scenes import load_scene
 
     assert load_scene(victim)["scenario"] == "merge"
+
+
+# ---- run folders never destroy what trajmoe did not make (issue 28, item 1) ----------------------
+
+
+def test_out_with_someone_elses_model_files_is_refused_and_left_alone(mw_data, tmp_path, capsys):
+    theirs = tmp_path / "hf_model"
+    theirs.mkdir()
+    files = {"config.json": '{"architectures": ["BertModel"], "hidden_size": 768}\n', "model.safetensors": "weights",
+             "tokenizer.json": "{}", ".notes.tmp": "mine"}
+    for name, text in files.items():
+        (theirs / name).write_text(text)
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert main(track_args([mw_data["id"]], theirs, *extra)) == 2
+        err = one_line_error(capsys)
+        assert "did not make" in err and "config.json" in err and "model.safetensors" in err, err
+    assert {p.name: p.read_text() for p in theirs.iterdir() if p.name != ".lock"} == files
+    # weights without any config.json are not trajmoe's either
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "model.safetensors").write_text("weights")
+    assert main(track_args([mw_data["id"]], bare)) == 2
+    assert "no config.json" in one_line_error(capsys)
+    assert (bare / "model.safetensors").read_text() == "weights"
+
+
+def test_trained_weights_without_a_checkpoint_are_kept_unless_overwrite(mw_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4")) == 0
+    shutil.rmtree(run / "state")  # the user saved disk
+    weights = (run / "model.safetensors").read_bytes()
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=3")) == 2
+    err = one_line_error(capsys)
+    assert "trained weights" in err and "model.safetensors" in err and "--overwrite" in err
+    assert main(track_args([mw_data["id"]], run, "--resume", "--set", "steps=5")) == 2
+    err = one_line_error(capsys)
+    assert "nothing to resume" in err and "no checkpoint" in err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=3", "--overwrite")) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+    # a run with a checkpoint is discarded only with --overwrite too
+    assert main(track_args([mw_data["id"]], run)) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert main(track_args([mw_data["id"]], run, "--overwrite")) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2

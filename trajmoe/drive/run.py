@@ -62,13 +62,13 @@ def load_vocab(path: Path) -> np.ndarray:
 
 
 def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True,
-          allow_change: bool = False) -> dict:
+          allow_change: bool = False, overwrite: bool = False) -> dict:
     """Supervised training of a planner on the scenes of `data_dir` into the run folder `out`.
 
     Exact and resumable: torch is seeded with train.seed before the model is built, and the score
     targets are the float16 values cached in targets.npz in the first process and after a resume
     alike. The folder is locked for the whole run; see `trajmoe.train.trainer.check_run_dir` for
-    what `resume` / `allow_change` accept.
+    what `resume` / `allow_change` / `overwrite` accept.
     """
     import torch
 
@@ -92,7 +92,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
                   "data_dir": str(data_dir), "n_scenes": len(paths)}
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
-        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
         scenes = [load_scene(p) for p in paths]
         timings = {}
         t = time.perf_counter()
@@ -111,7 +111,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
         trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate, resume=resume,
-                          allow_change=allow_change)
+                          allow_change=allow_change, overwrite=overwrite)
     except BaseException:
         lock.release()
         raise
@@ -178,7 +178,7 @@ def load_planner(run_dir: str | Path, device: str = "cpu", ema: bool = True):
 
 
 def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
-             progress: bool = True, allow_change: bool = False) -> dict:
+             progress: bool = True, allow_change: bool = False, overwrite: bool = False) -> dict:
     """GRPO fine-tuning (TrajMoE, Xing et al., eqs. 5-10) of the scoring heads of a supervised run.
 
     Exact and resumable like `train` (torch seeded before the model is built; float16 targets).
@@ -218,14 +218,15 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
                   "grpo": to_dict(gcfg), "init_run": str(run_p), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
-        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
         # The supervised run's cached targets when valid; never written into that (unlocked) run folder.
         targets = read_cached_targets(run_p, paths, vocab)
         if targets is None:
             targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
         ds = DriveDataset([load_scene(p) for p in paths], targets, vocab if mcfg.vocab_map_features else None)
-        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change)
+        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change,
+                          overwrite=overwrite)
     except BaseException:
         lock.release()
         raise

@@ -63,18 +63,21 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool
 
 
 def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | None = None,
-                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False) -> dict:
+                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False,
+                overwrite: bool = False) -> dict:
     """Train a track model on episode folders into the run folder `out` (see `trajmoe train track`).
 
     The language input size is taken from the data's task embeddings (384 for our files, 768 for
     ATM's LIBERO files with BERT embeddings) unless `model.lang_dim` is set explicitly; an explicit
     value that disagrees with the data is a one-line error naming both.
     """
-    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change)
+    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change, overwrite)
 
 
-def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False) -> dict:
-    """`train_track` from a resolved config (`resolve`): the final training metrics."""
+def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False,
+                   overwrite: bool = False) -> dict:
+    """`train_track` from a resolved config (`resolve`): the final training metrics (resume / allow_change /
+    overwrite: as `Trainer`)."""
     model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
     ds = build_dataset(data_dirs, model_cfg, data)
     if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
@@ -98,7 +101,8 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
         eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples)
         select = Selection("skill_mse", "max")
     trainer = Trainer(model, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
-                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change)
+                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change,
+                      overwrite=overwrite)
     return trainer.fit()
 
 

@@ -116,6 +116,7 @@ class Trainer:
         select: Selection | None = None,
         resume: bool = False,
         allow_change: bool = False,
+        overwrite: bool = False,
     ):
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -144,7 +145,7 @@ class Trainer:
                 raise ValueError(f"output path {self.out_dir} exists and is not a directory")
             self._lock = DirLock.acquire(self.out_dir, what="run folder")
         try:
-            saved, history = self._check_out_dir(resume, allow_change)
+            saved, history = self._check_out_dir(resume, allow_change, overwrite)
         except BaseException:
             self.close()
             raise
@@ -205,9 +206,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Run directory, resume
 
-    def _check_out_dir(self, resume: bool, allow_change: bool) -> tuple[tuple[int, Path] | None, list]:
+    def _check_out_dir(self, resume: bool, allow_change: bool, overwrite: bool) -> tuple[tuple[int, Path] | None, list]:
         new = {**self.run_config, "train": to_dict(self.cfg)}
-        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main)
+        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main, overwrite=overwrite)
 
     def close(self) -> None:
         """Release the run folder's lock (fit() does it at the end; idempotent)."""
