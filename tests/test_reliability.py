@@ -265,3 +265,26 @@ def test_trained_weights_without_a_checkpoint_are_kept_unless_overwrite(mw_data,
     assert "--overwrite" in one_line_error(capsys)
     assert main(track_args([mw_data["id"]], run, "--overwrite")) == 0
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
+
+
+def test_deflate_damaged_scene_is_one_line_and_verify_repairs_it(tmp_path, capsys):
+    """Same size, damaged deflate stream (zlib.error, not a zip error): one line naming the file (issue 28, item 2)."""
+    import zipfile
+
+    data = tmp_path / "scenes"
+    gen = ["drive", "data", "--scenarios", "merge", "--scenes", "1", "--out", str(data), "--no-progress"]
+    assert main(gen) == 0
+    victim = sorted((data / "scenes").glob("*.npz"))[0]
+    with zipfile.ZipFile(victim) as z:
+        biggest = max(z.infolist(), key=lambda i: i.compress_size)
+    raw = bytearray(victim.read_bytes())
+    raw[biggest.header_offset + 100: biggest.header_offset + 164] = b"\x55" * 64
+    victim.write_bytes(bytes(raw))
+    assert main(["drive", "train", "--preset", "tiny-moe", "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert str(victim) in err and "damaged" in err, err
+    assert main([*gen, "--verify"]) == 0  # the damaged episode is simulated again
+    from trajmoe.drive.scenes import load_scene
+
+    assert load_scene(victim)["scenario"] == "merge"

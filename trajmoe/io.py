@@ -17,8 +17,15 @@ from typing import Any, Iterator
 from pathlib import PurePosixPath
 import fcntl
 import shutil
+import zipfile
+import zlib
 
 from trajmoe.faults import crash_point
+
+# What reading a missing-part or damaged file can raise beyond OSError / ValueError: a truncated stream
+# (EOFError), a zip's bad directory or CRC (BadZipFile), a damaged deflate stream of the same size
+# (zlib.error), an absent member (KeyError). Readers catch these and raise one line naming the file.
+DAMAGED_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from trajmoe.config import (RUN_KINDS, check_legacy_keys, check_run_kind, from_d
                             resolve_sections, to_dict)
 from trajmoe.drive.config import (LEGACY_MOE_KEYS, DriveDataConfig, DriveModelConfig, GRPOConfig, planner_preset,
                                   upgrade_model_dict)
-from trajmoe.io import atomic_path
+from trajmoe.io import DAMAGED_FILE_ERRORS, atomic_path
 from trajmoe.train.config import TrainConfig
 
 RUN_KIND = RUN_KINDS["planner"]
@@ -142,8 +142,6 @@ def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: i
 
 def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np.ndarray | None:
     """The float16 targets cached in run_p/targets.npz for exactly these scenes and vocabulary, else None."""
-    import zipfile
-
     tpath = run_p / "targets.npz"
     if not tpath.is_file():
         return None
@@ -152,7 +150,7 @@ def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np
             if (z["names"].tolist() == [p.stem for p in paths] and "vocab" in z.files
                     and np.array_equal(z["vocab"], np.asarray(vocab, np.float32))):
                 return z["targets"].astype(np.float16)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except DAMAGED_FILE_ERRORS:
         pass  # damaged cache: recompute
     return None
 
