@@ -288,3 +288,19 @@ def test_deflate_damaged_scene_is_one_line_and_verify_repairs_it(tmp_path, capsy
     from trajmoe.drive.scenes import load_scene
 
     assert load_scene(victim)["scenario"] == "merge"
+
+
+def test_resume_from_another_directory_compares_the_real_data_folder(mw_data, tmp_path, monkeypatch, capsys):
+    """config.json records real folders: the same relative --data from elsewhere is another dataset (item 4)."""
+    for where in ("x", "y"):
+        shutil.copytree(mw_data["id"], tmp_path / where / "data")
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "x")
+    assert main(track_args(["data"], run)) == 0
+    assert json.loads((run / "config.json").read_text())["data_dirs"] == [str((tmp_path / "x" / "data").resolve())]
+    monkeypatch.chdir(tmp_path / "y")
+    assert main(track_args(["data"], run, "--resume", "--set", "steps=3")) == 2
+    assert "data_dirs" in one_line_error(capsys)
+    monkeypatch.chdir(tmp_path)
+    assert main(track_args([tmp_path / "x" / "data"], run, "--resume", "--set", "steps=3")) == 0
+

@@ -89,7 +89,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         mcfg = replace(mcfg, {"moe.num_domains": domains}, "model")
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
-                  "data_dir": str(data_dir), "n_scenes": len(paths)}
+                  "data_dir": str(Path(data_dir).resolve()), "n_scenes": len(paths)}  # the real folder: see check_run_dir
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
         latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
@@ -213,7 +213,7 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     if not progress:
         tcfg = replace(tcfg, {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
-                  "grpo": to_dict(gcfg), "init_run": str(run_p), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
+                  "grpo": to_dict(gcfg), "init_run": str(run_p.resolve()), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
         check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)

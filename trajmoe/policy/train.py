@@ -73,6 +73,8 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
         ValueError: (one line) when the track run, the data and the config disagree.
     """
     cfg, train_cfg, data, explicit, preset = (cfg_in[k] for k in ("model", "train", "data", "explicit", "preset"))
+    if data.val_dir:  # config.json records the real folder (a resume from another working directory compares it)
+        data = dataclasses.replace(data, val_dir=str(Path(data.val_dir).resolve()))
     # Track run first: a missing one is the cheapest mistake to report.
     tm = None
     if cfg.uses_track_model:

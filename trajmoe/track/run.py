@@ -79,6 +79,8 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
     """`train_track` from a resolved config (`resolve`): the final training metrics (resume / allow_change /
     overwrite: as `Trainer`)."""
     model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
+    # config.json records real folders, so that a resume from another working directory compares the data it uses
+    data = dataclasses.replace(data, val_dirs=tuple(str(Path(d).resolve()) for d in data.val_dirs))
     ds = build_dataset(data_dirs, model_cfg, data)
     if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
         model_cfg = model_cfg.replace(moe=dataclasses.replace(model_cfg.moe, num_domains=len(ds.domain_names)))
@@ -91,7 +93,7 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
     model = TrackModel(model_cfg)
     run_config = {
         "kind": RUN_KINDS["track"], "preset": preset, "model": to_dict(model_cfg), "data": to_dict(data),
-        "data_dirs": [str(Path(d)) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
+        "data_dirs": [str(Path(d).resolve()) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
         "params": count_params(model).as_dict(),
     }
     eval_fn = select = None
