@@ -304,3 +304,13 @@ def test_resume_from_another_directory_compares_the_real_data_folder(mw_data, tm
     monkeypatch.chdir(tmp_path)
     assert main(track_args([tmp_path / "x" / "data"], run, "--resume", "--set", "steps=3")) == 0
 
+
+def test_the_same_data_folder_twice_is_refused(mw_data, tmp_path, capsys):
+    """`--data A A` or A and a symlink to it would double A's share of draws (item 7)."""
+    link = tmp_path / "link"
+    link.symlink_to(mw_data["id"], target_is_directory=True)
+    for dirs in ([mw_data["id"], mw_data["id"]], [mw_data["id"], link]):
+        assert main(track_args(dirs, tmp_path / "run")) == 2
+        err = one_line_error(capsys)
+        assert f"{dirs[0]} and {dirs[1]}" in err and "give each folder once" in err, err
+    assert not (tmp_path / "run" / "config.json").exists()
