@@ -314,3 +314,47 @@ def test_the_same_data_folder_twice_is_refused(mw_data, tmp_path, capsys):
         err = one_line_error(capsys)
         assert f"{dirs[0]} and {dirs[1]}" in err and "give each folder once" in err, err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+# ---- storage failures are one line naming the file (issue 28, items 5 and 6) ---------------------
+
+
+def test_read_only_out_is_one_line(mw_data, tmp_path, monkeypatch, capsys):
+    """A read-only file system (EROFS: root bypasses chmod, so it is simulated at os.open)."""
+    import errno
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_open = os.open
+
+    def read_only_open(path, flags, *a, **kw):
+        if str(path).startswith(str(ro)) and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert main(track_args([mw_data["id"]], ro / "run")) == 2
+    err = one_line_error(capsys)
+    assert str(ro / "run") in err and "read-only file system" in err, err
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_last_one(mw_data, tmp_path, monkeypatch, capsys):
+    """ENOSPC inside safetensors (reported as "os error 28", not an OSError) while writing checkpoint 4."""
+    from trajmoe.train import checkpoint as ckpt
+
+    real_save = ckpt.save_file
+
+    def full_disk(tensors, path, metadata=None):
+        if ".step_00000004.tmp" in str(path):
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, path, metadata=metadata)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4", "ckpt_every=2")) == 2
+    err = one_line_error(capsys)
+    assert "no space left" in err and ".step_00000004.tmp" in err, err
+    assert ckpt.latest_checkpoint(run)[0] == 2 and not list((run / "state").glob(".step_*"))  # space freed again
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4", "ckpt_every=2", "--resume")) == 0
+    assert ckpt.latest_checkpoint(run)[0] == 4

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trajmoe.config import to_dict
-from trajmoe.io import DirLock, atomic_write_json, read_json
+from trajmoe.io import DirLock, atomic_write_json, read_json, storage_errors
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train.batches import (
     STREAM_MODEL,
@@ -442,7 +442,7 @@ class Trainer:
             self._write_metrics(record, writer)
 
     def _write_metrics(self, record: dict, writer) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
+        with storage_errors(self.out_dir / "metrics.jsonl"), open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         for k, v in record.items():
             if k != "step":
