@@ -242,3 +242,21 @@ def test_bad_inputs():
         M.score_in_chunks(sc, np.zeros((0, 40, 3)))
     with pytest.raises(ValueError, match="V = 0"):
         M.score_trajectories(sc, np.zeros((0, 40, 3)))
+
+
+def test_scene_edits_after_scoring_are_scored(tmp_path):
+    """The per-scene cache follows the scene's arrays (issue 28, item 8): agents added to a scored scene,
+    or to a dict() copy of it, are in force (NC 0, not the cached empty road's 1)."""
+    empty = make_scene(expert=braking(10.0, 3.0))
+    with_car = make_scene(agents=[(30.0, 0.0, 0.0)], expert=braking(10.0, 3.0))
+    added = {k: with_car[k] for k in ("agents", "agents_static", "agents_future", "agents_future_valid")}
+    assert score(empty, straight(10.0))["NC"][0] == 1.0
+    copy = dict(empty)  # shares the cache of the scored scene
+    copy.update(added)
+    assert score(copy, straight(10.0))["NC"][0] == 0.0
+    assert score(empty, straight(10.0))["NC"][0] == 1.0  # the original is untouched
+    empty.update(added)  # edited in place
+    assert score(empty, straight(10.0))["NC"][0] == 0.0
+    empty["agents"][0, 0] = 200.0  # an array edited in place: the car is gone from the road ahead
+    empty["agents_future"][0, :, 0] = 200.0
+    assert score(empty, straight(10.0))["NC"][0] == 1.0

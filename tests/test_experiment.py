@@ -309,3 +309,28 @@ def test_track_specs_carry_policy_baselines_without_track_models(name):
         assert substitute(run[0].cmd, e, "policy")[5] == conditioning
     e = {**env, **s.variants[next(iter(s.variants))], "run": "/exp/runs/x", "seed": 0}
     assert "adaptive_mask" in substitute(next(st for st in s.steps if st.name == "policy").cmd, e, "policy")
+
+
+def test_spec_variable_typos_are_refused_before_anything_runs(tmp_path, capsys):
+    """A copy of tab1e with `model_set:` for `model_sets:` in one variant trained 4 experts in the `experts-1`
+    row (issue 28, item 3); a scale-level typo was caught only after the data step had run."""
+    from trajmoe.cli import main
+    from trajmoe.configs import find_config
+
+    text = find_config("tab1e", "experiments").read_text()
+    typo = tmp_path / "variant.yaml"
+    typo.write_text(text.replace("model_sets: [model.moe.num_experts=1]", "model_set: [model.moe.num_experts=1]", 1))
+    with pytest.raises(ValueError, match=r"variant 'experts-1' sets model_set, which no step"):
+        load_spec(typo, "smoke")
+    scale_typo = tmp_path / "scale.yaml"
+    scale_typo.write_text(text.replace("    track_sets: [steps=3,", "    track_set: [steps=3,", 1))
+    with pytest.raises(ValueError, match=r"scale 'smoke' sets track_set"):
+        load_spec(scale_typo, "smoke")
+    undefined = tmp_path / "undefined.yaml"  # a step names a variable that nothing defines at this scale
+    undefined.write_text(text.replace('--data, "{data_dir}/id-val", --max-samples', '--data, "{data_dirr}/id-val", --max-samples', 1))
+    with pytest.raises(ValueError, match=r"step 'track_eval' of variant 'experts-1' uses \{data_dirr\}"):
+        load_spec(undefined, "smoke")
+    out = tmp_path / "out"
+    assert main(["experiment", str(typo), "--scale", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model_set" in err and not out.exists()

@@ -57,14 +57,16 @@ DRIVE = ["--no-progress", "--set", "steps=6", "model.vocab_size=8", "batch_size=
 
 
 def test_planner_kill9_resume_is_bit_exact(scene_dir, tmp_path):
-    """Killed inside the atomic write of checkpoint 2's trainer.json: a half-written step folder
-    and a temporary file are left; the resume removes both and reproduces the run."""
+    """Killed inside the atomic write of checkpoint 2's trainer.json (the first checkpoint): a
+    half-written step folder and a temporary file are left, and no checkpoint was committed, so
+    `--resume` refuses rather than starting over; the plain rerun removes both and reproduces the run."""
     full, part = tmp_path / "full", tmp_path / "part"
     args = ["drive", "train", "--preset", "tiny-moe", "--data", str(scene_dir), *DRIVE]
     assert main([*args, "--out", str(full)]) == 0
     run_killed([*args, "--out", str(part)], "write:trainer.json")
     assert [p for p in (part / "state").rglob("*") if is_temp_name(p.name)]
-    assert main([*args, "--out", str(part), "--resume"]) == 0
+    assert main([*args, "--out", str(part), "--resume"]) == 2
+    assert main([*args, "--out", str(part)]) == 0
     assert_same_run(full, part)
 
 

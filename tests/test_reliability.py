@@ -219,3 +219,142 @@ def test_truncated_scene_is_one_line(tmp_path, capsys):
     from trajmoe.drive.scenes import load_scene
 
     assert load_scene(victim)["scenario"] == "merge"
+
+
+# ---- run folders never destroy what trajmoe did not make (issue 28, item 1) ----------------------
+
+
+def test_out_with_someone_elses_model_files_is_refused_and_left_alone(mw_data, tmp_path, capsys):
+    theirs = tmp_path / "hf_model"
+    theirs.mkdir()
+    files = {"config.json": '{"architectures": ["BertModel"], "hidden_size": 768}\n', "model.safetensors": "weights",
+             "tokenizer.json": "{}", ".notes.tmp": "mine"}
+    for name, text in files.items():
+        (theirs / name).write_text(text)
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert main(track_args([mw_data["id"]], theirs, *extra)) == 2
+        err = one_line_error(capsys)
+        assert "did not make" in err and "config.json" in err and "model.safetensors" in err, err
+    assert {p.name: p.read_text() for p in theirs.iterdir() if p.name != ".lock"} == files
+    # weights without any config.json are not trajmoe's either
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "model.safetensors").write_text("weights")
+    assert main(track_args([mw_data["id"]], bare)) == 2
+    assert "no config.json" in one_line_error(capsys)
+    assert (bare / "model.safetensors").read_text() == "weights"
+
+
+def test_trained_weights_without_a_checkpoint_are_kept_unless_overwrite(mw_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4")) == 0
+    shutil.rmtree(run / "state")  # the user saved disk
+    weights = (run / "model.safetensors").read_bytes()
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=3")) == 2
+    err = one_line_error(capsys)
+    assert "trained weights" in err and "model.safetensors" in err and "--overwrite" in err
+    assert main(track_args([mw_data["id"]], run, "--resume", "--set", "steps=5")) == 2
+    err = one_line_error(capsys)
+    assert "nothing to resume" in err and "no checkpoint" in err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=3", "--overwrite")) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+    # a run with a checkpoint is discarded only with --overwrite too
+    assert main(track_args([mw_data["id"]], run)) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert main(track_args([mw_data["id"]], run, "--overwrite")) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
+
+
+def test_deflate_damaged_scene_is_one_line_and_verify_repairs_it(tmp_path, capsys):
+    """Same size, damaged deflate stream (zlib.error, not a zip error): one line naming the file (issue 28, item 2)."""
+    import zipfile
+
+    data = tmp_path / "scenes"
+    gen = ["drive", "data", "--scenarios", "merge", "--scenes", "1", "--out", str(data), "--no-progress"]
+    assert main(gen) == 0
+    victim = sorted((data / "scenes").glob("*.npz"))[0]
+    with zipfile.ZipFile(victim) as z:
+        biggest = max(z.infolist(), key=lambda i: i.compress_size)
+    raw = bytearray(victim.read_bytes())
+    raw[biggest.header_offset + 100: biggest.header_offset + 164] = b"\x55" * 64
+    victim.write_bytes(bytes(raw))
+    assert main(["drive", "train", "--preset", "tiny-moe", "--data", str(data), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert str(victim) in err and "damaged" in err, err
+    assert main([*gen, "--verify"]) == 0  # the damaged episode is simulated again
+    from trajmoe.drive.scenes import load_scene
+
+    assert load_scene(victim)["scenario"] == "merge"
+
+
+def test_resume_from_another_directory_compares_the_real_data_folder(mw_data, tmp_path, monkeypatch, capsys):
+    """config.json records real folders: the same relative --data from elsewhere is another dataset (item 4)."""
+    for where in ("x", "y"):
+        shutil.copytree(mw_data["id"], tmp_path / where / "data")
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "x")
+    assert main(track_args(["data"], run)) == 0
+    assert json.loads((run / "config.json").read_text())["data_dirs"] == [str((tmp_path / "x" / "data").resolve())]
+    monkeypatch.chdir(tmp_path / "y")
+    assert main(track_args(["data"], run, "--resume", "--set", "steps=3")) == 2
+    assert "data_dirs" in one_line_error(capsys)
+    monkeypatch.chdir(tmp_path)
+    assert main(track_args([tmp_path / "x" / "data"], run, "--resume", "--set", "steps=3")) == 0
+
+
+def test_the_same_data_folder_twice_is_refused(mw_data, tmp_path, capsys):
+    """`--data A A` or A and a symlink to it would double A's share of draws (item 7)."""
+    link = tmp_path / "link"
+    link.symlink_to(mw_data["id"], target_is_directory=True)
+    for dirs in ([mw_data["id"], mw_data["id"]], [mw_data["id"], link]):
+        assert main(track_args(dirs, tmp_path / "run")) == 2
+        err = one_line_error(capsys)
+        assert f"{dirs[0]} and {dirs[1]}" in err and "give each folder once" in err, err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+# ---- storage failures are one line naming the file (issue 28, items 5 and 6) ---------------------
+
+
+def test_read_only_out_is_one_line(mw_data, tmp_path, monkeypatch, capsys):
+    """A read-only file system (EROFS: root bypasses chmod, so it is simulated at os.open)."""
+    import errno
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_open = os.open
+
+    def read_only_open(path, flags, *a, **kw):
+        if str(path).startswith(str(ro)) and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert main(track_args([mw_data["id"]], ro / "run")) == 2
+    err = one_line_error(capsys)
+    assert str(ro / "run") in err and "read-only file system" in err, err
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_last_one(mw_data, tmp_path, monkeypatch, capsys):
+    """ENOSPC inside safetensors (reported as "os error 28", not an OSError) while writing checkpoint 4."""
+    from trajmoe.train import checkpoint as ckpt
+
+    real_save = ckpt.save_file
+
+    def full_disk(tensors, path, metadata=None):
+        if ".step_00000004.tmp" in str(path):
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, path, metadata=metadata)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4", "ckpt_every=2")) == 2
+    err = one_line_error(capsys)
+    assert "no space left" in err and ".step_00000004.tmp" in err, err
+    assert ckpt.latest_checkpoint(run)[0] == 2 and not list((run / "state").glob(".step_*"))  # space freed again
+    monkeypatch.setattr(ckpt, "save_file", real_save)
+    assert main(track_args([mw_data["id"]], run, "--set", "steps=4", "ckpt_every=2", "--resume")) == 0
+    assert ckpt.latest_checkpoint(run)[0] == 4

@@ -277,13 +277,15 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
     assert int(ddp.seen) == 6 * 4  # each rank saw its half of every global batch (rank 0's buffer is saved)
 
 
-def test_bf16_autocast_and_resume_before_first_checkpoint(tmp_path):
+def test_bf16_autocast_and_rerun_after_a_death_before_first_checkpoint(tmp_path):
     run = tmp_path / "run"
     crashing = model_()
     crashing.crash_at_call = 3
     with pytest.raises(RuntimeError, match="simulated crash"):
         Trainer(crashing, RegressionData(), cfg_(steps=4, amp="bf16", ckpt_every=0), run, {"model": MODEL_CFG}).fit()
     assert latest_checkpoint(run) is None and len(losses(run)) == 2
-    out = Trainer(model_(), RegressionData(), cfg_(steps=4, amp="bf16", ckpt_every=0), run, {"model": MODEL_CFG},
-                  resume=True).fit()
+    with pytest.raises(ValueError, match="nothing to resume.*no checkpoint"):  # never a silent start over
+        Trainer(model_(), RegressionData(), cfg_(steps=4, amp="bf16", ckpt_every=0), run, {"model": MODEL_CFG},
+                resume=True)
+    out = Trainer(model_(), RegressionData(), cfg_(steps=4, amp="bf16", ckpt_every=0), run, {"model": MODEL_CFG}).fit()
     assert [s for s, _ in losses(run)] == [1, 2, 3, 4] and np.isfinite(out["loss"])

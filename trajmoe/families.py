@@ -46,7 +46,7 @@ from .train.checkpoint import load_run_config
 @dataclass(frozen=True)
 class Family:
     """One model family. resolve(preset, overrides, config_file) -> sections dict; build(model_cfg)
-    -> nn.Module (untrained); train(sections, data, out, resume=False, allow_change=False, **family
+    -> nn.Module (untrained); train(sections, data, out, resume=False, allow_change=False, overwrite=False, **family
     options) -> final metrics; load_run(path, device="cpu", ema=True) -> (model in eval mode, run
     config dict); evaluate(run, data, **options) -> result dict with the family's baseline beside it."""
 
@@ -98,8 +98,9 @@ def _planner_resolve(preset: str | None, overrides=None, config_file: str | None
     return drive_run.resolve_config(preset, config_file, parse_overrides(_sets(overrides)))
 
 
-def _planner_train(cfg: dict, data: str, out: str, resume: bool = False, allow_change: bool = False, **kw) -> dict:
-    return drive_run.train(data, out, cfg, resume=resume, allow_change=allow_change, **kw)
+def _planner_train(cfg: dict, data: str, out: str, resume: bool = False, allow_change: bool = False,
+                   overwrite: bool = False, **kw) -> dict:
+    return drive_run.train(data, out, cfg, resume=resume, allow_change=allow_change, overwrite=overwrite, **kw)
 
 
 def _planner_load(path, device: str = "cpu", ema: bool = True) -> tuple[DrivePlanner, dict]:

@@ -8,43 +8,88 @@ partial file and never corrupts what was there before.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 from pathlib import PurePosixPath
 import fcntl
 import shutil
+import zipfile
+import zlib
 
 from trajmoe.faults import crash_point
+
+# What reading a missing-part or damaged file can raise beyond OSError / ValueError: a truncated stream
+# (EOFError), a zip's bad directory or CRC (BadZipFile), a damaged deflate stream of the same size
+# (zlib.error), an absent member (KeyError). Readers catch these and raise one line naming the file.
+DAMAGED_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+# OS-level failures of the storage itself (not of the program): what `storage_errors` turns into one line.
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted", errno.EIO: "input/output error"}
+
+
+class StorageError(OSError):
+    """A write or read that the storage refused (no space, read-only, permission, I/O error): one line
+    naming the path (`storage_errors`); the CLI prints it without a traceback (exit code 2)."""
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike, action: str = "write") -> Iterator[None]:
+    """The one place OS-level storage failures become one-line `StorageError`s naming `path`.
+
+    Wrap every writer (and reader) of a file or folder in it: an OSError with an errno of
+    `STORAGE_ERRNOS`, or a library error that reports one as "os error N" (safetensors), is raised
+    again as StorageError("cannot {action} {path}: {reason}"); anything else passes unchanged.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as e:
+        code = e.errno if isinstance(e, OSError) else None
+        if code is None and not isinstance(e, OSError):
+            m = re.search(r"os error (\d+)", str(e))
+            code = int(m.group(1)) if m else None
+        if code not in STORAGE_ERRNOS:
+            raise
+        err = StorageError(f"cannot {action} {path}: {STORAGE_ERRNOS[code]}")
+        err.errno = code
+        raise err from None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it.
 
-    Use it for writers that want a filename (h5py, safetensors, imageio, matplotlib).
+    Use it for writers that want a filename (h5py, safetensors, imageio, matplotlib). Storage
+    failures (no space, read-only, ...) are one-line `StorageError`s naming `path` (`storage_errors`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(path.parent, os.W_OK):
-        raise PermissionError(f"output directory is not writable: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or (path.suffix + ".tmp"), dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
-    try:
-        yield tmp_path
-        crash_point("write", path.name)  # kill -9 tests (trajmoe.faults); one env lookup when unset
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"output directory is not writable: {path.parent}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or (path.suffix + ".tmp"), dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
+        try:
+            yield tmp_path
+            crash_point("write", path.name)  # kill -9 tests (trajmoe.faults); one env lookup when unset
+            os.replace(tmp_path, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+            raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -166,8 +211,9 @@ class DirLock:
         held = _HELD_LOCKS.get(key)
         if held is not None and held._fd is not None:
             return held
-        lock.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with storage_errors(lock.path.parent, f"write into the {what}"):
+            lock.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

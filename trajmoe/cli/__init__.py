@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..io import finite_json
+from ..io import StorageError, finite_json
 
 GROUPS = {
     "data": "generate datasets (metaworld episodes, highway-env scenes)",
@@ -46,7 +46,8 @@ class UsageError(Exception):  # noqa: N818 - reads better at call sites
 
 
 # Exceptions that mean bad input, printed as one line (exit code 2) instead of a traceback.
-USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError)
+# StorageError: no space, read-only, permission (`trajmoe.io.storage_errors`).
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, PermissionError, StorageError)
 
 
 @dataclass

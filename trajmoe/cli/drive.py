@@ -76,10 +76,12 @@ def _register_train(groups) -> None:
 
 
 def _run_folder_options(p, set_help: str) -> None:
-    """--set / --resume / --allow-change / --no-progress of the verbs that write a run folder."""
+    """--set / --resume / --allow-change / --overwrite / --no-progress of the verbs that write a run folder."""
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the run (checkpoints, trained weights) already in --out and start over")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -161,7 +163,8 @@ def run_train(args) -> Result | int:
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
     cfg = resolve_config(args.preset, args.config, parse_overrides(args.set))
-    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change)
+    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change,
+                overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
     return Result(summary)
@@ -175,7 +178,7 @@ def run_finetune(args) -> Result | int:
     from trajmoe.drive.run import finetune  # lazy: only this verb needs it
 
     res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
-                   allow_change=args.allow_change)
+                   allow_change=args.allow_change, overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
     return Result(summary)

@@ -23,6 +23,8 @@ def register(groups) -> None:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. --set steps=100 dim=64 data.track_cache=false")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the run (checkpoints, trained weights) already in --out and start over")
     p.set_defaults(func=run_train, resumable=True)
 
     p = groups["eval"].add_parser("policy", help="closed-loop MetaWorld success on held-out variations")
@@ -65,7 +67,8 @@ def run_train(args) -> Result | int:
     if args.val:
         args.set = [*args.set, f"data.val_dir={args.val}"]
     metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
-                           args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change)
+                           args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change,
+                           overwrite=args.overwrite)
     print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return Result(metrics)
 

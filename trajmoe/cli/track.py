@@ -20,6 +20,8 @@ def register(groups) -> None:
                         "checkpoint): learning curve in metrics.jsonl, best weights in RUN/best, RUN/validation.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--allow-change", action="store_true", help="let --resume change recorded settings (kept in history)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the run (checkpoints, trained weights) already in --out and start over")
     p.add_argument("--list-presets", action="store_true", help="print presets with parameter counts and exit")
     p.set_defaults(func=run_train, resumable=True)
 
@@ -65,7 +67,7 @@ def run_train(args) -> Result | int:
     if args.val:
         args.set = [*args.set, "data.val_dirs=" + json.dumps(args.val)]
     metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
-                          allow_change=args.allow_change)
+                          allow_change=args.allow_change, overwrite=args.overwrite)
     print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return Result(metrics)
 

@@ -38,6 +38,7 @@ Legend: T frames, N points, H/W image, K oracle grid points, Hz oracle horizon, 
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from trajmoe.io import atomic_path
+from trajmoe.io import atomic_write_bytes
 
 FORMAT = "trajmoe-episode"
 MANIFEST = "manifest.json"
@@ -116,39 +117,45 @@ def _check_episode(ep: EpisodeData) -> None:
 
 
 def write_episode(path: str | Path, ep: EpisodeData) -> Path:
-    """Write one episode atomically (temp file + rename): an interrupted write leaves no file."""
+    """Write one episode atomically (temp file + rename): an interrupted write leaves no file.
+
+    HDF5 builds the file in memory and Python writes its bytes: a full disk or a read-only folder is
+    then a one-line StorageError naming the file (`trajmoe.io.storage_errors`), never HDF5 failing to
+    flush open handles while the error unwinds (tracebacks from every handle, then a segfault).
+    """
     # lazy: h5py only when a file is opened (the CLI and configs import this module)
     import h5py
 
     _check_episode(ep)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            root = f.create_group("root")
-            for name, v in ep.views.items():
-                g = root.create_group(name)
-                g.attrs["camera"] = v.camera
-                video = np.ascontiguousarray(v.frames_THW3.transpose(0, 3, 1, 2))[None]  # (1, T, 3, H, W)
-                g.create_dataset("video", data=video, chunks=(1, 1, *video.shape[2:]), compression="gzip", compression_opts=1,
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        root = f.create_group("root")
+        for name, v in ep.views.items():
+            g = root.create_group(name)
+            g.attrs["camera"] = v.camera
+            video = np.ascontiguousarray(v.frames_THW3.transpose(0, 3, 1, 2))[None]  # (1, T, 3, H, W)
+            g.create_dataset("video", data=video, chunks=(1, 1, *video.shape[2:]), compression="gzip", compression_opts=1,
+                             fletcher32=True)
+            g.create_dataset("tracks", data=v.tracks_TN2.astype(np.float32)[None], fletcher32=True)
+            g.create_dataset("vis", data=v.vis_TN.astype(bool)[None], fletcher32=True)
+            if v.query_frame_N is not None:
+                g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32), fletcher32=True)
+            for k, tr in v.oracle_tracks.items():
+                g.create_dataset(f"oracle_tracks_{k}", data=tr.astype(np.float32), compression="gzip", compression_opts=1,
                                  fletcher32=True)
-                g.create_dataset("tracks", data=v.tracks_TN2.astype(np.float32)[None], fletcher32=True)
-                g.create_dataset("vis", data=v.vis_TN.astype(bool)[None], fletcher32=True)
-                if v.query_frame_N is not None:
-                    g.create_dataset("query_frame", data=v.query_frame_N.astype(np.int32), fletcher32=True)
-                for k, tr in v.oracle_tracks.items():
-                    g.create_dataset(f"oracle_tracks_{k}", data=tr.astype(np.float32), compression="gzip", compression_opts=1,
-                                     fletcher32=True)
-            if ep.actions_TA is not None:
-                root.create_dataset("actions", data=ep.actions_TA.astype(np.float32), fletcher32=True)
-            es = root.create_group("extra_states")
-            es.create_dataset("ee_pos", data=ep.ee_pos_T3.astype(np.float32), fletcher32=True)
-            es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32), fletcher32=True)
-            if ep.state_TS is not None:
-                es.create_dataset("state", data=ep.state_TS.astype(np.float32), fletcher32=True)
-            root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32), fletcher32=True)
-            attrs = dict(ep.attrs, format=FORMAT, length=ep.length, action_free=ep.actions_TA is None)
-            for k, val in attrs.items():
-                root.attrs[k] = -1 if val is None else val
+        if ep.actions_TA is not None:
+            root.create_dataset("actions", data=ep.actions_TA.astype(np.float32), fletcher32=True)
+        es = root.create_group("extra_states")
+        es.create_dataset("ee_pos", data=ep.ee_pos_T3.astype(np.float32), fletcher32=True)
+        es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32), fletcher32=True)
+        if ep.state_TS is not None:
+            es.create_dataset("state", data=ep.state_TS.astype(np.float32), fletcher32=True)
+        root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32), fletcher32=True)
+        attrs = dict(ep.attrs, format=FORMAT, length=ep.length, action_free=ep.actions_TA is None)
+        for k, val in attrs.items():
+            root.attrs[k] = -1 if val is None else val
+    atomic_write_bytes(path, buf.getbuffer())
     return path
 
 

@@ -58,6 +58,8 @@ Remaining deviations from NAVSIM v2:
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from trajmoe.drive import comfort
@@ -269,14 +271,42 @@ def lane_keeping(areas: dict) -> np.ndarray:
 
 
 # ---- per-scene data -----------------------------------------------------------------------------
+# What the cached per-scene arrays are built from: small arrays compared by content (a scene edited in
+# place, or a dict() copy given other agents, is prepared again), the map rasters (~2 MB) by identity.
+_PREP_CONTENT = ("agents", "agents_future", "agents_future_valid", "agents_static", "route", "ego_state", "ego_hist",
+                 "expert")
+_PREP_IDENTITY = ("route_idx", "dir_bits", "centre_dm", "junction")
+
+
+def _source(scene: dict) -> tuple:
+    """The fingerprint of the scene arrays `prepare` and the reference scores read (see _PREP_CONTENT)."""
+    content = []
+    for k in _PREP_CONTENT:
+        a = scene.get(k)
+        a = None if a is None else np.ascontiguousarray(a)
+        content.append(None if a is None else (a.shape, a.dtype.str, zlib.crc32(a)))
+    return tuple(content), tuple(scene.get(k) for k in _PREP_IDENTITY)
+
+
+def _fresh(scene: dict, cached: dict | None) -> bool:
+    """Whether `cached` (scene['_prep']) was built from the scene's current arrays."""
+    if cached is None or "_source" not in cached:
+        return False
+    content, arrays = _source(scene)
+    old_content, old_arrays = cached["_source"]
+    return content == old_content and all(a is b for a, b in zip(arrays, old_arrays))
+
+
 def prepare(scene: dict) -> dict:
     """Per-scene arrays the scorer reuses (cached in scene['_prep']; `save_scene` skips '_' keys):
     agents at the 41 states (t0 + futures), their speeds and radii, the tracks touching the ego at
-    t0, the dense route and its index raster, the ego's initial state and past states.
-    Raises ValueError naming the first missing scene key."""
+    t0, the dense route and its index raster, the ego's initial state and past states. The cache
+    (and the reference scores in scene['_refs']) is rebuilt when the scene's arrays changed since
+    (`_source`). Raises ValueError naming the first missing scene key."""
     prep = scene.get("_prep")
-    if prep is not None:
+    if _fresh(scene, prep):
         return prep
+    scene.pop("_refs", None)  # reference scores of the old arrays (a dict() copy keeps the original's)
     for k in ("agents", "agents_future", "agents_future_valid", "agents_static", "route", "dir_bits",
               "centre_dm", "junction", "ego_state", "ego_hist"):
         if k not in scene:
@@ -312,6 +342,7 @@ def prepare(scene: dict) -> dict:
     prep["init"] = tr.initial_state(scene)
     hist = np.asarray(scene["ego_hist"], np.float64)[None]
     prep["history"] = tr.states_from_poses(hist)[0, -1 - HISTORY_STEPS : -1]
+    prep["_source"] = _source(scene)
     scene["_prep"] = prep
     return prep
 
@@ -319,7 +350,7 @@ def prepare(scene: dict) -> dict:
 def simulate_plans(scene: dict, traj_VT3: np.ndarray, track: bool = True) -> np.ndarray:
     """(V, 40, 3) plans -> (V, 41, N_STATE) states: LQR-tracked (default) or the poses as given.
     Needs only the scene's ego_state and ego_hist (works on a previous frame without futures)."""
-    init = scene["_prep"]["init"] if "_prep" in scene else tr.initial_state(scene)
+    init = prepare(scene)["init"] if "_prep" in scene else tr.initial_state(scene)
     if track:
         return tr.simulate(traj_VT3, init)
     full = np.concatenate([np.zeros((len(traj_VT3), 1, 3)), traj_VT3], 1)

@@ -16,7 +16,7 @@ from trajmoe.config import (RUN_KINDS, check_legacy_keys, check_run_kind, from_d
                             resolve_sections, to_dict)
 from trajmoe.drive.config import (LEGACY_MOE_KEYS, DriveDataConfig, DriveModelConfig, GRPOConfig, planner_preset,
                                   upgrade_model_dict)
-from trajmoe.io import atomic_path
+from trajmoe.io import DAMAGED_FILE_ERRORS, atomic_path
 from trajmoe.train.config import TrainConfig
 
 RUN_KIND = RUN_KINDS["planner"]
@@ -62,13 +62,13 @@ def load_vocab(path: Path) -> np.ndarray:
 
 
 def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True,
-          allow_change: bool = False) -> dict:
+          allow_change: bool = False, overwrite: bool = False) -> dict:
     """Supervised training of a planner on the scenes of `data_dir` into the run folder `out`.
 
     Exact and resumable: torch is seeded with train.seed before the model is built, and the score
     targets are the float16 values cached in targets.npz in the first process and after a resume
     alike. The folder is locked for the whole run; see `trajmoe.train.trainer.check_run_dir` for
-    what `resume` / `allow_change` accept.
+    what `resume` / `allow_change` / `overwrite` accept.
     """
     import torch
 
@@ -89,10 +89,10 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         mcfg = replace(mcfg, {"moe.num_domains": domains}, "model")
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
-                  "data_dir": str(data_dir), "n_scenes": len(paths)}
+                  "data_dir": str(Path(data_dir).resolve()), "n_scenes": len(paths)}  # the real folder: see check_run_dir
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
-        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
         scenes = [load_scene(p) for p in paths]
         timings = {}
         t = time.perf_counter()
@@ -111,7 +111,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
         trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate, resume=resume,
-                          allow_change=allow_change)
+                          allow_change=allow_change, overwrite=overwrite)
     except BaseException:
         lock.release()
         raise
@@ -142,8 +142,6 @@ def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: i
 
 def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np.ndarray | None:
     """The float16 targets cached in run_p/targets.npz for exactly these scenes and vocabulary, else None."""
-    import zipfile
-
     tpath = run_p / "targets.npz"
     if not tpath.is_file():
         return None
@@ -152,7 +150,7 @@ def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np
             if (z["names"].tolist() == [p.stem for p in paths] and "vocab" in z.files
                     and np.array_equal(z["vocab"], np.asarray(vocab, np.float32))):
                 return z["targets"].astype(np.float16)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except DAMAGED_FILE_ERRORS:
         pass  # damaged cache: recompute
     return None
 
@@ -178,7 +176,7 @@ def load_planner(run_dir: str | Path, device: str = "cpu", ema: bool = True):
 
 
 def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
-             progress: bool = True, allow_change: bool = False) -> dict:
+             progress: bool = True, allow_change: bool = False, overwrite: bool = False) -> dict:
     """GRPO fine-tuning (TrajMoE, Xing et al., eqs. 5-10) of the scoring heads of a supervised run.
 
     Exact and resumable like `train` (torch seeded before the model is built; float16 targets).
@@ -215,17 +213,18 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
     if not progress:
         tcfg = replace(tcfg, {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
-                  "grpo": to_dict(gcfg), "init_run": str(run_p), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
+                  "grpo": to_dict(gcfg), "init_run": str(run_p.resolve()), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
-        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change)
+        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
         # The supervised run's cached targets when valid; never written into that (unlocked) run folder.
         targets = read_cached_targets(run_p, paths, vocab)
         if targets is None:
             targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
         ds = DriveDataset([load_scene(p) for p in paths], targets, vocab if mcfg.vocab_map_features else None)
-        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change)
+        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change,
+                          overwrite=overwrite)
     except BaseException:
         lock.release()
         raise

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 from trajmoe.drive import geometry as geo
 from trajmoe.envs.highway import DT, SCENARIOS, HighwaySim
 from trajmoe.io import DirLock, check_settings, remove_stale_temps, safe_relative
-from trajmoe.io import atomic_path, atomic_write_json, read_json
+from trajmoe.io import DAMAGED_FILE_ERRORS, atomic_path, atomic_write_json, read_json
 from trajmoe.parallel import worker_pool
 
 HIST_STEPS = 20  # 2 s of history at 0.1 s
@@ -294,7 +293,7 @@ def load_scene(path: str | os.PathLike) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    except DAMAGED_FILE_ERRORS as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise ValueError(f"corrupt scene file {path} (truncated or damaged): {first}") from None
     missing = [k for k in ("scenario", "domain", "seed", "t0", "command") if k not in out]

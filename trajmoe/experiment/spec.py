@@ -95,7 +95,7 @@ def load_spec(path: str | Path, scale: str) -> Spec:
     vars_ = {"runs_dir": "{dir}/runs", **(raw.get("vars") or {}), **(scales[scale] or {}), "scale": scale}
     for v in raw["variants"]:
         plain_name(v, f"spec {path}: variant")
-    return Spec(
+    spec = Spec(
         path=path, name=str(raw.get("name", path.stem)), title=str(raw.get("title", path.stem)), vars=vars_,
         data=[_step(s, path) for s in raw.get("data") or []],
         variants={str(k): dict(v or {}) for k, v in raw["variants"].items()},
@@ -104,6 +104,58 @@ def load_spec(path: str | Path, scale: str) -> Spec:
         notes=str(raw.get("notes", "")),
         verdicts=check_verdicts(raw.get("verdicts"), f"spec {path}"),
     )
+    _check_variables(spec, raw, scale)
+    return spec
+
+
+# Variables the runner sets itself (`trajmoe.cli.runner`) or reads by name (runs_dir, run_name).
+BUILTIN_VARS = ("dir", "configs", "scale", "variant", "seed", "run", "runs_dir", "run_name")
+
+
+def _refs(value: Any) -> set[str]:
+    """Names of the "{var}" placeholders anywhere in a YAML value (strings in nested lists / dicts)."""
+    if isinstance(value, str):
+        return set(_VAR.findall(value))
+    if isinstance(value, dict):
+        return set().union(*map(_refs, value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*map(_refs, value)) if value else set()
+    return set()
+
+
+def _check_variables(spec: Spec, raw: dict, scale: str) -> None:
+    """Refuse, before anything runs, a variable that a scale or variant sets but nothing uses (a typo such
+    as `model_set:` for `model_sets:` would silently run the default), and a "{var}" that a step of a
+    variant (or a variable it uses) names but that nothing defines at this scale."""
+    used = _refs(raw) | set(BUILTIN_VARS) | {s.when for s in spec.data + spec.steps} | {s.unless for s in spec.data + spec.steps}
+    sets = [(f"scale {name!r}", vals) for name, vals in (raw.get("scales") or {}).items()]
+    sets += [(f"variant {name!r}", vals) for name, vals in spec.variants.items()]
+    for where, vals in sets:
+        unused = sorted(k for k in (vals or {}) if k not in used)
+        if unused:
+            raise ValueError(f"spec {spec.path}: {where} sets {', '.join(unused)}, which no step, variable, table or "
+                             f"condition uses (a typo?); variables in use: {sorted(used - set(BUILTIN_VARS) - {None})}")
+
+    def check(step: Step, env: dict, where: str) -> None:
+        todo, seen = list(_refs(step.cmd)), set()
+        while todo:  # the step's placeholders, and those of the variables they name
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            if key not in env:
+                raise ValueError(f"spec {spec.path}: step {step.name!r} {where}uses {{{key}}}, which no variable defines "
+                                 f"at scale {scale!r}; known: {sorted(env)}")
+            todo.extend(_refs(env[key]))
+
+    base = {**dict.fromkeys(("dir", "configs")), **spec.vars}
+    for step in spec.data:
+        check(step, base, "")
+    for name, vals in spec.variants.items():
+        env = {**base, **vals, **dict.fromkeys(("variant", "seed", "run"))}
+        for step in spec.steps:
+            if not ((step.when and not env.get(step.when)) or (step.unless and env.get(step.unless))):
+                check(step, env, f"of variant {name!r} ")
 
 
 def _step(raw: Any, path: Path) -> Step:

@@ -54,25 +54,27 @@ def resolve_policy_config(preset: str, conditioning: str | None = None, config_f
 
 def train_policy(preset: str, conditioning: str | None, track_run: str | None, data_dir: str, out: str,
                  config_file: str | None = None, sets: list[str] | None = None, resume: bool = False,
-                 tasks: list[str] | None = None, allow_change: bool = False) -> dict:
+                 tasks: list[str] | None = None, allow_change: bool = False, overwrite: bool = False) -> dict:
     """Resolve the config (`resolve_policy_config`), then `train_resolved`."""
     return train_resolved(resolve_policy_config(preset, conditioning, config_file, sets), data_dir, out, track_run,
-                          tasks, resume, allow_change)
+                          tasks, resume, allow_change, overwrite)
 
 
 def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None = None, tasks: list[str] | None = None,
-                   resume: bool = False, allow_change: bool = False) -> dict:
+                   resume: bool = False, allow_change: bool = False, overwrite: bool = False) -> dict:
     """Train a policy from a resolved config into the run folder `out`: the final training metrics.
 
     Args:
         cfg_in: `resolve_policy_config`'s dict. data_dir: folder of episode files. out: run folder.
         track_run: trained track-model run (needed by the track / mask conditionings).
-        tasks: task names to keep (None = all). resume / allow_change: as `Trainer`.
+        tasks: task names to keep (None = all). resume / allow_change / overwrite: as `Trainer`.
 
     Raises:
         ValueError: (one line) when the track run, the data and the config disagree.
     """
     cfg, train_cfg, data, explicit, preset = (cfg_in[k] for k in ("model", "train", "data", "explicit", "preset"))
+    if data.val_dir:  # config.json records the real folder (a resume from another working directory compares it)
+        data = dataclasses.replace(data, val_dir=str(Path(data.val_dir).resolve()))
     # Track run first: a missing one is the cheapest mistake to report.
     tm = None
     if cfg.uses_track_model:
@@ -99,7 +101,7 @@ def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None 
         if not train_cfg.eval_every:  # default: evaluate at every checkpoint
             train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
     trainer = Trainer(policy, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
-                      resume=resume, allow_change=allow_change)
+                      resume=resume, allow_change=allow_change, overwrite=overwrite)
     try:
         embs = {}
         for e in ds.episodes:

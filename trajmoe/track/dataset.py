@@ -49,7 +49,8 @@ class TrackDataset:
         max_episodes_per_dir: cap per folder. cache: keep decoded episodes in memory.
 
     Raises:
-        ValueError: no folder, a folder without episodes, a domain missing from `domain_names`, a bad file.
+        ValueError: no folder, a folder without episodes, two folders holding the same episode files (one
+            folder given twice or through a symlink), a domain missing from `domain_names`, a bad file.
     """
 
     def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
@@ -65,10 +66,16 @@ class TrackDataset:
             raise ValueError("no data directory given (--data DIR ...)")
         self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
         self.paths: list[Path] = []
-        for d in dirs:
+        owner: dict[Path, int] = {}  # real path of each episode file -> index of the folder that gave it
+        for i, d in enumerate(dirs):
             eps = list_episodes(d)
             if not eps:
                 raise ValueError(f"data directory {d} holds no episodes")
+            for p in eps:  # the same folder twice (or through a symlink) would double its share of draws
+                first = owner.setdefault(p.resolve(), i)
+                if first != i:
+                    raise ValueError(f"data directories {dirs[first]} and {d} hold the same episode files ({p.name}; the "
+                                     "same folder given twice or through a symlink): give each folder once")
             self.paths += eps[:max_episodes_per_dir] if max_episodes_per_dir else eps
         self._handles: dict[int, object] = {}
         self.cache = cache  # decoded episodes kept in memory (uint8 frames): no HDF5 read per sample

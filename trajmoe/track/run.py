@@ -63,19 +63,24 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool
 
 
 def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | None = None,
-                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False) -> dict:
+                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False,
+                overwrite: bool = False) -> dict:
     """Train a track model on episode folders into the run folder `out` (see `trajmoe train track`).
 
     The language input size is taken from the data's task embeddings (384 for our files, 768 for
     ATM's LIBERO files with BERT embeddings) unless `model.lang_dim` is set explicitly; an explicit
     value that disagrees with the data is a one-line error naming both.
     """
-    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change)
+    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change, overwrite)
 
 
-def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False) -> dict:
-    """`train_track` from a resolved config (`resolve`): the final training metrics."""
+def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False,
+                   overwrite: bool = False) -> dict:
+    """`train_track` from a resolved config (`resolve`): the final training metrics (resume / allow_change /
+    overwrite: as `Trainer`)."""
     model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
+    # config.json records real folders, so that a resume from another working directory compares the data it uses
+    data = dataclasses.replace(data, val_dirs=tuple(str(Path(d).resolve()) for d in data.val_dirs))
     ds = build_dataset(data_dirs, model_cfg, data)
     if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
         model_cfg = model_cfg.replace(moe=dataclasses.replace(model_cfg.moe, num_domains=len(ds.domain_names)))
@@ -88,7 +93,7 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
     model = TrackModel(model_cfg)
     run_config = {
         "kind": RUN_KINDS["track"], "preset": preset, "model": to_dict(model_cfg), "data": to_dict(data),
-        "data_dirs": [str(Path(d)) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
+        "data_dirs": [str(Path(d).resolve()) for d in data_dirs], "domains": ds.domain_names, "views": ds.view_names,
         "params": count_params(model).as_dict(),
     }
     eval_fn = select = None
@@ -98,7 +103,8 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
         eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples)
         select = Selection("skill_mse", "max")
     trainer = Trainer(model, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
-                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change)
+                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change,
+                      overwrite=overwrite)
     return trainer.fit()
 
 

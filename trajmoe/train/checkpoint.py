@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json, storage_errors
 from trajmoe.faults import crash_point
 
 STATE_DIR = "state"
@@ -55,7 +55,8 @@ def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Atomically write a flat name -> tensor dict as safetensors."""
+    """Atomically write a flat name -> tensor dict as safetensors (no space / read-only: a one-line
+    StorageError naming the file, see `trajmoe.io.storage_errors`)."""
     with atomic_path(path) as tmp:
         save_file(_cpu_tensors(tensors), str(tmp), metadata={"format": "pt", **(metadata or {})})
 
@@ -212,8 +213,14 @@ def _export_copy(src: Path, dst: Path) -> None:
 def commit_checkpoint(run_dir: str | Path, step: int, write_files) -> Path:
     """Write a checkpoint for `step`: `write_files(dir)` fills a temporary directory, which is
     renamed to state/step_N, then the marker is replaced, then top-level weights are copied and
-    older step directories removed. Returns the checkpoint directory."""
+    older step directories removed. Returns the checkpoint directory. A failed write (no space left, ...)
+    removes the temporary directory again and is a one-line StorageError; the previous checkpoint stays."""
     sdir = state_dir(run_dir)
+    with storage_errors(sdir):
+        return _commit_checkpoint(run_dir, sdir, step, write_files)
+
+
+def _commit_checkpoint(run_dir: str | Path, sdir: Path, step: int, write_files) -> Path:
     sdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = sdir / name
@@ -225,7 +232,11 @@ def commit_checkpoint(run_dir: str | Path, step: int, write_files) -> Path:
                 raise RuntimeError(f"refusing to overwrite the committed checkpoint {stale}")
             shutil.rmtree(stale)
     tmp.mkdir()
-    write_files(tmp)
+    try:
+        write_files(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space a failed write took (a kill -9 leaves it to the next run)
+        raise
     crash_point("ckpt_written", step)
     os.replace(tmp, final)
     crash_point("ckpt_renamed", step)

@@ -11,11 +11,16 @@ import shutil
 import time
 from pathlib import Path
 
-from trajmoe.io import diff_keys, remove_stale_temps
+from trajmoe.config import RUN_KINDS
+from trajmoe.io import diff_keys, read_json, remove_stale_temps
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train.validation import BEST_DIR, VALIDATION
 
 RUN_FILES = (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE_DIR, "metrics.jsonl", BEST_DIR, VALIDATION)
+# What a new run clears in a folder of a trajmoe run that never checkpointed (only with --overwrite when
+# it holds TRAINED_WEIGHTS): the run files, the EMA weights and the TensorBoard logs.
+CLEARED = (*RUN_FILES, ckpt.EMA_WEIGHTS, "tb")
+TRAINED_WEIGHTS = (ckpt.WEIGHTS, ckpt.EMA_WEIGHTS, BEST_DIR)
 # What a resume may change without --allow-change (recorded in the run's history when it does):
 # how the run is operated, not what it computes. `steps` extends (or shortens) a run.
 RESUME_MAY_CHANGE_TRAIN = ("steps", "progress", "num_workers", "log_every", "ckpt_every", "eval_every", "device",
@@ -24,40 +29,52 @@ RESUME_VOLATILE = ("timings", "history")  # run_config keys that are measurement
 
 
 def check_run_dir(out: str | Path, config: dict, resume: bool, allow_change: bool = False,
-                  writer: bool = True) -> tuple[tuple[int, Path] | None, list]:
+                  writer: bool = True, overwrite: bool = False) -> tuple[tuple[int, Path] | None, list]:
     """Check a run folder against the run about to use it; returns (checkpoint to resume from or
     None, the run's history for config.json). Call it holding the folder's lock (`DirLock`).
 
-    `config` is the full config.json to be (run_config + {"train": ...}). Without `resume`: a
-    folder with a checkpoint is refused; one whose run died before its first checkpoint is cleared
-    (a failed run never blocks its rerun). With `resume`: a folder with no run is an error; a run
-    whose recorded settings differ (other than `RESUME_MAY_CHANGE_TRAIN` and measurements) is
-    refused with a one-line ValueError naming the keys, unless `allow_change`; every change is
-    appended to the history. `writer` (rank 0) also removes temporaries left by a killed writer.
+    `config` is the full config.json to be (run_config + {"train": ...}). A folder is a trajmoe run
+    only if its config.json says so (`is_run_record`); one holding any run file name (`CLEARED`)
+    otherwise is refused naming them, whatever the flags: trajmoe never deletes or overwrites
+    what it did not make. Without `resume`: a run with a checkpoint is refused unless `overwrite`;
+    one that never checkpointed is cleared (a failed run never blocks its rerun), unless it holds
+    trained weights (`TRAINED_WEIGHTS`, e.g. a finished run whose state/ was deleted): those are
+    cleared only with `overwrite`. With `resume`: a folder with no run, or a run without a
+    checkpoint, is an error (never a silent start over); a run whose recorded settings differ
+    (other than `RESUME_MAY_CHANGE_TRAIN` and measurements) is refused with a one-line ValueError
+    naming the keys, unless `allow_change`; every change is appended to the history. `writer`
+    (rank 0) also removes temporaries left by a killed writer.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} exists and is not a directory")
+    started = [f for f in CLEARED if (out / f).exists() or (out / f).is_symlink()]
+    if started and not is_run_record(out / ckpt.CONFIG):
+        what = "no config.json" if ckpt.CONFIG not in started else "its config.json is not a trajmoe run record"
+        raise ValueError(f"{out} holds files trajmoe did not make ({', '.join(started)}; {what}); "
+                         "trajmoe will not replace them: choose another --out")
     if writer:  # we hold the lock: no temporary file here belongs to a live writer
         remove_stale_temps(out)
         remove_stale_temps(ckpt.state_dir(out))
     latest = ckpt.latest_checkpoint(out)
-    started = [f for f in (*RUN_FILES, "tb") if (out / f).exists()]
     if not resume:
-        if latest is not None:
-            raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it "
-                             "or choose another --out")
-        if started and writer:  # died before its first checkpoint: nothing worth keeping
+        weights = [f for f in TRAINED_WEIGHTS if f in started]
+        if latest is not None and not overwrite:
+            raise ValueError(f"{out} already holds a run (checkpoint at step {latest[0]}); pass --resume to continue it, "
+                             "--overwrite to discard it, or choose another --out")
+        if weights and not overwrite:
+            raise ValueError(f"{out} holds the trained weights of a run with no checkpoint to resume "
+                             f"({', '.join(weights)}); pass --overwrite to discard them or choose another --out")
+        if started and writer:
             _clear_unfinished_run(out)
         return None, []
     if not (out / ckpt.CONFIG).is_file():
         raise ValueError(f"nothing to resume in {out}: no run there (no {ckpt.CONFIG}); drop --resume to start a new run")
+    if latest is None:
+        raise ValueError(f"nothing to resume in {out}: its run has no checkpoint ({ckpt.state_dir(out) / ckpt.MARKER} "
+                         "missing); drop --resume to start over (add --overwrite if it holds trained weights)")
     old = ckpt.load_run_config(out)
     history = list(old.get("history") or [])
-    if latest is None:  # started but never checkpointed: start over with the new settings
-        if writer:
-            ckpt.truncate_metrics(out / "metrics.jsonl", 0)
-        return None, history
     diffs = diff_keys(_comparable(old, strict=True), _comparable(config, strict=True))
     if diffs and not allow_change:
         raise ValueError(f"cannot resume {out}: settings differ from its config.json at {', '.join(diffs)} "
@@ -69,12 +86,25 @@ def check_run_dir(out: str | Path, config: dict, resume: bool, allow_change: boo
     return latest, history
 
 
+def is_run_record(path: str | Path) -> bool:
+    """True when `path` is a trajmoe run's config.json: a readable JSON object whose `kind` is one of
+    `trajmoe.config.RUN_KINDS` (every family's run), or that holds what a `Trainer` writes for any
+    run_config (a `train` object and a `history` list)."""
+    try:
+        cfg = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and (cfg.get("kind") in RUN_KINDS.values()
+                                      or (isinstance(cfg.get("train"), dict) and isinstance(cfg.get("history"), list)))
+
+
 def _clear_unfinished_run(out: Path) -> None:
-    for name in (*RUN_FILES, ckpt.EMA_WEIGHTS, "tb"):
+    """Remove the `CLEARED` names of a trajmoe run folder (a symlink itself, never what it points at)."""
+    for name in CLEARED:
         p = out / name
-        if p.is_dir():
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             p.unlink()
 
 

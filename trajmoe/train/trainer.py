@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trajmoe.config import to_dict
-from trajmoe.io import DirLock, atomic_write_json, read_json
+from trajmoe.io import DirLock, atomic_write_json, read_json, storage_errors
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train.batches import (
     STREAM_MODEL,
@@ -116,6 +116,7 @@ class Trainer:
         select: Selection | None = None,
         resume: bool = False,
         allow_change: bool = False,
+        overwrite: bool = False,
     ):
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -145,7 +146,7 @@ class Trainer:
                 raise ValueError(f"output path {self.out_dir} exists and is not a directory")
             self._lock = DirLock.acquire(self.out_dir, what="run folder")
         try:
-            saved, history = self._check_out_dir(resume, allow_change)
+            saved, history = self._check_out_dir(resume, allow_change, overwrite)
         except BaseException:
             self.close()
             raise
@@ -206,9 +207,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Run directory, resume
 
-    def _check_out_dir(self, resume: bool, allow_change: bool) -> tuple[tuple[int, Path] | None, list]:
+    def _check_out_dir(self, resume: bool, allow_change: bool, overwrite: bool) -> tuple[tuple[int, Path] | None, list]:
         new = {**self.run_config, "train": to_dict(self.cfg)}
-        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main)
+        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main, overwrite=overwrite)
 
     def close(self) -> None:
         """Release the run folder's lock (fit() does it at the end; idempotent)."""
@@ -450,7 +451,7 @@ class Trainer:
         return self._cpu_base + time.process_time() - self._cpu0
 
     def _write_metrics(self, record: dict, writer) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
+        with storage_errors(self.out_dir / "metrics.jsonl"), open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         for k, v in record.items():
             if k != "step":
