@@ -202,7 +202,9 @@ def _read_curve(mfile: Path, key: str, base_key: str | None, base_vals: list) ->
 
 
 def _curves(plt, fig: dict, results: dict, out: Path):
-    """Training curves of `fig["key"]` per variant and seed, with the run's trivial baseline dashed."""
+    """Training curves of `fig["key"]` per variant and seed, with the run's trivial baseline dashed (`baseline_key`:
+    a logged metric averaged over the runs; `baseline_value`: a constant); `x: samples` puts training samples
+    seen on the x axis instead of steps."""
     f, ax = plt.subplots(figsize=(6, 3.6))
     base_key, base_vals = fig.get("baseline_key"), []
     for variant, seeds_d in results["runs"].items():
@@ -211,13 +213,18 @@ def _curves(plt, fig: dict, results: dict, out: Path):
             if not mfile.is_file():
                 continue
             xs, ys = _read_curve(mfile, fig["key"], base_key, base_vals)
+            if xs and fig.get("x") == "samples":  # training samples seen: step x the run's batch size
+                batch = json.loads((mfile.parent / "config.json").read_text())["train"]["batch_size"]
+                xs = [x * batch for x in xs]
             if xs:
                 ax.plot(xs, ys, label=f"{variant} s{seed}" if seed == 0 else None, alpha=0.9 if seed == 0 else 0.4,
                         color=f"C{list(results['runs']).index(variant) % 10}")
     if base_vals:  # the trivial baseline on the same training batches, averaged over the runs
         ax.axhline(sum(base_vals) / len(base_vals), color="0.3", ls="--", lw=1.2,
                    label=fig.get("baseline_label", f"baseline ({base_key})"))
-    ax.set_xlabel("step")
+    if "baseline_value" in fig:  # a fixed reference, e.g. 0 for a skill score (the trivial baseline itself)
+        ax.axhline(float(fig["baseline_value"]), color="0.3", ls="--", lw=1.2, label=fig.get("baseline_label", "baseline"))
+    ax.set_xlabel("training samples seen" if fig.get("x") == "samples" else "step")
     ax.set_ylabel(fig["key"])
     if fig.get("log", True):
         ax.set_yscale("log")
