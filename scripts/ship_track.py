@@ -1,0 +1,46 @@
+"""Ship a converged track model: copy RUN/best into trajmoe/configs/pretrained/NAME with a manifest
+(the training command, data, seed, held-out figures, convergence verdict, CPU-hours) and a check that
+anyone can reproduce in seconds: one held-out episode regenerated with the simulator and the model's
+figures on it (tests/test_pretrained.py reruns it).
+Usage: python scripts/ship_track.py RUN NAME "COMMAND" [DATA_DIR]   (DATA_DIR: the shared cpu data)"""
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from trajmoe.data.specs import GENERATOR_VERSION
+from trajmoe.pretrained import MANIFEST, PRETRAINED, check_pretrained, regenerate_check_episode
+
+run, name, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = Path(sys.argv[4] if len(sys.argv) > 4 else "runs/shared-data/metaworld-cpu")
+best = run / "best"
+cfg = json.loads((best / "config.json").read_text())
+gen = json.loads((data / "id-val" / "generation.json").read_text())
+episode = {k: gen[k] for k in ("name", "camera", "views", "action_free", "variation_seed", "visual_variation",
+                               "image_size", "max_steps", "track")}
+episode.update(tasks=[gen["tasks"][0]], episodes=1)
+metrics_cpu = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"cpu_s"' in x]
+dst = PRETRAINED / name
+dst.mkdir(parents=True, exist_ok=True)
+for f in ("config.json", "model.safetensors"):
+    shutil.copyfile(best / f, dst / f)
+man = {
+    "name": name, "family": "track", "command": command, "seed": cfg["train"]["seed"],
+    "data": {"benchmark": "metaworld-cpu", "generator_version": GENERATOR_VERSION,
+             "train": [Path(d).name for d in cfg["data_dirs"]], "heldout": "id-val"},
+    "heldout": json.loads((best / "eval.json").read_text()),
+    "validation": json.loads((run / "validation.json").read_text()) if (run / "validation.json").is_file() else None,
+    "cpu_hours": round(metrics_cpu[-1]["cpu_s"] / 3600, 3) if metrics_cpu else None,
+    "check": {"episode": episode, "max_samples": 64,
+              "metrics": {k: None for k in ("overall.skill_mse", "overall.skill_ade", "view:agentview.skill_mse",
+                                            "view:agentview.skill_ade", "view:eye_in_hand.skill_mse")}},
+}
+(dst / MANIFEST).write_text(json.dumps(man, indent=1) + "\n")
+with tempfile.TemporaryDirectory() as tmp:
+    regenerate_check_episode(name, Path(tmp) / "check")
+    measured = check_pretrained(name, Path(tmp) / "check")["measured"]
+man["check"]["metrics"] = measured
+(dst / MANIFEST).write_text(json.dumps(man, indent=1) + "\n")
+print(json.dumps({"shipped": str(dst), "check": measured, "cpu_hours": man["cpu_hours"]}))
