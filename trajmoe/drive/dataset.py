@@ -10,6 +10,8 @@ Legend: S scenes, V vocabulary trajectories, M scored metrics (`metrics.TARGET_M
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -105,6 +107,9 @@ def vocab_map_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
 class DriveDataset:
     """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
 
+    `scenes` may be any iterable (a generator loading one scene file at a time): only each scene's
+    `scene_features` are kept, never the scene itself (its rasters are ~4 MB; the features ~40 KB).
+    `from_features` builds the dataset from features made elsewhere.
     vocab (V, 40, 3), optional: also precompute `vocab_map_features` per scene ("vocab_map", (V, 16)),
     for a model with `vocab_map_features` on (it computes them itself when they are absent).
 
@@ -112,12 +117,23 @@ class DriveDataset:
         ValueError: no scenes, or targets for a different number of scenes.
     """
 
-    def __init__(self, scenes: list[dict], targets: np.ndarray | None = None, vocab: np.ndarray | None = None):
-        if not scenes:
+    def __init__(self, scenes: Iterable[dict], targets: np.ndarray | None = None, vocab: np.ndarray | None = None):
+        self._setup([scene_features(s) for s in scenes], targets, vocab)
+
+    @classmethod
+    def from_features(cls, features: list[dict], targets: np.ndarray | None = None,
+                      vocab: np.ndarray | None = None) -> "DriveDataset":
+        """The dataset of `scene_features` dicts (as `__init__`, without the scenes)."""
+        ds = cls.__new__(cls)
+        ds._setup(list(features), targets, vocab)
+        return ds
+
+    def _setup(self, features: list[dict], targets: np.ndarray | None, vocab: np.ndarray | None) -> None:
+        if not features:
             raise ValueError("no scenes to train on")
-        if targets is not None and len(targets) != len(scenes):
-            raise ValueError(f"targets hold {len(targets)} scenes, expected {len(scenes)}")
-        self.features = [scene_features(s) for s in scenes]
+        if targets is not None and len(targets) != len(features):
+            raise ValueError(f"targets hold {len(targets)} scenes, expected {len(features)}")
+        self.features = features
         if vocab is not None:  # the model's `vocab_map_features`, once per scene (they never change)
             v = torch.as_tensor(np.asarray(vocab, np.float32))
             for i in range(0, len(self.features), 16):
@@ -126,7 +142,7 @@ class DriveDataset:
                 for feat, fm in zip(chunk, f):
                     feat["vocab_map"] = fm
         self.targets = targets
-        self.domains = np.array([s["domain"] for s in scenes])
+        self.domains = np.array([int(f["domain"]) for f in features])
 
     def __len__(self) -> int:
         return len(self.features)
