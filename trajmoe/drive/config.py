@@ -72,6 +72,9 @@ class DriveModelConfig:
     # centreline point and to the route polyline): our addition, not in the TrajMoE / GTRS papers,
     # whose queries see the map only through attention (see trajmoe.drive.model.vocab_map_features).
     vocab_map_features: bool = False
+    # Each vocabulary query also sees the agents at its own 8 poses (gap to the nearest agent extrapolated
+    # at constant velocity): our addition (trajmoe.drive.dataset.vocab_agent_features).
+    vocab_agent_features: bool = False
     selection: SelectionWeights = field(default_factory=SelectionWeights)
 
     def __post_init__(self):
