@@ -1,9 +1,12 @@
-"""Vocabulary queries that see the map at their own poses (`model.vocab_map_features`)."""
+"""Vocabulary queries that see the map (`model.vocab_map_features`) and the agents (`model.vocab_agent_features`)
+at their own poses."""
 
 import numpy as np
 import torch
 
-from trajmoe.drive.dataset import LANE_FEATS, ROUTE_POINTS, collate, vocab_map_features
+from trajmoe.drive.dataset import (AGENT_FEATS, LANE_FEATS, ROUTE_POINTS, collate, vocab_agent_features,
+                                   vocab_map_features)
+from trajmoe.drive.scenes import MAX_AGENTS
 from trajmoe.drive.scenes import LANE_CHUNK, MAX_LANES
 
 
@@ -39,16 +42,33 @@ def test_dataset_precomputes_what_the_model_computes():
     from trajmoe.drive.scenes import SceneGenConfig, simulate_episode
 
     scenes = simulate_episode("roundabout", 2, SceneGenConfig(episode_steps=66, stride=1))[:2]
-    cfg = dataclasses.replace(PRESETS["tiny-moe"].model, vocab_size=8, vocab_map_features=True)
+    cfg = dataclasses.replace(PRESETS["tiny-moe"].model, vocab_size=8, vocab_map_features=True, vocab_agent_features=True)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     vocab = np.cumsum(rng.normal(0.5, 0.2, (8, 40, 3)), 1).astype(np.float32)
     model = DrivePlanner(cfg, vocab).eval()
     ds = DriveDataset(scenes, None, vocab)
     with_cache = collate([ds.get(i, rng) for i in range(len(ds))])
-    without = {k: v for k, v in with_cache.items() if k != "vocab_map"}
-    assert with_cache["vocab_map"].shape == (2, 8, 16)
+    without = {k: v for k, v in with_cache.items() if k not in ("vocab_map", "vocab_agents")}
+    assert with_cache["vocab_map"].shape == (2, 8, 16) and with_cache["vocab_agents"].shape == (2, 8, 8)
     a, b = model.predict(with_cache), model.predict(without)
     assert torch.allclose(a["probs"], b["probs"], atol=1e-6)
     # the map input matters: the features differ between the two real scenes' poses
     assert not torch.allclose(with_cache["vocab_map"][0], with_cache["vocab_map"][1])
+
+
+def test_agent_gaps_against_hand_values():
+    """An agent 20 m ahead driving at 5 m/s, a 10 m/s plan straight ahead: the gap closes from
+    25 + 2.5 - 5 - 2.5 (half length) at 0.5 s to 0 (clipped) when the plan reaches it; a masked agent on
+    the path is ignored."""
+    t = np.arange(1, 41) * 0.1
+    plan = torch.as_tensor(np.stack([10 * t, np.zeros(40), np.zeros(40)], -1)[None], dtype=torch.float32)
+    agents = np.zeros((1, MAX_AGENTS, AGENT_FEATS), np.float32)
+    agents[0, 0, [0, 2, 4, 6]] = [20 / 50, 1.0, 5 / 20, 5 / 5]  # x 20 m, heading 0, vx 5 m/s, length 5 m
+    agents[0, 1, [0, 6]] = [10 / 50, 1.0]  # static, right on the plan: masked
+    mask = torch.tensor([[True, False] + [False] * (MAX_AGENTS - 2)])
+    f = vocab_agent_features(plan, {"agents": torch.as_tensor(agents), "agents_mask": mask})
+    assert f.shape == (1, 1, 8)
+    tk = np.arange(1, 9) * 0.5
+    gap = np.abs(20 + 5 * tk - 10 * tk) - 2.5
+    assert torch.allclose(f[0, 0], torch.as_tensor(np.clip(gap / 4, 0, 3), dtype=torch.float32), atol=1e-5)

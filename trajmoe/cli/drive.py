@@ -71,6 +71,9 @@ def _register_train(groups) -> None:
     p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
     p.add_argument("--config", default=None, help="YAML with sections model/data/train")
     p.add_argument("--out", required=True)
+    p.add_argument("--val", default=None, metavar="DIR",
+                   help="held-out scenes: open-loop EPDMS every train.eval_every steps (default: 10 evaluations), "
+                        "best weights in RUN/best, RUN/validation.json (data.val_scenes=N: N of them)")
     _run_folder_options(p, "e.g. --set steps=50 model.moe.top_k=1")
     p.set_defaults(func=run_train, resumable=True)
 
@@ -162,7 +165,8 @@ def run_train(args) -> Result | int:
 
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
-    cfg = resolve_config(args.preset, args.config, parse_overrides(args.set))
+    sets = [*args.set, f"data.val_dir={Path(args.val).resolve()}"] if args.val else args.set  # the real folder (resume checks)
+    cfg = resolve_config(args.preset, args.config, parse_overrides(sets))
     res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change,
                 overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}

@@ -72,6 +72,9 @@ class DriveModelConfig:
     # centreline point and to the route polyline): our addition, not in the TrajMoE / GTRS papers,
     # whose queries see the map only through attention (see trajmoe.drive.model.vocab_map_features).
     vocab_map_features: bool = False
+    # Each vocabulary query also sees the agents at its own 8 poses (gap to the nearest agent extrapolated
+    # at constant velocity): our addition (trajmoe.drive.dataset.vocab_agent_features).
+    vocab_agent_features: bool = False
     selection: SelectionWeights = field(default_factory=SelectionWeights)
 
     def __post_init__(self):
@@ -98,8 +101,17 @@ class DriveDataConfig:
     vocab_seed: int = 0  # k-means seed (not the training seed: ensemble members share the vocabulary)
     max_scenes: int = 0  # 0 = every scene in the manifest
     workers: int = 2  # processes for precomputing the vocabulary scores
+    # Held-out scene folder evaluated every train.eval_every steps (open-loop EPDMS of the planner, overall
+    # and per scenario: the learning curve, RUN/best, RUN/validation.json); "" = no validation.
+    # val_scenes: that many fixed scenes, round-robin over the scenarios (0 = all).
+    val_dir: str = ""
+    val_scenes: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.val_dir, str):
+            raise ValueError(f"data.val_dir must be a folder path (a string), got {self.val_dir!r}")
+        if not isinstance(self.val_scenes, int) or isinstance(self.val_scenes, bool) or self.val_scenes < 0:
+            raise ValueError(f"data.val_scenes must be an integer >= 0 (0 = all), got {self.val_scenes!r}")
         if self.max_scenes < 0:
             raise ValueError(f"data.max_scenes must be >= 0, got {self.max_scenes}")
         if self.workers < 1:

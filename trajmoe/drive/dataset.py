@@ -10,6 +10,8 @@ Legend: S scenes, V vocabulary trajectories, M scored metrics (`metrics.TARGET_M
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -102,31 +104,74 @@ def vocab_map_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
     return (f / MAP_DIST_SCALE).clamp(max=3.0)
 
 
+AGENT_DIST_SCALE = 4.0  # m: gaps / 4, clipped at 3 (12 m)
+
+
+def vocab_agent_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Agents seen at each vocabulary trajectory's 8 poses (0.5 s apart) -> (B, V, 8) features.
+
+    Per pose at time t_k = 0.5 k s: the smallest gap (m) between the ego centre there and any agent
+    extrapolated at constant velocity to t_k (x + vx t, y + vy t, from the `agents` feature: ego frame
+    at t0; static objects stay), minus half the agent's length, / 4 m, clipped to [0, 3]; masked
+    agents ignored (3 when the scene has none). Built from the model inputs alone, like
+    `vocab_map_features`. Our addition to the GTRS / TrajMoE query (queries see agents only through
+    attention there): the planner's NC / TTC heads ranked the vocabulary poorly where traffic crosses
+    the ego's path (within-scene AUC ~0.72 in intersections, scripts/planner_diagnosis.py).
+    """
+    B = batch["agents"].shape[0]
+    V = vocab_V403.shape[0]
+    poses = vocab_V403[:, PLAN_STRIDE - 1 :: PLAN_STRIDE, :2]  # (V, 8, 2) m
+    a = batch["agents"]
+    t = torch.arange(1, PLAN_STEPS + 1, dtype=a.dtype, device=a.device) * (PLAN_STRIDE * 0.1)  # (8,) s
+    pos = a[..., None, 0:2] * 50.0 + a[..., None, 4:6] * 20.0 * t[:, None]  # (B, A, 8, 2) m
+    d = (poses[None, :, None] - pos[:, None]).norm(dim=-1) - (a[..., 6] * 2.5)[:, None, :, None]  # (B, V, A, 8)
+    d = torch.where(batch["agents_mask"].bool()[:, None, :, None], d, torch.full_like(d, 1e4))
+    if d.shape[2] == 0:
+        return torch.full((B, V, PLAN_STEPS), 3.0, dtype=a.dtype, device=a.device)
+    return (d.min(2).values / AGENT_DIST_SCALE).clamp(0.0, 3.0)
+
+
 class DriveDataset:
     """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
 
-    vocab (V, 40, 3), optional: also precompute `vocab_map_features` per scene ("vocab_map", (V, 16)),
-    for a model with `vocab_map_features` on (it computes them itself when they are absent).
+    `scenes` may be any iterable (a generator loading one scene file at a time): only each scene's
+    `scene_features` are kept, never the scene itself (its rasters are ~4 MB; the features ~40 KB).
+    `from_features` builds the dataset from features made elsewhere.
+    vocab (V, 40, 3), optional: also precompute `vocab_map_features` ("vocab_map", (V, 16)) and
+    `vocab_agent_features` ("vocab_agents", (V, 8)) per scene, for a model with `vocab_map_features` /
+    `vocab_agent_features` on (it computes them itself when they are absent).
 
     Raises:
         ValueError: no scenes, or targets for a different number of scenes.
     """
 
-    def __init__(self, scenes: list[dict], targets: np.ndarray | None = None, vocab: np.ndarray | None = None):
-        if not scenes:
+    def __init__(self, scenes: Iterable[dict], targets: np.ndarray | None = None, vocab: np.ndarray | None = None):
+        self._setup([scene_features(s) for s in scenes], targets, vocab)
+
+    @classmethod
+    def from_features(cls, features: list[dict], targets: np.ndarray | None = None,
+                      vocab: np.ndarray | None = None) -> "DriveDataset":
+        """The dataset of `scene_features` dicts (as `__init__`, without the scenes)."""
+        ds = cls.__new__(cls)
+        ds._setup(list(features), targets, vocab)
+        return ds
+
+    def _setup(self, features: list[dict], targets: np.ndarray | None, vocab: np.ndarray | None) -> None:
+        if not features:
             raise ValueError("no scenes to train on")
-        if targets is not None and len(targets) != len(scenes):
-            raise ValueError(f"targets hold {len(targets)} scenes, expected {len(scenes)}")
-        self.features = [scene_features(s) for s in scenes]
-        if vocab is not None:  # the model's `vocab_map_features`, once per scene (they never change)
+        if targets is not None and len(targets) != len(features):
+            raise ValueError(f"targets hold {len(targets)} scenes, expected {len(features)}")
+        self.features = features
+        if vocab is not None:  # the model's per-query map / agent features, once per scene (they never change)
             v = torch.as_tensor(np.asarray(vocab, np.float32))
             for i in range(0, len(self.features), 16):
                 chunk = self.features[i : i + 16]
-                f = vocab_map_features(v, collate(chunk)).numpy()
-                for feat, fm in zip(chunk, f):
-                    feat["vocab_map"] = fm
+                b = collate(chunk)
+                f, g = vocab_map_features(v, b).numpy(), vocab_agent_features(v, b).numpy()
+                for feat, fm, fa in zip(chunk, f, g):
+                    feat["vocab_map"], feat["vocab_agents"] = fm, fa
         self.targets = targets
-        self.domains = np.array([s["domain"] for s in scenes])
+        self.domains = np.array([int(f["domain"]) for f in features])
 
     def __len__(self) -> int:
         return len(self.features)

@@ -79,18 +79,10 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
         expert_rows.append({"scenario": sc["scenario"], **{m: float(ex[m][0]) for m in METRICS}})
     for i in range(0, len(scenes) if planner is not None else 0, batch_size):
         chunk = scenes[i : i + batch_size]
-        prevs = [prev_scene(s) for s in chunk]
-        batch = collate([scene_features(s) for s in chunk])
-        out = planner.plan(batch)
+        chunk_rows, out = planner_rows(planner, chunk)
+        rows.extend(chunk_rows)
         plan8 = out["plan8"].numpy().astype(np.float64)
-        have = [j for j, p in enumerate(prevs) if p is not None]
-        prev8 = {}
-        if have:
-            pout = planner.plan(collate([scene_features(prevs[j]) for j in have]))
-            prev8 = dict(zip(have, pout["plan8"].numpy().astype(np.float64)))
         for j, sc in enumerate(chunk):
-            prev_plan = interpolate_plan(prev8[j][None])[0] if j in prev8 else None
-            rows.append(_row(sc, interpolate_plan(plan8[j : j + 1])[0], prevs[j], prev_plan))
             ex = score_trajectories(sc, sc["expert"][None].astype(np.float64))
             expert_rows.append({"scenario": sc["scenario"], **{m: float(ex[m][0]) for m in METRICS}})
             if keep_plans:
@@ -112,6 +104,41 @@ def evaluate_open_loop(planner, scenes: list[dict], batch_size: int = 16, keep_p
     if keep_plans:
         result["_plans"] = plans
     return result
+
+
+@torch.no_grad()
+def planner_rows(planner, scenes: list[dict]) -> tuple[list[dict], dict]:
+    """Score the planner's plans in a batch of scenes: one row {"scenario", EPDMS and every sub-score}
+    per scene (the 8 output poses interpolated to 40, tracked and scored; EC against the same
+    planner's plan in the scene's previous frame), and the planner's `plan` output for the batch."""
+    prevs = [prev_scene(s) for s in scenes]
+    out = planner.plan(collate([scene_features(s) for s in scenes]))
+    plan8 = out["plan8"].numpy().astype(np.float64)
+    have = [j for j, p in enumerate(prevs) if p is not None]
+    prev8 = {}
+    if have:
+        pout = planner.plan(collate([scene_features(prevs[j]) for j in have]))
+        prev8 = dict(zip(have, pout["plan8"].numpy().astype(np.float64)))
+    rows = []
+    for j, sc in enumerate(scenes):
+        prev_plan = interpolate_plan(prev8[j][None])[0] if j in prev8 else None
+        rows.append(_row(sc, interpolate_plan(plan8[j : j + 1])[0], prevs[j], prev_plan))
+    return rows, out
+
+
+def evaluate_planner_files(planner, paths: list, batch_size: int = 16) -> dict:
+    """The planner's entry of `evaluate_open_loop` ({"n", EPDMS, sub-scores, "EPDMS_ci95",
+    "per_scenario"}) on scene files loaded `batch_size` at a time and dropped after scoring, so memory
+    does not grow with the number of scenes (held-out validation during training). No expert,
+    baselines or routing statistics. ValueError: no paths (and `load_scene`'s errors naming a file)."""
+    from trajmoe.drive.scenes import load_scene
+
+    if not paths:
+        raise ValueError("no held-out scene files to evaluate")
+    rows = []
+    for i in range(0, len(paths), batch_size):
+        rows.extend(planner_rows(planner, [load_scene(p) for p in paths[i : i + batch_size]])[0])
+    return _aggregate(rows, [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)])
 
 
 def _vocab_plans(vocab_V403: np.ndarray, stride: int = 5) -> np.ndarray:

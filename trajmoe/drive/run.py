@@ -3,6 +3,9 @@
 Run directory (on top of the Trainer's config.json / model.safetensors / metrics.jsonl / tb/):
   vocab.safetensors   the k-means vocabulary (V, 40, 3) (also a buffer inside model.safetensors)
   targets.npz         (S, V, M) vocabulary sub-scores of the training scenes (cache; reused by finetune)
+  best/, validation.json   with data.val_dir (`--val`): the weights of the best held-out EPDMS (a
+                      loadable run: `load_planner` reads the vocabulary from its model.safetensors) and
+                      the convergence verdict (trajmoe.train.validation)
 """
 
 from __future__ import annotations
@@ -74,50 +77,110 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
 
     from trajmoe.drive.dataset import DriveDataset, collate
     from trajmoe.drive.model import DrivePlanner
-    from trajmoe.drive.scenes import load_scene
-    from trajmoe.drive.vocab import kmeans_vocab, trajectory_samples
+    from trajmoe.drive.vocab import kmeans_vocab
     from trajmoe.io import DirLock
     from trajmoe.train import Trainer
     from trajmoe.train.rundir import check_run_dir
+    from trajmoe.train.validation import Selection
 
     out_p = Path(out)
     mcfg: DriveModelConfig = cfg["model"]
     dcfg: DriveDataConfig = cfg["data"]
     paths, manifest = _scene_paths(data_dir, dcfg.max_scenes)
+    if not paths:
+        raise ValueError(f"{Path(data_dir) / 'manifest.json'}: no scenes to train on")
     domains = 1 + max((int(it["domain"]) for it in manifest["scenes"][: dcfg.max_scenes or None]), default=-1)
     if mcfg.moe.layers and domains > mcfg.moe.num_domains:  # routing statistics: one row per domain id of the data
         mcfg = replace(mcfg, {"moe.num_domains": domains}, "model")
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
+    if dcfg.val_dir and not tcfg.eval_every:  # default: 10 evaluations (at every checkpoint when they are on)
+        tcfg = replace(tcfg, {"eval_every": tcfg.ckpt_every or max(1, tcfg.steps // 10)}, "train")
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
                   "data_dir": str(Path(data_dir).resolve()), "n_scenes": len(paths)}  # the real folder: see check_run_dir
     lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
     try:
         latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
-        scenes = [load_scene(p) for p in paths]
+        eval_fn = select = None
+        if dcfg.val_dir:  # held-out curve, best checkpoint and convergence verdict (trajmoe.train.validation)
+            eval_fn, select = validation_fn(dcfg.val_dir, dcfg.val_scenes), Selection("EPDMS", "max")
+        vpath = out_p / "vocab.safetensors"
+        resuming_vocab = latest is not None and vpath.is_file()  # resuming: the run's own vocabulary
         timings = {}
         t = time.perf_counter()
-        vpath = out_p / "vocab.safetensors"
-        if latest is not None and vpath.is_file():  # resuming: the run's own vocabulary
+        features, samples = stream_features(paths, dcfg.vocab_use_agents, with_samples=not resuming_vocab)
+        timings["scenes_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if resuming_vocab:
             vocab = load_vocab(vpath)
         else:  # a new run never reuses a vocabulary a failed run left behind
-            vocab = kmeans_vocab(trajectory_samples(scenes, dcfg.vocab_use_agents), mcfg.vocab_size, dcfg.vocab_iters,
-                                 dcfg.vocab_seed)
+            vocab = kmeans_vocab(samples, mcfg.vocab_size, dcfg.vocab_iters, dcfg.vocab_seed)
             save_vocab(vpath, vocab)
+        del samples
         timings["vocab_s"] = time.perf_counter() - t
         t = time.perf_counter()
         targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         timings["targets_s"] = time.perf_counter() - t
-        ds = DriveDataset(scenes, targets, vocab if mcfg.vocab_map_features else None)
+        query_feats = mcfg.vocab_map_features or mcfg.vocab_agent_features  # precomputed per scene
+        ds = DriveDataset.from_features(features, targets, vocab if query_feats else None)
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
-        trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate, resume=resume,
-                          allow_change=allow_change, overwrite=overwrite)
+        trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate,
+                          eval_fn=eval_fn, select=select, resume=resume, allow_change=allow_change, overwrite=overwrite)
     except BaseException:
         lock.release()
         raise
     t = time.perf_counter()
     metrics = trainer.fit()
     return {**metrics, **timings, "train_s": time.perf_counter() - t}
+
+
+def validation_fn(val_dir: str | Path, max_scenes: int = 0, batch_size: int = 16):
+    """eval_fn(planner, step) for the Trainer: open-loop EPDMS and every sub-score of the planner on the
+    fixed held-out scenes of `val_dir` (all, or `max_scenes` round-robin over the scenarios), as
+    `trajmoe eval planner --no-baselines` scores them (`evaluate_planner_files`: plans tracked and
+    scored, EC against the plan of the previous frame), plus `<scenario>/EPDMS` per scenario.
+    The scenes are read from disk a batch at a time at every evaluation, never kept (~4 MB each).
+    Errors: the folder's manifest is checked now (FileNotFoundError / ValueError naming it)."""
+    from trajmoe.drive.evaluate import evaluate_planner_files
+    from trajmoe.drive.metrics import METRICS
+    from trajmoe.drive.scenes import select_scene_paths
+
+    paths = select_scene_paths(val_dir, max_scenes or None)
+    if not paths:
+        raise ValueError(f"{Path(val_dir) / 'manifest.json'}: no held-out scenes")
+
+    def eval_fn(planner, step: int) -> dict:
+        agg = evaluate_planner_files(planner, paths, batch_size)
+        out = {m: agg[m] for m in METRICS}
+        out.update({f"{s}/EPDMS": r["EPDMS"] for s, r in agg["per_scenario"].items()})
+        return out
+
+    return eval_fn
+
+
+def stream_features(paths: list[Path], use_agents: bool = True,
+                    with_samples: bool = True) -> tuple[list[dict], np.ndarray | None]:
+    """Load the scene files one at a time and keep only what training reads.
+
+    Returns the `scene_features` dict of every scene (about 40 KB each, against ~4 MB for a loaded
+    scene with its rasters) and, when `with_samples`, the (N, 40, 3) k-means samples
+    (`trajectory_samples` order: experts, then agent futures), else None. Peak memory is the
+    features plus one scene. Errors: `load_scene`'s one-line errors naming the file.
+    """
+    from trajmoe.drive.dataset import scene_features
+    from trajmoe.drive.scenes import load_scene
+    from trajmoe.drive.vocab import join_samples, scene_trajectory_samples
+
+    features, experts, agents = [], [], []
+    for p in paths:
+        scene = load_scene(p)
+        features.append(scene_features(scene))
+        if with_samples:
+            e, a = scene_trajectory_samples(scene, use_agents)
+            experts.append(e)
+            agents.append(a)
+        del scene
+    return features, (join_samples(experts, agents) if with_samples and experts else None)
 
 
 def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: int, progress: bool) -> np.ndarray:
@@ -222,7 +285,8 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
         if targets is None:
             targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
-        ds = DriveDataset([load_scene(p) for p in paths], targets, vocab if mcfg.vocab_map_features else None)
+        query_feats = mcfg.vocab_map_features or mcfg.vocab_agent_features  # precomputed per scene
+        ds = DriveDataset((load_scene(p) for p in paths), targets, vocab if query_feats else None)
         trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change,
                           overwrite=overwrite)
     except BaseException:

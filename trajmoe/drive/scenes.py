@@ -455,9 +455,14 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[dict]:
-    """The folder's scenes, loaded (`load_scene`): all when `limit` is None or 0, else `limit` of them
-    taken round-robin over the scenarios (the manifest lists scenarios in blocks, so a plain prefix
-    would hold one scenario only), each scenario's in manifest order. ValueError on a negative limit."""
+    """The folder's scenes, loaded (`load_scene`): the files of `select_scene_paths(data_dir, limit)`."""
+    return [load_scene(p) for p in select_scene_paths(data_dir, limit)]
+
+
+def select_scene_paths(data_dir: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """The folder's scene files: all when `limit` is None or 0, else `limit` of them taken round-robin
+    over the scenarios (the manifest lists scenarios in blocks, so a plain prefix would hold one
+    scenario only), each scenario's in manifest order. ValueError on a negative limit."""
     if limit is not None and limit < 0:
         raise ValueError(f"scene limit must be >= 0 (0 = all), got {limit}")
     m = read_manifest(data_dir)
@@ -470,4 +475,4 @@ def load_scenes(data_dir: str | os.PathLike, limit: int | None = None) -> list[d
             rank.append((seen.get(sc, 0), i))
             seen[sc] = seen.get(sc, 0) + 1
         items = [items[i] for _, i in sorted(sorted(rank)[:limit], key=lambda r: r[1])]
-    return [load_scene(scene_path(data_dir, it)) for it in items]
+    return [scene_path(data_dir, it) for it in items]

@@ -23,17 +23,31 @@ from trajmoe.parallel import worker_pool
 HEADING_SCALE = 5.0  # m per rad in the clustering features
 
 
-def trajectory_samples(scenes: list[dict], use_agents: bool = True) -> np.ndarray:
-    """(N, 40, 3) futures in their own start frame: experts (+ agents)."""
-    out = [s["expert"].astype(np.float64) for s in scenes]
+def scene_trajectory_samples(scene: dict, use_agents: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One scene's k-means samples: its expert future (40, 3) and (A, 40, 3) agent futures (A >= 0;
+    fully observed, moving, non-static agents, each in its own frame at t0); x, y in m, heading in rad."""
+    agents = []
     if use_agents:
-        for s in scenes:
-            for a, fut, ok, static in zip(s["agents"], s["agents_future"], s["agents_future_valid"], s["agents_static"]):
-                if static or not ok.all() or np.hypot(a[3], a[4]) < 0.5:
-                    continue
-                xy, h = geo.to_frame(fut[:, :2], fut[:, 2], np.array([a[0], a[1], a[2]], np.float64))
-                out.append(np.concatenate([xy, h[:, None]], -1))
-    return np.stack(out)
+        for a, fut, ok, static in zip(scene["agents"], scene["agents_future"], scene["agents_future_valid"],
+                                      scene["agents_static"]):
+            if static or not ok.all() or np.hypot(a[3], a[4]) < 0.5:
+                continue
+            xy, h = geo.to_frame(fut[:, :2], fut[:, 2], np.array([a[0], a[1], a[2]], np.float64))
+            agents.append(np.concatenate([xy, h[:, None]], -1))
+    agents_A403 = np.stack(agents) if agents else np.zeros((0, 40, 3))
+    return scene["expert"].astype(np.float64), agents_A403
+
+
+def join_samples(experts: list[np.ndarray], agents: list[np.ndarray]) -> np.ndarray:
+    """Per-scene `scene_trajectory_samples` -> (N, 40, 3): every expert first, then every agent future,
+    in scene order (the order k-means sees, so streaming and in-memory runs build the same vocabulary)."""
+    return np.concatenate([np.stack(experts), *[a for a in agents if len(a)]], 0)
+
+
+def trajectory_samples(scenes: list[dict], use_agents: bool = True) -> np.ndarray:
+    """(N, 40, 3) futures in their own start frame: experts (+ agents); see `join_samples` for the order."""
+    parts = [scene_trajectory_samples(s, use_agents) for s in scenes]
+    return join_samples([e for e, _ in parts], [a for _, a in parts])
 
 
 def _features(traj_N403: np.ndarray) -> np.ndarray:
