@@ -78,7 +78,8 @@ def run_train(args) -> Result | int:
 
 
 def run_eval(args) -> Result | int:
-    """`trajmoe eval policy`: closed-loop MetaWorld success with Wilson intervals (table or --json); exit code 0."""
+    """`trajmoe eval policy`: closed-loop MetaWorld (or LIBERO, --suite) success with Wilson intervals (table or
+    --json); exit code 0."""
     from ..policy.rollout import evaluate_libero, evaluate_policy  # lazy: only this verb needs it
 
     if args.suite:

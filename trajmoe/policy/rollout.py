@@ -11,6 +11,11 @@ episodes (`baseline`: the arm holds still, action 0, until the limit); `oracle` 
 tracks of a scripted-expert lookahead at every step (trajmoe.envs.oracle; its median cost per step
 is reported as `oracle_ms`, apart from the policy's `latency_ms`).
 
+LIBERO (`evaluate_libero`, `trajmoe eval policy --suite`, the optional `libero` extra): the same
+workers, intervals, baseline and videos on a LIBERO suite under ATM's protocol (trajmoe.envs.libero:
+the benchmark's init states, horizon 600, success latched), the task embedding the policy was trained
+with (refused when the run has none), ATM's per-suite CSV; videos `<suite>_<task>_init<k>.mp4`.
+
 Videos: `video_dir/<task>_v<variation>.mp4` (or `.gif` with video_format="gif", for a markdown
 report), every view side by side, upscaled 2x, with the tracks the frozen track model predicted at
 that step drawn on the frame by `trajmoe.viz.tracks.draw_tracks_on_frame` (a polyline per point,
