@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-libero demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ install: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+
+# LIBERO (optional extra, ~1.6 GB installed: not part of `make test`); see docs/libero.md
+LIBERO_STAMP := $(VENV)/.trajmoe-libero-installed
+$(LIBERO_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e '.[sim,libero,dev]'
+	touch $(LIBERO_STAMP)
+
+test-libero: $(LIBERO_STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_libero.py -rs --durations=5
 
 demo: $(STAMP)
 	$(VENV)/bin/trajmoe demo --out runs/demo

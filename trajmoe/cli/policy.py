@@ -27,17 +27,24 @@ def register(groups) -> None:
                    help="discard the run (checkpoints, trained weights) already in --out and start over")
     p.set_defaults(func=run_train, resumable=True)
 
-    p = groups["eval"].add_parser("policy", help="closed-loop MetaWorld success on held-out variations")
+    p = groups["eval"].add_parser("policy", help="closed-loop success: MetaWorld held-out variations, or a LIBERO suite (--suite)")
     p.add_argument("--run", required=True, help="policy run directory")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the tasks it was trained on)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    p.add_argument("--suite", default=None, metavar="SUITE",
+                   help="evaluate on LIBERO (extra `trajmoe[libero]`): libero_spatial | libero_object | libero_goal | "
+                        "libero_10 | libero_90, ATM's protocol (horizon 600, the benchmark's init states)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the tasks it was trained on; "
+                                                  "LIBERO: names or indices in the suite, default the whole suite)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default 10; LIBERO 20, ATM's trials)")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="LIBERO: where summary_<suite>.csv (ATM's format) and tasks_<suite>.csv go (default RUN/eval_results)")
+    p.add_argument("--no-baseline", action="store_true", help="LIBERO: skip the zero-action baseline episodes")
     p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--video", default=None, metavar="DIR", help="write rollout videos with predicted tracks drawn")
     p.add_argument("--video-format", default="mp4", choices=["mp4", "gif"],
                    help="mp4 (default) or gif (embeddable in a markdown report)")
     p.add_argument("--video-per-task", type=int, default=1, help="episodes per task written to --video")
     p.add_argument("--max-steps", type=int, default=None, help="cap below the task's episode limit")
-    p.add_argument("--first-variation", type=int, default=0, help="offset into the held-out variations")
+    p.add_argument("--first-variation", type=int, default=0, help="offset into the held-out variations (LIBERO: the first trial)")
     p.add_argument("--track-run", default=None, help="override the track run recorded in the policy run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -74,25 +81,44 @@ def run_train(args) -> Result | int:
 
 
 def run_eval(args) -> Result | int:
-    """`trajmoe eval policy`: closed-loop MetaWorld success with Wilson intervals (table or --json); exit code 0."""
-    from ..policy.rollout import evaluate_policy  # lazy: only this verb needs it
+    """`trajmoe eval policy`: closed-loop MetaWorld (or LIBERO, --suite) success with Wilson intervals (table or
+    --json); exit code 0."""
+    from ..policy.rollout import evaluate_libero, evaluate_policy  # lazy: only this verb needs it
 
-    res = evaluate_policy(args.run, _split(args.tasks), args.episodes, args.workers, args.video, args.video_per_task,
-                          args.max_steps, args.device, args.track_run, args.first_variation, progress=not args.json,
-                          video_format=args.video_format)
+    if args.suite:
+        res = evaluate_libero(args.run, args.suite, _split(args.tasks), args.episodes or 20, args.workers, args.video,
+                              args.video_per_task, args.max_steps, args.device, args.track_run, args.first_variation,
+                              progress=not args.json, video_format=args.video_format, results_dir=args.results,
+                              baseline=not args.no_baseline)
+    else:
+        if args.results or args.no_baseline:
+            raise ValueError("--results and --no-baseline apply to LIBERO evaluation (--suite)")
+        res = evaluate_policy(args.run, _split(args.tasks), args.episodes or 10, args.workers, args.video,
+                              args.video_per_task, args.max_steps, args.device, args.track_run, args.first_variation,
+                              progress=not args.json, video_format=args.video_format)
     if args.json:
         return Result(res)
-    print(f"{res['run']} ({res['conditioning']}), held-out variations {res['variations'][0]}..{res['variations'][1]}")
-    print(f"{'task':28s} {'success':>8s} {'Wilson 95% CI':>14s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
+    if args.suite:
+        print(f"{res['run']} ({res['conditioning']}), {res['suite']} trials {res['trials'][0]}..{res['trials'][1]} "
+              f"(the benchmark's init states)")
+    else:
+        print(f"{res['run']} ({res['conditioning']}), held-out variations {res['variations'][0]}..{res['variations'][1]}")
+    w = max(28, *(len(t) for t in res["tasks"]))
+    print(f"{'task':{w}s} {'success':>8s} {'Wilson 95% CI':>14s} {'episodes':>9s} {'mean len':>9s} {'limit':>6s}")
     for task, r in res["tasks"].items():
         ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
-        print(f"{task:28s} {r['success_rate']:8.2f} {ci:>14s} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
+        print(f"{task:{w}s} {r['success_rate']:8.2f} {ci:>14s} {r['episodes']:9d} {r['mean_length']:9.1f} {r['limit']:6d}")
     ci = f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]"
-    print(f"{'overall':28s} {res['success_rate']:8.2f} {ci:>14s} {res['episodes']:9d} {res['mean_length']:9.1f}")
-    b = res["baseline"]
-    per = ", ".join(f"{t} {r['successes']}/{r['episodes']}" for t, r in b["tasks"].items())
-    bci = f"[{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]"
-    print(f"{'baseline (zero action)':28s} {b['success_rate']:8.2f} {bci:>14s} {b['episodes']:9d}  ({per})")
+    print(f"{'overall':{w}s} {res['success_rate']:8.2f} {ci:>14s} {res['episodes']:9d} {res['mean_length']:9.1f}")
+    b = res.get("baseline")
+    if b:
+        per = ", ".join(f"{t} {r['successes']}/{r['episodes']}" for t, r in b["tasks"].items())
+        bci = f"[{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]"
+        print(f"{'baseline (zero action)':{w}s} {b['success_rate']:8.2f} {bci:>14s} {b['episodes']:9d}  ({per})")
+    if "timing" in res:
+        tm = res["timing"]
+        print(f"simulator: {tm['steps_per_s']:.1f} steps/s with rendering, reset {tm['reset_s']:.1f} s, "
+              f"episode {tm['episode_s']:.0f} s (medians); csv: {res['csv']['summary']}, {res['csv']['tasks']}")
     oracle = f", oracle lookahead {res['oracle_ms']:.1f} ms/step" if res["oracle_ms"] else ""
     print(f"policy latency {res['latency_ms']:.1f} ms/step (median){oracle}, {res['workers']} workers, {res['wall_s']:.0f} s")
     for v in res["videos"]:

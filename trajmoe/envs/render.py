@@ -36,9 +36,16 @@ _ATEXIT_REGISTERED = False
 
 def _close_renderers() -> None:
     """Free GL contexts at exit. Registered after the first context exists, so it runs before
-    mujoco.egl's own exit hook terminates the EGL display (atexit runs hooks last-in first-out)."""
+    mujoco.egl's own exit hook terminates the EGL display (atexit runs hooks last-in first-out).
+    Another library's exit hook may terminate the display first (robosuite's EGL context, when a
+    LIBERO scene ran in the same process): the process is ending, so a failing free is ignored."""
     for r in list(_LIVE_RENDERERS):
-        r.close()
+        try:
+            r.close()
+        except Exception:  # noqa: BLE001 - EGL display already terminated at exit
+            gl, r._ctx, r._gl = getattr(r, "_gl", None), None, None
+            if gl is not None and hasattr(gl, "_context"):
+                gl._context = None  # or its __del__ tries again and prints the same error
 
 
 class FastRenderer:
