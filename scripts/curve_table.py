@@ -12,6 +12,8 @@ COLS = [("skill_mse", "skill MSE"), ("skill_ade", "skill ADE"), ("agentview/skil
 
 
 def row(run: Path) -> str:
+    if not (run / "metrics.jsonl").is_file():
+        return f"| {run.name} | (not started) |"
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     batch = json.loads((run / "config.json").read_text())["train"]["batch_size"]
     train = [r for r in recs if "samples_per_s" in r]
