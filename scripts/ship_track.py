@@ -21,7 +21,11 @@ gen = json.loads((data / "id-val" / "generation.json").read_text())
 episode = {k: gen[k] for k in ("name", "camera", "views", "action_free", "variation_seed", "visual_variation",
                                "image_size", "max_steps", "track")}
 episode.update(tasks=[gen["tasks"][0]], episodes=1)
-metrics_cpu = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"cpu_s"' in x]
+train_recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"samples_per_s"' in x]
+cpu_s = train_recs[-1].get("cpu_s") if train_recs else None
+if cpu_s is None and train_recs:  # runs from before `cpu_s` was logged: training time from the throughput (1 thread)
+    cpu_s = sum((b["step"] - a["step"]) * cfg["train"]["batch_size"] / b["samples_per_s"]
+                for a, b in zip([{"step": 0}] + train_recs[:-1], train_recs))
 dst = PRETRAINED / name
 dst.mkdir(parents=True, exist_ok=True)
 for f in ("config.json", "model.safetensors"):
@@ -32,7 +36,7 @@ man = {
              "train": [Path(d).name for d in cfg["data_dirs"]], "heldout": "id-val"},
     "heldout": json.loads((best / "eval.json").read_text()),
     "validation": json.loads((run / "validation.json").read_text()) if (run / "validation.json").is_file() else None,
-    "cpu_hours": round(metrics_cpu[-1]["cpu_s"] / 3600, 3) if metrics_cpu else None,
+    "cpu_hours": None if cpu_s is None else round(cpu_s / 3600, 3),
     "check": {"episode": episode, "max_samples": 64,
               "metrics": {k: None for k in ("overall.skill_mse", "overall.skill_ade", "view:agentview.skill_mse",
                                             "view:agentview.skill_ade", "view:eye_in_hand.skill_mse")}},
