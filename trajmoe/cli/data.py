@@ -104,7 +104,8 @@ def run_metaworld(args) -> Result | int:
     res["out"] = str(out)
     res["shard"] = f"{shard[0]}/{shard[1]}"
     res["workers"] = args.workers
-    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done, "
+    checked = "" if args.verify or not res["episodes_skipped"] else " (their contents not re-read: --verify checks them)"
+    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done{checked}, "
           f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
     if res["steps_per_s_per_core"]:
         print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
