@@ -174,6 +174,44 @@ def bad_inputs(work: Path, mw: Path, scenes: Path) -> None:
     with contextlib.redirect_stdout(err):
         rc = main(gen)
     report("zeroed video chunk found by --verify", rc == 0 and "wrote 1 episodes" in err.getvalue(), err.getvalue().strip()[:120])
+    # issue 28: folders trajmoe did not make, damaged compressed data, spec typos, the same data twice, read-only
+    foreign = work / "foreign"
+    foreign.mkdir()
+    for name, text in (("config.json", '{"architectures": ["Bert"]}'), ("model.safetensors", "theirs"), ("tokenizer.json", "{}")):
+        (foreign / name).write_text(text)
+    before = {p.name: p.read_text() for p in foreign.iterdir() if p.is_file()}
+    expect("--out holding files trajmoe did not make", track(mw, foreign), "config.json")
+    after = {p.name: p.read_text() for p in foreign.iterdir() if p.is_file() and p.name in before}
+    report("their files untouched", after == before, f"{sorted(after)}")
+    done = work / "r-done"
+    assert cli(track(mw, done))[0] == 0
+    shutil.rmtree(done / "state")  # a finished run whose state/ the user deleted to save disk
+    weights = (done / "model.safetensors").read_bytes()
+    expect("rerun over trained weights without --overwrite", track(mw, done, "--set", "steps=1"), "--overwrite")
+    report("trained weights kept", (done / "model.safetensors").read_bytes() == weights, "")
+    expect("--resume with no checkpoint", track(mw, done, "--resume"), "checkpoint")
+    damaged = work / "deflate"
+    shutil.copytree(scenes, damaged)
+    victim = sorted((damaged / "scenes").glob("*.npz"))[0]
+    raw = bytearray(victim.read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 64] = bytes(64)  # size intact, deflate stream broken
+    victim.write_bytes(bytes(raw))
+    expect("deflate-damaged scene file", ["drive", "train", "--preset", "tiny-moe", "--data", str(damaged), "--out",
+                                          str(work / "r-deflate"), "--no-progress"], victim.name)
+    typo = work / "typo.yaml"
+    typo.write_text("scales: {smoke: {}}\nvariants: {a: {model_set: [x=1]}}\nsteps: [{name: a, cmd: [demo]}]\n")
+    expect("experiment spec variant typo (model_set)", ["experiment", str(typo), "--out", str(work / "exp-typo"),
+                                                        "--scale", "smoke"], "model_set")
+    expect("the same data folder twice", ["train", "track", "--preset", "tiny-dense", "--data", str(mw), str(mw),
+                                          "--out", str(work / "r-twice"), *fast], str(mw))
+    ro = work / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        report("read-only --out", True, "skipped: root ignores directory permissions")
+    else:
+        expect("read-only --out", track(mw, ro / "run"), str(ro))
 
 
 def main_() -> int:
