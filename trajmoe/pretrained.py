@@ -5,6 +5,7 @@ Each lives in `trajmoe/configs/pretrained/<name>/` (installed as package data): 
 `manifest.json`:
 
     {"name", "family": "track" | "policy", "command": the exact training command, "seed",
+     (a policy also holds task_emb.safetensors, and "closed_loop": its held-out success)
      "data": {"benchmark", "generator_version", "train": [...], "heldout": ...},
      "heldout": the figures on the benchmark's held-out set (e.g. skill MSE per camera),
      "check": {"episode": one held-out episode as a DomainSpec dict, "max_samples", "metrics"},
@@ -60,15 +61,33 @@ def regenerate_check_episode(name: str, out: str | Path) -> Path:
 
 
 def check_pretrained(name: str, data_dir: str | Path) -> dict:
-    """{"recorded": the manifest's check metrics, "measured": the same metrics now} for a track model on
-    the check episode folder `data_dir` (`regenerate_check_episode`)."""
+    """{"recorded": the manifest's check metrics, "measured": the same metrics now} on the check episode
+    folder `data_dir` (`regenerate_check_episode`): a track model's skill scores (`trajmoe eval track`'s
+    metrics), a policy's held-out action MSE (the validation metric of `trajmoe train policy --val`)."""
     m = manifest(name)
-    if m["family"] != "track":
-        raise ValueError(f"check_pretrained handles track models; {name} is a {m['family']} model")
-    from .track.run import evaluate_track
+    run = pretrained_run(name)
+    if m["family"] == "track":
+        from .track.run import evaluate_track
 
-    res = evaluate_track(str(pretrained_run(name)), [str(data_dir)], m["check"]["max_samples"])
-    measured = {k: _path(res["metrics"], k) for k in m["check"]["metrics"]}
+        res = evaluate_track(str(run), [str(data_dir)], m["check"]["max_samples"])
+        measured = {k: _path(res["metrics"], k) for k in m["check"]["metrics"]}
+    elif m["family"] == "policy":
+        from .config import from_dict
+        from .policy.config import PolicyDataConfig
+        from .policy.dataset import PolicyDataset, scan_data
+        from .policy.io import load_policy
+        from .policy.train import action_validation_fn
+
+        policy, run_cfg = load_policy(run)
+        data = from_dict(PolicyDataConfig, {**run_cfg["data"], "val_dir": ""}, f"{run}/config.json data")
+        ds = PolicyDataset(scan_data(data_dir), policy.cfg, data, augment=False)
+        import torch
+
+        with torch.no_grad():
+            res = action_validation_fn(ds, m["check"]["max_samples"])(policy, 0)
+        measured = {k: float(res[k]) for k in m["check"]["metrics"]}
+    else:
+        raise ValueError(f"{run}/{MANIFEST}: family {m['family']!r} has no check (track, policy)")
     return {"recorded": m["check"]["metrics"], "measured": measured}
 
 

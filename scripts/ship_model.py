@@ -1,8 +1,8 @@
-"""Ship a converged track model: copy RUN/best into trajmoe/configs/pretrained/NAME with a manifest
-(the training command, data, seed, held-out figures, convergence verdict, CPU-hours) and a check that
-anyone can reproduce in seconds: one held-out episode regenerated with the simulator and the model's
-figures on it (tests/test_pretrained.py reruns it).
-Usage: python scripts/ship_track.py RUN NAME "COMMAND" [DATA_DIR]   (DATA_DIR: the shared cpu data)"""
+"""Ship a converged track model or policy: copy RUN/best into trajmoe/configs/pretrained/NAME with a
+manifest (the training command, data, seed, held-out figures, convergence verdict, CPU-hours; a policy's
+closed-loop success from RUN.eval.json) and a check that anyone can reproduce in seconds: one held-out
+episode regenerated with the simulator and the model's figures on it (tests/test_pretrained.py reruns it).
+Usage: python scripts/ship_model.py RUN NAME "COMMAND" [DATA_DIR]   (DATA_DIR: the shared cpu data)"""
 
 import json
 import shutil
@@ -26,21 +26,33 @@ cpu_s = train_recs[-1].get("cpu_s") if train_recs else None
 if cpu_s is None and train_recs:  # runs from before `cpu_s` was logged: training time from the throughput (1 thread)
     cpu_s = sum((b["step"] - a["step"]) * cfg["train"]["batch_size"] / b["samples_per_s"]
                 for a, b in zip([{"step": 0}] + train_recs[:-1], train_recs))
+family = cfg["kind"]  # trajmoe.config.RUN_KINDS: "track" | "policy" | "...
+if family not in ("track", "policy"):
+    sys.exit(f"{best}/config.json: kind {cfg['kind']!r} cannot be shipped by this script (track models and policies)")
+if family == "policy" and cfg.get("track_run"):
+    sys.exit("a track-conditioned policy needs its track model shipped beside it: not handled yet (plain BC / oracle only)")
 dst = PRETRAINED / name
 dst.mkdir(parents=True, exist_ok=True)
-for f in ("config.json", "model.safetensors"):
-    shutil.copyfile(best / f, dst / f)
+for f in ("config.json", "model.safetensors", "task_emb.safetensors"):
+    if (best / f).is_file():
+        shutil.copyfile(best / f, dst / f)
+train_dirs = cfg.get("data_dirs") or [cfg.get("data_dir")]
+check_metrics = (("overall.skill_mse", "overall.skill_ade", "view:agentview.skill_mse", "view:agentview.skill_ade",
+                  "view:eye_in_hand.skill_mse") if family == "track" else ("action_mse", "action_mse_last"))
 man = {
-    "name": name, "family": "track", "command": command, "seed": cfg["train"]["seed"],
+    "name": name, "family": family, "command": command, "seed": cfg["train"]["seed"],
     "data": {"benchmark": "metaworld-cpu", "generator_version": GENERATOR_VERSION,
-             "train": [Path(d).name for d in cfg["data_dirs"]], "heldout": "id-val"},
+             "train": [Path(d).name for d in train_dirs], "heldout": "id-val"},
     "heldout": json.loads((best / "eval.json").read_text()),
     "validation": json.loads((run / "validation.json").read_text()) if (run / "validation.json").is_file() else None,
     "cpu_hours": None if cpu_s is None else round(cpu_s / 3600, 3),
-    "check": {"episode": episode, "max_samples": 64,
-              "metrics": {k: None for k in ("overall.skill_mse", "overall.skill_ade", "view:agentview.skill_mse",
-                                            "view:agentview.skill_ade", "view:eye_in_hand.skill_mse")}},
+    "check": {"episode": episode, "max_samples": 64, "metrics": {k: None for k in check_metrics}},
 }
+if family == "policy" and Path(f"{run}.eval.json").is_file():
+    ev = json.loads(Path(f"{run}.eval.json").read_text())
+    man["closed_loop"] = {"successes": ev["successes"], "episodes": ev["episodes"], "ci95": ev["ci95"],
+                          "per_task": {t: v["successes"] for t, v in ev["tasks"].items()},
+                          "episodes_per_task": ev["episodes_per_task"], "max_steps": 150}
 (dst / MANIFEST).write_text(json.dumps(man, indent=1) + "\n")
 with tempfile.TemporaryDirectory() as tmp:
     regenerate_check_episode(name, Path(tmp) / "check")
