@@ -223,3 +223,20 @@ def test_training_with_validation_keeps_best_and_writes_verdict(mw_data, tmp_pat
     assert main(["viz", "curve", "--run", str(run), "--key", "eval/skill_mse", "eval/agentview/skill_ade",
                  "--out", str(tmp_path / "curve.png")]) == 0
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_moe_validation_logs_routing_per_domain_and_camera(mw_data, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "track", "--preset", "tiny-tramoe", "--data", str(mw_data["id"]), str(mw_data["ood"]),
+                 "--val", str(mw_data["id"]), "--out", str(run), "--set", "steps=2", "batch_size=4", "eval_every=1",
+                 "progress=false", "data.val_samples=8"]) == 0
+    recs = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    ev = [r for r in recs if "eval/skill_mse" in r][-1]
+    E = PRESETS["tiny-tramoe"].model.moe.num_experts
+    for layer in PRESETS["tiny-tramoe"].model.moe.layers:
+        rows = [k.rsplit("/", 1)[1] for k in ev if k.startswith(f"eval/routing/layer{layer}/")]
+        # held-out samples per camera, always; training batches per domain (a domain the last batches missed is left out)
+        assert {"view:agentview", "view:eye_in_hand"} <= set(rows) and set(rows) & {"id", "ood"}, rows
+        for row in rows:
+            v = ev[f"eval/routing/layer{layer}/{row}"]
+            assert 1 / E - 1e-6 <= v <= 1.0, (layer, row, v)

@@ -100,7 +100,7 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
     if data.val_dirs:  # held-out curve, best checkpoint and convergence verdict (trajmoe.train.validation)
         if not train_cfg.eval_every:  # default: evaluate at every checkpoint
             train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
-        eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples)
+        eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples, ds.domain_names)
         select = Selection("skill_mse", "max")
     trainer = Trainer(model, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
                       sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change,
@@ -145,36 +145,62 @@ def heldout_indices(n: int, max_samples: int) -> np.ndarray:
 
 @torch.no_grad()
 def track_metrics(model: TrackModel, ds: TrackDataset, pick: np.ndarray, batch_size: int = 64,
-                  device: str | torch.device = "cpu", seed: int = 0, use_domains: bool = False) -> dict:
+                  device: str | torch.device = "cpu", seed: int = 0, use_domains: bool = False,
+                  views_as_domains: bool = False) -> dict:
     """TrackMetrics.result() of `model` on samples `pick` of `ds` (each drawn with rng (seed, index),
-    so the same samples every call): per domain, per view ("view:<name>") and "overall"."""
+    so the same samples every call): per domain, per view ("view:<name>") and "overall". `use_domains`
+    passes the samples' domain ids to the MoE routing statistics, `views_as_domains` their view ids instead
+    (routing per camera); the predictions are the same either way."""
     metrics = TrackMetrics(model.cfg.img_size, ds.domain_names)
     for start in range(0, len(pick), batch_size):
         items = [ds.get(int(i), np.random.default_rng([seed, int(i)])) for i in pick[start : start + batch_size]]
         batch = {k: torch.as_tensor(np.stack([it[k] for it in items])).to(device) for k in ("image", "tracks", "vis", "task_emb", "domain")}
-        pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], batch["domain"] if use_domains else None)
+        rows = None
+        if views_as_domains:
+            rows = torch.as_tensor([ds.view_names.index(it["source"].rsplit(":", 2)[1]) for it in items], device=device)
+        elif use_domains:
+            rows = batch["domain"]
+        pred = model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"], rows)
         metrics.update(pred, batch["tracks"], batch["vis"], batch["domain"],
                        [f"view:{it['source'].rsplit(':', 2)[1]}" for it in items])
     return metrics.result()
 
 
-def validation_fn(val_dirs, model_cfg: TrackConfig, data: DataOptions, max_samples: int):
+def validation_fn(val_dirs, model_cfg: TrackConfig, data: DataOptions, max_samples: int,
+                  train_domains: list[str] | None = None):
     """eval_fn(model, step) for the Trainer: held-out skill MSE / ADE / FDE overall and per camera
     (`<view>/skill_mse`, ...) and the errors beside their no-motion baselines, on a fixed set of
-    samples of `val_dirs` (no augmentation)."""
+    samples of `val_dirs` (no augmentation). For an MoE model also the routing over training (the Tra-MoE
+    paper's premise that experts specialise): per MoE layer, the busiest expert's share of each training
+    domain's tokens since the previous evaluation (`routing/layer<i>/<domain>`) and of each camera's tokens on
+    the held-out samples (`routing/layer<i>/view:<name>`); 1/E is a balanced router, 1 a collapsed one."""
     ds = build_dataset(val_dirs, model_cfg, data, heldout=True)
     pick = heldout_indices(len(ds), max_samples)
     keys = ("skill_mse", "skill_ade", "skill_fde", "track_mse", "track_mse_static", "ade_px", "ade_px_static")
+    view_ids = {f"view:{v}": i for i, v in enumerate(ds.view_names)}
 
     def eval_fn(model, step: int) -> dict:
-        res = track_metrics(model, ds, pick, 64, next(model.parameters()).device)
-        out = {k: res["overall"][k] for k in keys}
+        out = {}
+        moe = bool(model.cfg.moe.layers) and len(view_ids) <= model.cfg.moe.num_domains
+        if moe and train_domains:  # the training batches' routing since the last evaluation
+            out.update(_busiest(expert_shares(model.moe_layers(), train_domains)))
+        model.reset_routing_stats()
+        res = track_metrics(model, ds, pick, 64, next(model.parameters()).device, views_as_domains=moe)
+        if moe:  # held-out routing per camera (the views were passed as routing-statistics rows)
+            out.update(_busiest(expert_shares(model.moe_layers(), list(view_ids))))
+        model.reset_routing_stats()
+        out.update({k: res["overall"][k] for k in keys})
         for group, r in res.items():
             if group.startswith("view:"):
                 out.update({f"{group[5:]}/{k}": r[k] for k in ("skill_mse", "skill_ade", "ade_px", "ade_px_static")})
         return out
 
     return eval_fn
+
+
+def _busiest(shares: dict) -> dict[str, float]:
+    """{"routing/<layer>/<row>": busiest expert share} from `expert_shares`' output."""
+    return {f"routing/{layer}/{row}": v for layer, r in shares.items() for row, v in r["busiest_share"].items()}
 
 
 def _merge_domains(known: list[str], data_dirs: list[str]) -> list[str]:
