@@ -33,6 +33,10 @@ def point(run: Path) -> dict:
             "per_task": {t: v["successes"] for t, v in ev["tasks"].items()}}
 
 
+def per_task(p: dict) -> str:
+    return ", ".join(f"{t.removesuffix('-v3')} {v}" for t, v in p["per_task"].items())
+
+
 out = Path(sys.argv[1])
 pts = [point(Path(a)) for a in sys.argv[2:] if Path(f"{a}.eval.json").is_file()]
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -47,6 +51,7 @@ for kind, color, label in (("oracle", "C0", "oracle tracks blended toward no mot
         ax.errorbar([p["x"] for p in sel], [100 * p["rate"] for p in sel],
                     yerr=[[100 * (p["rate"] - p["lo"]) for p in sel], [100 * (p["hi"] - p["rate"]) for p in sel]],
                     fmt="o-" if kind == "oracle" else "s", color=color, capsize=3, label=label)
+ax.set_xlim(-0.05, 1.05)
 ax.set_xlabel("skill ADE of the tracks given (0 = no motion, 1 = exact)")
 ax.set_ylabel("success % (held-out variations)")
 ax.grid(alpha=0.3)
@@ -58,4 +63,4 @@ print("|---|---|---|---|---|")
 for p in sorted(pts, key=lambda p: (p["kind"], p["x"] if p["x"] is not None else -1)):
     x = "no tracks" if p["kind"] == "none" else (f"{p['x']:.2f}" if p["x"] is not None else "?")
     print(f"| {p['run']} | {x} | {p['k']}/{p['n']} ({100 * p['rate']:.1f} %) | [{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] | "
-          f"{', '.join(f'{t.replace(chr(45) + 'v3', '')} {v}' for t, v in p['per_task'].items())} |")
+          f"{per_task(p)} |")
