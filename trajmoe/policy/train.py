@@ -20,7 +20,7 @@ from ..config import RUN_KINDS, load_yaml, parse_overrides, pick_preset, resolve
 from ..io import atomic_write_json
 from ..nn import count_params
 from ..track.io import track_weights_path, weights_digest
-from ..track.run import explicit_model_keys
+from ..track.run import explicit_model_keys, heldout_indices
 from ..train import Trainer
 from ..train.validation import BEST_DIR, Selection
 from ..train.checkpoint import save_tensors
@@ -128,8 +128,7 @@ def action_validation_fn(val_ds: PolicyDataset, max_samples: int):
     action the policy executes), on up to `max_samples` fixed, evenly spaced, un-augmented samples."""
     from torch.utils.data import default_collate
 
-    n = len(val_ds)
-    pick = np.unique(np.linspace(0, n - 1, num=min(n, max_samples)).round().astype(np.int64))
+    pick = heldout_indices(len(val_ds), max_samples)
 
     def eval_fn(policy, step: int) -> dict:
         device = next(policy.parameters()).device
