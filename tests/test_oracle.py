@@ -127,3 +127,23 @@ def test_oracle_policy_trains_and_runs_closed_loop(episode, tmp_path, capsys):
                  str(tmp_path / "bad"), "--set", "num_points=16", "steps=1", "progress=false"]) == 2
     err = capsys.readouterr().err.strip()
     assert "oracle_tracks_16" in err and len(err.splitlines()) == 1
+
+
+def test_track_samples_can_take_the_policy_grid_with_its_exact_tracks(episode):
+    from trajmoe.track.config import DataOptions
+    from trajmoe.track.dataset import TrackDataset
+
+    ds = TrackDataset([episode.parent.parent], HORIZON, 16, 128, augment=False, grid_queries=8)
+    plain = TrackDataset([episode.parent.parent], HORIZON, 16, 128, augment=False)
+    with open_episode(episode) as ep:
+        grid = {v: ep.oracle_tracks(v, 8) for v in ep.meta.views}
+    for idx in (0, len(ds) // 2, len(ds) - 1):
+        it, ref = ds.get(idx, np.random.default_rng(idx)), plain.get(idx, np.random.default_rng(idx))
+        t, view = int(ds.index.frame[idx]), ds.view_names[ds.index.view[idx]]
+        np.testing.assert_array_equal(it["tracks"][:, :8], grid[view][t])  # the grid's exact tracks from frame t
+        assert (it["vis"][:, :8] == 1).all()
+        np.testing.assert_array_equal(it["tracks"][:, 8:], ref["tracks"][:, 8:])  # the drawn points are unchanged
+    with pytest.raises(ValueError, match="grid_queries=17"):
+        TrackDataset([episode.parent.parent], HORIZON, 16, 128, grid_queries=17)
+    with pytest.raises(ValueError, match="data.grid_queries"):
+        DataOptions(grid_queries=-1)

@@ -138,6 +138,12 @@ class DataOptions:
     # sampling: 3/4 among visible points that move >= 10 % of the sample's largest displacement in the
     # window, the rest uniform). Held-out evaluation always draws "visible".
     query_sampling: str = "visible"
+    # How many of the N query points of a training sample come from the policy's fixed query grid, with the
+    # exact grid tracks stored in the episode (`trajmoe data metaworld --oracle-points G`); episodes without
+    # them (e.g. action-free videos) keep N drawn points. 0 = off (the papers). The policy asks the track model
+    # about that grid, mostly static background in a fixed camera, which the generator's moving query points
+    # never show it (docs/results.md, "Root cause ... on the policy's own query points").
+    grid_queries: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.val_dirs, (list, str)):  # frozen: keep it hashable; one folder may be a string
@@ -146,6 +152,8 @@ class DataOptions:
             raise ValueError(f"data.view_loss={self.view_loss!r}: must be one of {', '.join(VIEW_LOSSES)}")
         if self.query_sampling not in QUERY_SAMPLING:
             raise ValueError(f"data.query_sampling={self.query_sampling!r}: must be one of {', '.join(QUERY_SAMPLING)}")
+        if self.grid_queries < 0:
+            raise ValueError(f"data.grid_queries must be >= 0, got {self.grid_queries}")
         if self.val_samples < 1:
             raise ValueError(f"data.val_samples must be >= 1, got {self.val_samples}")
         if self.frame_stride < 1:

@@ -56,12 +56,16 @@ class TrackDataset:
     def __init__(self, dirs: list[str | Path], track_len: int, num_points: int, img_size: int,
                  views: list[str] | None = None, augment: bool = True, frame_stride: int = 1,
                  domain_names: list[str] | None = None, max_episodes_per_dir: int | None = None,
-                 cache: bool = True, query_sampling: str = "visible", view_loss: str = "equal") -> None:
+                 cache: bool = True, query_sampling: str = "visible", view_loss: str = "equal",
+                 grid_queries: int = 0) -> None:
         if query_sampling not in ("visible", "moving"):
             raise ValueError(f"query_sampling={query_sampling!r}: must be 'visible' or 'moving'")
         if view_loss not in ("equal", "no_motion"):
             raise ValueError(f"view_loss={view_loss!r}: must be 'equal' or 'no_motion'")
-        self.query_sampling = query_sampling
+        if not 0 <= grid_queries <= num_points:
+            raise ValueError(f"grid_queries={grid_queries}: must be in [0, num_points={num_points}]")
+        self.query_sampling, self.grid_queries = query_sampling, grid_queries
+        self._grid: dict[tuple[int, str], np.ndarray | None] = {}
         if not dirs:
             raise ValueError("no data directory given (--data DIR ...)")
         self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
@@ -164,6 +168,10 @@ class TrackDataset:
         visible = np.nonzero(vis_all[t])[0]
         pick = self._pick_points(visible, tracks, rng)
         tracks, vis = tracks[:, pick].astype(np.float32), vis[:, pick]
+        grid = self._grid_tracks(i, view) if self.grid_queries else None
+        if grid is not None:  # the first G points: the policy's query grid with its exact tracks (visible)
+            G = self.grid_queries
+            tracks[:, :G], vis[:, :G] = grid[t], 1.0
         if self.augment:
             img = color_jitter(img, rng)
             img, tracks, _ = random_shift(img, tracks, rng)
@@ -178,6 +186,18 @@ class TrackDataset:
         if self.view_weight is not None:
             out["track_weight"] = np.float32(self.view_weight[j])
         return out
+
+    def _grid_tracks(self, i: int, view: str) -> np.ndarray | None:
+        """(L, T, G, 2) exact tracks of the G-point query grid from every frame, or None when the episode has
+        none (or their horizon is not T)."""
+        key = (i, view)
+        if key not in self._grid:
+            try:
+                g = self._open(i).oracle_tracks(view, self.grid_queries)
+            except ValueError:
+                g = None
+            self._grid[key] = g if g is not None and g.shape[1] == self.track_len else None
+        return self._grid[key]
 
     def _pick_points(self, visible: np.ndarray, tracks_TN2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """`num_points` indices among `visible` (with replacement only when too few), uniform or motion-aware."""
@@ -229,7 +249,7 @@ class TrackDataset:
 
     def __getstate__(self):
         s = dict(self.__dict__)
-        s["_handles"], s["_mem"] = {}, {}  # a spawned worker decodes its own copy
+        s["_handles"], s["_mem"], s["_grid"] = {}, {}, {}  # a spawned worker decodes its own copy
         return s
 
 

@@ -59,6 +59,7 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool
         max_episodes_per_dir=data.max_episodes_per_dir or None,
         query_sampling="visible" if heldout else data.query_sampling,
         view_loss="equal" if heldout else data.view_loss,
+        grid_queries=0 if heldout else data.grid_queries,
     )
 
 
