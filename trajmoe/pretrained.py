@@ -4,11 +4,12 @@ Each lives in `trajmoe/configs/pretrained/<name>/` (installed as package data): 
 `model.safetensors` (a run folder every loader reads: `trajmoe eval track --run ...`), plus
 `manifest.json`:
 
-    {"name", "family": "track" | "policy", "command": the exact training command, "seed",
+    {"name", "family": "track" | "policy" | "planner", "command": the exact training command, "seed",
      (a policy also holds task_emb.safetensors, and "closed_loop": its held-out success)
      "data": {"benchmark", "generator_version", "train": [...], "heldout": ...},
      "heldout": the figures on the benchmark's held-out set (e.g. skill MSE per camera),
-     "check": {"episode": one held-out episode as a DomainSpec dict, "max_samples", "metrics"},
+     "check": {"episode": one held-out episode as a DomainSpec dict, "max_samples", "metrics"}
+              (a planner: {"scenes": {"scenarios", "scenes", "seed"}, "metrics"}: held-out scenes),
      "validation": the run's RUN/validation.json (best step, convergence verdict), "cpu_hours"}
 
 `check` is what anyone can reproduce in seconds: regenerate that one episode with the simulator
@@ -48,7 +49,15 @@ def manifest(name: str) -> dict:
 
 def regenerate_check_episode(name: str, out: str | Path) -> Path:
     """Regenerate the one held-out episode of `name`'s check with the simulator into folder `out`
-    (ATM layout, as `trajmoe data metaworld` writes it); returns the folder. Needs MetaWorld."""
+    (ATM layout, as `trajmoe data metaworld` writes it; a planner's check scenes as `trajmoe data scenes`
+    writes them, with highway-env); returns the folder. Needs MetaWorld (highway-env for a planner)."""
+    m = manifest(name)
+    if m["family"] == "planner":
+        from .drive.scenes import SceneGenConfig, generate as generate_scenes
+
+        c = m["check"]["scenes"]
+        generate_scenes(out, list(c["scenarios"]), int(c["scenes"]), SceneGenConfig(seed=int(c["seed"])), progress=False)
+        return Path(out)
     from .data.generate import generate
     from .data.specs import DomainSpec
     from .config import from_dict
@@ -63,7 +72,8 @@ def regenerate_check_episode(name: str, out: str | Path) -> Path:
 def check_pretrained(name: str, data_dir: str | Path) -> dict:
     """{"recorded": the manifest's check metrics, "measured": the same metrics now} on the check episode
     folder `data_dir` (`regenerate_check_episode`): a track model's skill scores (`trajmoe eval track`'s
-    metrics), a policy's held-out action MSE (the validation metric of `trajmoe train policy --val`)."""
+    metrics), a policy's held-out action MSE (the validation metric of `trajmoe train policy --val`), a
+    planner's open-loop EPDMS overall and per scenario (`trajmoe eval planner`'s figures)."""
     m = manifest(name)
     run = pretrained_run(name)
     if m["family"] == "track":
@@ -86,12 +96,21 @@ def check_pretrained(name: str, data_dir: str | Path) -> dict:
         with torch.no_grad():
             res = action_validation_fn(ds, m["check"]["max_samples"])(policy, 0)
         measured = {k: float(res[k]) for k in m["check"]["metrics"]}
+    elif m["family"] == "planner":
+        from .drive.evaluate import evaluate_planner_files
+        from .drive.run import load_planner
+        from .drive.scenes import select_scene_paths
+
+        res = evaluate_planner_files(load_planner(run), select_scene_paths(data_dir))
+        measured = {k: _path(res, k) for k in m["check"]["metrics"]}
     else:
-        raise ValueError(f"{run}/{MANIFEST}: family {m['family']!r} has no check (track, policy)")
+        raise ValueError(f"{run}/{MANIFEST}: family {m['family']!r} has no check (track, policy, planner)")
     return {"recorded": m["check"]["metrics"], "measured": measured}
 
 
 def _path(d: dict, dotted: str) -> float:
-    """d["view:agentview"]["skill_mse"] for "view:agentview.skill_mse"."""
-    group, key = dotted.rsplit(".", 1)
-    return float(d[group][key])
+    """d["view:agentview"]["skill_mse"] for "view:agentview.skill_mse" (d["per_scenario"]["merge"]["EPDMS"]
+    for "per_scenario.merge.EPDMS")."""
+    for key in dotted.split("."):
+        d = d[key]
+    return float(d)
