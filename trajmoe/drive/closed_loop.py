@@ -52,7 +52,8 @@ def track_action(ego_xyh: np.ndarray, speed: float, plan_world: np.ndarray, k: i
 def live_scene(sim: HighwaySim, states: list[dict], t: int, rasters: bool = False) -> tuple[dict, np.ndarray]:
     """The scene fields known at step t, built from the simulator as `scenes.simulate_episode` builds
     them (lanes sampled every 0.2 m, as `_lane_tokens` expects); with `rasters` also the drivable-area
-    and route rasters (the PDM-Closed baseline scores its proposals). Returns (scene, ego origin)."""
+    and route rasters (the PDM-Closed baseline scores its proposals; a learned planner's queries may read
+    the drivable area, `model.vocab_drivable_features`). Returns (scene, ego origin)."""
     st = states[t]
     origin = np.array([st["xy"][0, 0], st["xy"][0, 1], st["heading"][0]])
     snap = {"origin": origin, "lanes": sim.lanes(st["xy"][0], MAP_RADIUS, step=0.2), "route": sim.route_polyline()}
@@ -94,7 +95,7 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
                 scene, origin = live_scene(sim, states, t, rasters=planner == "pdm_closed")
                 p40 = baselines.plan(planner, scene)
             else:
-                scene, origin = live_scene(sim, states, t)
+                scene, origin = live_scene(sim, states, t, rasters=True)  # drivable map: vocab_drivable_features
                 out = planner.plan(collate([scene_features(scene)]))
                 # the planner's output is 8 poses at 0.5 s (NAVSIM); track their 0.1 s interpolation, as scored
                 p40 = interpolate_plan(out["plan8"][:1].numpy().astype(np.float64))[0]

@@ -75,7 +75,15 @@ class DriveModelConfig:
     # Each vocabulary query also sees the agents at its own 8 poses (gap to the nearest agent extrapolated
     # at constant velocity): our addition (trajmoe.drive.dataset.vocab_agent_features).
     vocab_agent_features: bool = False
+    # Each vocabulary query also sees the drivable area under its ego box at its own 8 poses (the smallest
+    # drivable share at the box corners): our addition (trajmoe.drive.dataset.vocab_drivable_features).
+    vocab_drivable_features: bool = False
     selection: SelectionWeights = field(default_factory=SelectionWeights)
+
+    @property
+    def query_features(self) -> bool:
+        """True when the vocabulary queries read per-pose scene features (precomputed per training scene)."""
+        return self.vocab_map_features or self.vocab_agent_features or self.vocab_drivable_features
 
     def __post_init__(self):
         need = checker(self, "model")

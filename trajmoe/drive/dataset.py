@@ -5,6 +5,8 @@ Token features (ego frame, scaled to O(1)):
   lanes  (MAX_LANES, 42): 20 centreline points /50 (40), width/4, junction
   ego    (72,): speed/20, vx/20, vy/20, ax/5, ay/5, command one-hot (4), 2 s history (21 x (x/20, y/20, h))
   route  (40,): route centreline resampled every 5 m over the next 100 m, /50
+  drivable (64, 128) uint8: share of drivable area per 1 m cell x 255 over x in [-16, 112) m, y in [-32, 32) m
+         (from the scene's `dir_bits` raster; only when the scene has it)
 Legend: S scenes, V vocabulary trajectories, M scored metrics (`metrics.TARGET_METRICS`).
 """
 
@@ -59,7 +61,7 @@ def scene_features(scene: dict) -> dict[str, np.ndarray]:
     s0 = geo.project_on_polyline(np.zeros(2), route)
     q = s0 + np.linspace(5.0, 100.0, ROUTE_POINTS)
     rxy = np.stack([np.interp(q, s, route[:, 0]), np.interp(q, s, route[:, 1])], -1)
-    return {
+    out = {
         "agents": agents,
         "agents_mask": agents_mask,
         "lanes": lanes,
@@ -69,6 +71,27 @@ def scene_features(scene: dict) -> dict[str, np.ndarray]:
         "domain": np.int64(scene["domain"]),
         "expert8": scene["expert"][PLAN_STRIDE - 1 :: PLAN_STRIDE, :2].astype(np.float32),  # (8, 2) at 0.5 s
     }
+    if "dir_bits" in scene:
+        out["drivable"] = drivable_bev(scene["dir_bits"])
+    return out
+
+
+BEV_RES = 1.0  # m per cell of the coarse drivable-area map the planner's queries read
+BEV_X = (-16.0, 112.0)  # m, ego frame: holds a 4 s plan up to 28 m/s (faster vocabulary poses read 0)
+BEV_Y = (-32.0, 32.0)
+
+
+def drivable_bev(dir_bits: np.ndarray) -> np.ndarray:
+    """The scorer's drivable-area raster (`geometry` layout: (H_CELLS, W_CELLS), nonzero = drivable, RES m
+    cells over X_RANGE x Y_RANGE) -> (64, 128) uint8: the drivable share of each BEV_RES cell over BEV_X x
+    BEV_Y, x 255 (rows along y, columns along x, as the scorer's raster)."""
+    k = int(round(BEV_RES / geo.RES))
+    r0 = int(round((BEV_Y[0] - geo.Y_RANGE[0]) / geo.RES))
+    c0 = int(round((BEV_X[0] - geo.X_RANGE[0]) / geo.RES))
+    rows, cols = int(round((BEV_Y[1] - BEV_Y[0]) / BEV_RES)), int(round((BEV_X[1] - BEV_X[0]) / BEV_RES))
+    crop = np.asarray(dir_bits)[r0 : r0 + rows * k, c0 : c0 + cols * k] != 0
+    share = crop.reshape(rows, k, cols, k).mean((1, 3))
+    return np.round(share * 255).astype(np.uint8)
 
 
 MAP_DIST_SCALE = 4.0  # m: distances / 4, clipped at 3 (12 m)
@@ -131,15 +154,48 @@ def vocab_agent_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
     return (d.min(2).values / AGENT_DIST_SCALE).clamp(0.0, 3.0)
 
 
+def vocab_drivable_features(vocab_V403: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Drivable area under each vocabulary trajectory's ego box at its 8 poses (0.5 s apart) -> (B, V, 8).
+
+    Per pose: the smallest drivable share (0..1, bilinear in the `drivable` feature map, `drivable_bev`)
+    at the 4 corners of the NAVSIM ego box (`geometry.PACIFICA_LENGTH` x `PACIFICA_WIDTH`, centred on the
+    pose, along its heading); outside the map counts as not drivable, as in the scorer. A corner off the
+    road reads ~0, so a query sees directly what the DAC sub-score (NAVSIM's drivable-area compliance: every
+    corner on the drivable area) tests. Our addition to the GTRS / TrajMoE query (see
+    `vocab_map_features`): the planner's chosen plans left the road in roundabouts, where the lane
+    centrelines alone did not tell where the road edge is (scripts/planner_diagnosis.py).
+
+    Raises:
+        KeyError: the batch has no "drivable" map (scenes without the scorer's rasters).
+    """
+    if "drivable" not in batch:
+        raise KeyError("model.vocab_drivable_features needs the scenes' drivable-area raster ('dir_bits'), "
+                       "which these scenes lack")
+    bev = batch["drivable"].float()[:, None] / 255.0  # (B, 1, 64, 128)
+    B, V = bev.shape[0], vocab_V403.shape[0]
+    pose = vocab_V403[:, PLAN_STRIDE - 1 :: PLAN_STRIDE].to(bev.dtype)  # (V, 8, 3)
+    c, s = torch.cos(pose[..., 2:3]), torch.sin(pose[..., 2:3])
+    lx = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=bev.dtype) * (geo.PACIFICA_LENGTH / 2)
+    ly = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=bev.dtype) * (geo.PACIFICA_WIDTH / 2)
+    cx = pose[..., 0:1] + c * lx - s * ly  # (V, 8, 4) m
+    cy = pose[..., 1:2] + s * lx + c * ly
+    gx = (cx - BEV_X[0]) / (BEV_X[1] - BEV_X[0]) * 2 - 1  # grid_sample coordinates (align_corners=False)
+    gy = (cy - BEV_Y[0]) / (BEV_Y[1] - BEV_Y[0]) * 2 - 1
+    grid = torch.stack([gx, gy], -1).reshape(1, 1, -1, 2).expand(B, -1, -1, -1)
+    val = torch.nn.functional.grid_sample(bev, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return val.reshape(B, V, PLAN_STEPS, 4).min(-1).values
+
+
 class DriveDataset:
     """Precomputed features of S scenes + their (S, V, M) vocabulary score targets (Trainer protocol).
 
     `scenes` may be any iterable (a generator loading one scene file at a time): only each scene's
     `scene_features` are kept, never the scene itself (its rasters are ~4 MB; the features ~40 KB).
     `from_features` builds the dataset from features made elsewhere.
-    vocab (V, 40, 3), optional: also precompute `vocab_map_features` ("vocab_map", (V, 16)) and
-    `vocab_agent_features` ("vocab_agents", (V, 8)) per scene, for a model with `vocab_map_features` /
-    `vocab_agent_features` on (it computes them itself when they are absent).
+    vocab (V, 40, 3), optional: also precompute `vocab_map_features` ("vocab_map", (V, 16)),
+    `vocab_agent_features` ("vocab_agents", (V, 8)) and, for scenes with rasters, `vocab_drivable_features`
+    ("vocab_drivable", (V, 8)) per scene, for a model with those options on (it computes them itself when
+    they are absent).
 
     Raises:
         ValueError: no scenes, or targets for a different number of scenes.
@@ -168,8 +224,11 @@ class DriveDataset:
                 chunk = self.features[i : i + 16]
                 b = collate(chunk)
                 f, g = vocab_map_features(v, b).numpy(), vocab_agent_features(v, b).numpy()
-                for feat, fm, fa in zip(chunk, f, g):
+                h = vocab_drivable_features(v, b).numpy() if "drivable" in b else [None] * len(chunk)
+                for feat, fm, fa, fd in zip(chunk, f, g, h):
                     feat["vocab_map"], feat["vocab_agents"] = fm, fa
+                    if fd is not None:
+                        feat["vocab_drivable"] = fd
         self.targets = targets
         self.domains = np.array([int(f["domain"]) for f in features])
 

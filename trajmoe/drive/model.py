@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from trajmoe.drive.config import DriveModelConfig, SelectionWeights
 from trajmoe.drive.dataset import (AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS,
-                                    vocab_agent_features, vocab_map_features)
+                                    vocab_agent_features, vocab_drivable_features, vocab_map_features)
 from trajmoe.drive.metrics import TARGET_METRICS
 from trajmoe.nn.blocks import Block, collect_moe_aux
 
@@ -82,6 +82,7 @@ class DrivePlanner(nn.Module):
         self.ego_to_query = nn.Linear(D, D)
         self.map_in = _mlp(2 * PLAN_STEPS, D, D) if cfg.vocab_map_features else None
         self.agents_q_in = _mlp(PLAN_STEPS, D, D) if cfg.vocab_agent_features else None
+        self.drivable_in = _mlp(PLAN_STEPS, D, D) if cfg.vocab_drivable_features else None
         moe = cfg.moe.bind(D, int(cfg.mlp_ratio * D), cfg.dropout)
         self.decoder = nn.ModuleList(
             Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout, moe=moe if i in cfg.moe.layers else None, cross_attention=True)
@@ -125,6 +126,9 @@ class DrivePlanner(nn.Module):
         if self.agents_q_in is not None:
             f = batch.get("vocab_agents")  # precomputed by DriveDataset(vocab=...) for training
             x = x + self.agents_q_in(vocab_agent_features(self.vocab, batch) if f is None else f)
+        if self.drivable_in is not None:
+            f = batch.get("vocab_drivable")  # precomputed by DriveDataset(vocab=...) for training
+            x = x + self.drivable_in(vocab_drivable_features(self.vocab, batch) if f is None else f)
         auxes = []
         dom = batch.get("domain")
         if dom is not None and (not self.cfg.moe.num_domains or int(dom.max()) >= self.cfg.moe.num_domains):

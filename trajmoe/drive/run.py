@@ -120,7 +120,7 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
         t = time.perf_counter()
         targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         timings["targets_s"] = time.perf_counter() - t
-        query_feats = mcfg.vocab_map_features or mcfg.vocab_agent_features  # precomputed per scene
+        query_feats = mcfg.query_features  # precomputed per scene
         ds = DriveDataset.from_features(features, targets, vocab if query_feats else None)
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
@@ -285,7 +285,7 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
         if targets is None:
             targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
         save_vocab(out_p / "vocab.safetensors", vocab)
-        query_feats = mcfg.vocab_map_features or mcfg.vocab_agent_features  # precomputed per scene
+        query_feats = mcfg.query_features  # precomputed per scene
         ds = DriveDataset((load_scene(p) for p in paths), targets, vocab if query_feats else None)
         trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change,
                           overwrite=overwrite)
