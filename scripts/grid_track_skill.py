@@ -1,7 +1,10 @@
 """The track model's skill on the POLICY's query points: predicted tracks of the fixed grid the policy asks about
 (16 points per view) against the exact grid tracks stored with the in-domain demos (`oracle_points`), per camera,
-for moving (> 2 px in the window) and static grid points, every 4th frame of demos 0-1 of each task.
-Usage: python scripts/grid_track_skill.py TRACK_RUN"""
+for moving (> 2 px in the window) and static grid points, every 4th frame of demos 0-1 of each training task
+and, with HELDOUT_DIR, of every held-out episode there (e.g. the id-val episodes regenerated with their grid
+tracks: trajmoe data metaworld --tasks <id-val tasks> --episodes 2 --variation-seed 500 --max-steps 200
+--oracle-points 16 --domain id-val --out runs/shared-data/id-val-grid, bit-identical to id-val otherwise).
+Usage: python scripts/grid_track_skill.py TRACK_RUN [HELDOUT_DIR]"""
 import sys
 
 import numpy as np
@@ -11,9 +14,14 @@ from trajmoe.data.atm_hdf5 import open_episode
 from trajmoe.track.io import load_track_model
 torch.set_num_threads(1)
 m = load_track_model(sys.argv[1])
-eps = sorted(Path("runs/shared-data/metaworld-cpu/id").rglob("demo_[01].hdf5"))
+sets = {"train": sorted(Path("runs/shared-data/metaworld-cpu/id").rglob("demo_[01].hdf5"))}
+if len(sys.argv) > 2:
+    sets["held-out"] = sorted(Path(sys.argv[2]).rglob("demo_*.hdf5"))
 acc = {}
-for p in eps:
+
+
+def measure(name: str, p: Path) -> None:
+    """Accumulate one episode's predicted vs exact grid tracks into acc[(name, view, kind)]."""
     with open_episode(p) as ep:
         emb = torch.as_tensor(ep.task_emb().astype(np.float32))
         for v in ("agentview", "eye_in_hand"):
@@ -27,9 +35,14 @@ for p in eps:
             d_m = np.linalg.norm(pred - gt, axis=-1) * 128; d_s = np.linalg.norm(gt[:, :1] - gt, axis=-1) * 128
             moving = (d_s.max(1) > 2)  # (B, N)
             for kind, sel in (("all", np.ones_like(moving)), ("moving>2px", moving), ("static", ~moving)):
-                a = acc.setdefault((v, kind), [0, 0, 0, 0, 0])
+                a = acc.setdefault((name, v, kind), [0, 0, 0, 0, 0])
                 w = sel[:, None, :].repeat(d_m.shape[1], 1)
                 a[0] += (d_m * w).sum(); a[1] += (d_s * w).sum(); a[2] += w.sum()
                 a[3] += (((pred - gt) ** 2).sum(-1) * w).sum(); a[4] += (((gt[:, :1] - gt) ** 2).sum(-1) * w).sum()
-for (v, kind), (dm, ds, n, mm, ms) in sorted(acc.items()):
-    print(f"{v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}")
+
+
+for name, eps in sets.items():
+    for p in eps:
+        measure(name, p)
+for (name, v, kind), (dm, ds, n, mm, ms) in sorted(acc.items(), key=lambda kv: (kv[0][0] != "train", kv[0][1:])):
+    print(f"{name:8s} {v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}")
