@@ -160,15 +160,14 @@ def run_train(args) -> Result | int:
     Raises:
         ValueError: neither --preset nor --config, or a bad config key/value.
     """
-    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
-    from trajmoe.drive.run import resolve_config, train  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
     sets = [*args.set, f"data.val_dir={Path(args.val).resolve()}"] if args.val else args.set  # the real folder (resume checks)
-    cfg = resolve_config(args.preset, args.config, parse_overrides(sets))
-    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change,
-                overwrite=args.overwrite)
+    fam = family("planner")
+    res = fam.fit(fam.resolve(args.preset, sets, args.config), args.data, args.out, resume=args.resume,
+                  allow_change=args.allow_change, overwrite=args.overwrite, progress=not args.no_progress)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
     return Result(summary)
@@ -178,10 +177,9 @@ def run_finetune(args) -> Result | int:
     """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
     exit code 0.
     """
-    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
     from trajmoe.drive.run import finetune  # lazy: only this verb needs it
 
-    res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
+    res = finetune(args.run, args.out, args.set, args.config, args.resume, progress=not args.no_progress,
                    allow_change=args.allow_change, overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
@@ -201,53 +199,12 @@ def run_eval(args) -> Result | int:
     """`trajmoe eval planner`: EPDMS and sub-scores open (and closed) loop beside the rule-based baselines; exit
     code 0. ValueError: neither --data nor --closed-loop, or a bad run / weights.
     """
-    from trajmoe.drive.ensemble import Ensemble, load_any  # lazy: only this verb needs it
-    from trajmoe.drive.run import load_planner  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
-    if not args.data and not args.closed_loop:
-        raise ValueError("give --data DIR (open loop) and/or --closed-loop EPISODES")
-    if args.baselines_only:
-        planner = None
-        if args.plots:
-            raise ValueError("--plots needs a planner (--run or --ensemble)")
-    elif args.ensemble:
-        planner = Ensemble([load_planner(r) for r in args.ensemble], args.weights)
-    else:
-        if args.weights:
-            raise ValueError("--weights goes with --ensemble")
-        planner = load_any(args.run)
-    result: dict = {}
-    if args.data:
-        from trajmoe.drive.evaluate import evaluate_open_loop  # lazy: only this verb needs it
-        from trajmoe.drive.scenes import load_scenes  # lazy: only this verb needs it
-
-        scenes = load_scenes(args.data, args.limit or None)
-        if args.no_baselines and planner is None:
-            raise ValueError("--no-baselines with --baselines-only leaves nothing to evaluate")
-        res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots), with_baselines=not args.no_baselines)
-        plans = res.pop("_plans", None)
-        if planner is not None and hasattr(planner, "vocab"):
-            from trajmoe.drive.evaluate import evaluate_vocab_oracle  # lazy: only this verb needs it
-
-            res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
-        result["open_loop"] = res
-        if args.plots:
-            from trajmoe.drive.plots import plot_scenes  # lazy: only this verb needs it
-            from trajmoe.viz.routing import plot_routing  # lazy: only this verb needs it
-
-            picks = []
-            for s in ("highway", "merge", "roundabout", "intersection"):
-                idx = [i for i, sc in enumerate(scenes) if sc["scenario"] == s]
-                if idx:
-                    picks.append(idx[len(idx) // 2])
-            plot_scenes(Path(args.plots) / "scenes.png", [scenes[i] for i in picks], [plans[i] for i in picks], planner.vocab.numpy())
-            if "routing" in res:
-                plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, Path(args.plots) / "routing.png",
-                             title="routing share per scenario (vocabulary tokens)", row_label="scenario")
-    if args.closed_loop:
-        from trajmoe.drive.closed_loop import evaluate_closed_loop  # lazy: only this verb needs it
-
-        result["closed_loop"] = evaluate_closed_loop(planner, _split(args.scenarios), args.closed_loop, progress=not args.json)
+    result = family("planner").evaluate(
+        args.run, args.data, limit=args.limit, closed_loop=args.closed_loop, scenarios=tuple(_split(args.scenarios)),
+        ensemble=args.ensemble, weights=args.weights, baselines=not args.no_baselines, plots=args.plots,
+        progress=not args.json)
     if args.out:
         atomic_write_json(args.out, finite_json(result))
     if not args.json:

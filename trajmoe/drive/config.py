@@ -6,22 +6,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from trajmoe.config import Preset, checker, pick_preset
+from trajmoe.config import Preset, checker
 from trajmoe.drive.metrics import TARGET_METRICS
-from trajmoe.moe.config import MoEConfig, nest_legacy_moe
+from trajmoe.moe.config import MoEConfig
 from trajmoe.train.config import TrainConfig
 
 PLANNER_MOE = MoEConfig(layers=(0, 1, 2), num_experts=4, top_k=2, num_shared_experts=1, gate="renorm",
                         balance_loss="cv2", balance_weight=0.01, z_weight=0.0)
-# Flat keys of planner runs written before the MoE settings were nested -> MoEConfig fields.
-LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k",
-                   "num_shared_experts": "num_shared_experts", "balance_weight": "balance_weight", "z_weight": "z_weight"}
-
-
-def upgrade_model_dict(model: dict) -> dict:
-    """A planner run's recorded model dict, old flat MoE keys nested into `moe` (loader shim): the old
-    code hard-coded the renormalised gate, the CV^2 balance loss and 4 routing-statistics rows."""
-    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"gate": "renorm", "balance_loss": "cv2", "num_domains": 4})
 
 
 @dataclass(frozen=True)
@@ -169,7 +160,3 @@ PRESETS: dict[str, Preset] = {
     "dense": Preset(_model(256, 8, 2, 3, 8192, 1024, (), False), _GPU_TRAIN, DriveDataConfig()),
 }
 
-
-def planner_preset(name: str) -> Preset:
-    """PRESETS[name]; an unknown name is a one-line ValueError listing the valid ones."""
-    return pick_preset(PRESETS, name, "planner")

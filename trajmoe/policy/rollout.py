@@ -65,10 +65,10 @@ def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int)
     torch.set_num_threads(threads)
     # lazy: spawned workers set threads and MUJOCO_GL before torch loads
     from ..train.checkpoint import read_tensors
-    from .io import load_policy
+    from .io import from_run
     from .train import TASK_EMB_FILE
 
-    policy, run_cfg = load_policy(run_dir, device=device, track_run=track_run)
+    policy, run_cfg = from_run(run_dir, device=device, track_run=track_run)
     path = Path(run_dir) / TASK_EMB_FILE
     _STATE.update(policy=policy, run_config=run_cfg, embs={k: v.numpy() for k, v in read_tensors(path).items()} if path.is_file() else {})
 

@@ -15,13 +15,8 @@ from dataclasses import dataclass, field
 
 from ..config import Preset, pick_preset
 from ..moe import MoEConfig
-from ..moe.config import nest_legacy_moe
 from ..train.config import TrainConfig
 
-# Flat keys of track runs written before the MoE settings were nested -> MoEConfig fields.
-LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k", "gate": "gate",
-                   "noisy_gating": "noisy_gating", "moe_impl": "impl", "num_domains": "num_domains",
-                   "w_z": "z_weight", "w_lb": "balance_weight"}
 # Paper defaults: MoE FFNs at 0-based layers {0, 4, 7}, 4 experts, top-1, l_z = 1e-4, l_lb = 0.
 PAPER_MOE = MoEConfig(layers=(0, 4, 7), num_experts=4, top_k=1, gate="softmax", num_domains=8,
                       balance_loss="switch", balance_weight=0.0, z_weight=1e-4)
@@ -107,17 +102,12 @@ class TrackConfig:
         return dataclasses.replace(self, **kw)
 
 
-def upgrade_model_dict(model: dict) -> dict:
-    """A track run's recorded model dict, old flat MoE keys nested into `moe` (loader shim)."""
-    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"balance_loss": "switch"})
-
-
 VIEW_LOSSES = ("equal", "no_motion")
 QUERY_SAMPLING = ("visible", "moving")
 
 
 @dataclass(frozen=True)
-class DataOptions:
+class TrackDataConfig:
     """How training samples are drawn from the episode folders (trajmoe.track.dataset)."""
 
     views: tuple[str, ...] = ()  # () = every view in the data
@@ -184,7 +174,7 @@ _TINY = TrackConfig(dim=64, depth=4, heads=4, dropout=0.0, img_mask_ratio=0.0, w
 # departure from the papers' plain mean: with the plain mean the gripper camera's ~16x larger motion made
 # the loss mostly gripper-camera error and the fixed scene camera went unlearned (docs/results.md, "The
 # scene camera"). `--set data.view_loss=equal` restores the papers' loss.
-_DATA = DataOptions(view_loss="no_motion")
+_DATA = TrackDataConfig(view_loss="no_motion")
 PRESETS: dict[str, Preset] = {name: Preset(cfg, CPU_TRAIN, _DATA) for name, cfg in {
     "tramoe": _PAPER,
     "dense": _PAPER.replace(moe=_DENSE),
