@@ -13,11 +13,11 @@ from trajmoe.data.generate import generate
 from trajmoe.data.specs import DomainSpec
 from trajmoe.envs.metaworld import make_env
 from trajmoe.envs.oracle import ExpertLookahead, grid_points, oracle_tracks
-from trajmoe.envs.tracks import TrackConfig
+from trajmoe.envs.tracks import TrackLabelConfig
 from trajmoe.eval.stats import wilson_interval
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-SMALL = TrackConfig(num_points=16, grid_size=2, num_query_frames=2, candidates_per_frame=64)
+SMALL = TrackLabelConfig(num_points=16, grid_size=2, num_query_frames=2, candidates_per_frame=64)
 TASK, GEN_TASK, HORIZON = "drawer-open-v3", "reach-v3", 5
 
 

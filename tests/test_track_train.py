@@ -206,7 +206,7 @@ def test_view_loss_weights_and_moving_query_points(mw_data):
     # held-out samples ignore both training options
     held = build_dataset([mw_data["id"]], cfg, TrackDataConfig(view_loss="no_motion", query_sampling="moving"), heldout=True)
     assert "track_weight" not in held.get(3, np.random.default_rng(0)) and held.view_weight is None
-    with pytest.raises(ValueError, match="data.view_loss='loud'"):
+    with pytest.raises(ValueError, match="data.view_loss must be one of .*got 'loud'"):
         TrackDataConfig(view_loss="loud")
 
 
