@@ -1,6 +1,6 @@
 """The planner's verbs in the one grammar `trajmoe <verb> <family>`: `data scenes`, `train planner`,
 `finetune planner`, `ensemble planner`, `eval planner`; and `bench drive-scorer`.
-The old spellings `trajmoe drive data|train|finetune|ensemble|eval` stay as aliases."""
+The old spellings `trajmoe drive data|train|finetune|ensemble|eval` are rewritten to these (`trajmoe.cli.OLD_SPELLINGS`)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,8 @@ from trajmoe.io import atomic_write_json, finite_json
 from . import Result
 
 
-class _Both:
-    """Adds every argument to the parser of the new spelling and to the one of its old alias."""
-
-    def __init__(self, *parsers) -> None:
-        self.parsers = parsers
-
-    def add_argument(self, *a, **kw) -> None:
-        for p in self.parsers:
-            p.add_argument(*a, **kw)
-
-    def add_mutually_exclusive_group(self, **kw) -> "_Both":
-        return _Both(*(p.add_mutually_exclusive_group(**kw) for p in self.parsers))
-
-    def set_defaults(self, **kw) -> None:
-        for p in self.parsers:
-            p.set_defaults(**kw)
-
-
-def _verb(groups, group: str, name: str, old: str, help_text: str) -> _Both:
-    """`trajmoe GROUP NAME` and its old spelling `trajmoe drive OLD`, sharing their arguments."""
-    return _Both(groups[group].add_parser(name, help=help_text),
-                 groups["drive"].add_parser(old, help=f"old spelling of `trajmoe {group} {name}`"))
-
-
 def register(groups) -> None:
-    """Add the planner's verbs (and their old `trajmoe drive ...` aliases) to the CLI's verb groups.
+    """Add the planner's verbs to the CLI's verb groups.
 
     Args:
         groups: {verb: argparse sub-parsers action} from `trajmoe.cli.build_parser`.
@@ -51,8 +27,8 @@ def register(groups) -> None:
 
 
 def _register_data(groups) -> None:
-    """`trajmoe data scenes` (old: `drive data`): highway-env scene generation."""
-    p = _verb(groups, "data", "scenes", "data", "highway-env scenes for the planner (one domain per scenario)")
+    """`trajmoe data scenes`: highway-env scene generation."""
+    p = groups["data"].add_parser("scenes", help="highway-env scenes for the planner (one domain per scenario)")
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--scenes", type=int, required=True, help="total scenes, split evenly over the scenarios")
     p.add_argument("--out", required=True)
@@ -65,8 +41,8 @@ def _register_data(groups) -> None:
 
 
 def _register_train(groups) -> None:
-    """`trajmoe train planner` (old: `drive train`): supervised planner training."""
-    p = _verb(groups, "train", "planner", "train", "train the TrajMoE driving planner (supervised vocabulary scorer)")
+    """`trajmoe train planner`: supervised planner training."""
+    p = groups["train"].add_parser("planner", help="train the TrajMoE driving planner (supervised vocabulary scorer)")
     p.add_argument("--data", required=True, help="scene directory (trajmoe data scenes)")
     p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
     p.add_argument("--config", default=None, help="YAML with sections model/data/train")
@@ -89,8 +65,8 @@ def _run_folder_options(p, set_help: str) -> None:
 
 
 def _register_finetune(groups) -> None:
-    """`trajmoe finetune planner` (old: `drive finetune`): GRPO fine-tuning."""
-    p = _verb(groups, "finetune", "planner", "finetune", "GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
+    """`trajmoe finetune planner`: GRPO fine-tuning."""
+    p = groups["finetune"].add_parser("planner", help="GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
@@ -99,8 +75,8 @@ def _register_finetune(groups) -> None:
 
 
 def _register_ensemble(groups) -> None:
-    """`trajmoe ensemble planner` (old: `drive ensemble`): weighted ensemble of runs."""
-    p = _verb(groups, "ensemble", "planner", "ensemble", "weighted average of several planner runs' sub-score predictions")
+    """`trajmoe ensemble planner`: weighted ensemble of runs."""
+    p = groups["ensemble"].add_parser("planner", help="weighted average of several planner runs' sub-score predictions")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--out", required=True)
@@ -108,8 +84,8 @@ def _register_ensemble(groups) -> None:
 
 
 def _register_eval(groups) -> None:
-    """`trajmoe eval planner` (old: `drive eval`): open- and closed-loop evaluation."""
-    p = _verb(groups, "eval", "planner", "eval", "planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
+    """`trajmoe eval planner`: open- and closed-loop evaluation."""
+    p = groups["eval"].add_parser("planner", help="planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run or ensemble directory")
     src.add_argument("--ensemble", nargs="+", help="run directories to ensemble")
