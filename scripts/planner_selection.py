@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from trajmoe.drive.dataset import collate, scene_features
-from trajmoe.drive.evaluate import _ci95, _vocab_plans
+from trajmoe.drive.evaluate import _vocab_plans
+from trajmoe.eval.stats import mean_ci95
 from trajmoe.drive.metrics import TARGET_METRICS, epdms, score_in_chunks
 from trajmoe.drive.model import selection_scores
 from trajmoe.drive.run import load_planner
@@ -67,7 +68,7 @@ def table(s: dict, base: np.ndarray, tuned: np.ndarray) -> dict:
         m = np.ones(len(base), bool) if scen == "all" else s["scenario"] == scen
         d = tuned[m] - base[m]
         rows[scen] = {"n": int(m.sum()), "default": float(base[m].mean()), "tuned": float(tuned[m].mean()),
-                      "diff": float(d.mean()), "ci95": float(_ci95(d))}
+                      "diff": float(d.mean()), "ci95": float(mean_ci95(d))}
     return rows
 
 

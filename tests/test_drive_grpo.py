@@ -60,5 +60,5 @@ def test_grpo_config_rejects_bad_values():
         GRPOConfig(group_size=1)
     with pytest.raises(ValueError, match="clip_eps"):
         GRPOConfig(clip_eps=1.5)
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match="grpo.metrics must be"):
         GRPOConfig(metrics=("XYZ",))

@@ -143,7 +143,9 @@ def test_cli_bad_inputs(tmp_path, capsys):
 
 
 def test_resolve_config_yaml_and_overrides():
-    from trajmoe.drive.run import resolve_config
+    from trajmoe.families import family
+
+    resolve_config = lambda preset, path, sets: family("planner").resolve(preset, sets, path)  # noqa: E731
 
     cfg = resolve_config(None, "configs/drive/cpu-moe.yaml", {"steps": 7, "model.moe.top_k": 1})  # the packaged file
     assert cfg["model"].vocab_size == 256 and cfg["model"].moe.top_k == 1 and cfg["train"].steps == 7

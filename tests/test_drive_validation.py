@@ -37,7 +37,9 @@ def test_streamed_features_and_samples_match_the_in_memory_ones(data):
 def test_train_with_val_keeps_the_best_held_out_epdms(data, tmp_path):
     from trajmoe.cli import main
     from trajmoe.drive.evaluate import evaluate_open_loop, evaluate_planner_files
-    from trajmoe.drive.run import load_planner
+    from trajmoe.families import family
+
+    load_planner = lambda path: family("planner").from_run(path)[0]  # noqa: E731
 
     out = tmp_path / "run"
     assert main(["train", "planner", "--preset", "tiny-moe", "--data", str(data / "train"), "--val", str(data / "train"),
@@ -63,8 +65,9 @@ def test_train_with_val_keeps_the_best_held_out_epdms(data, tmp_path):
 
 
 def test_bad_val_folder_is_a_one_line_error(data, tmp_path):
-    from trajmoe.drive.run import resolve_config, train
+    from trajmoe.families import family
 
-    cfg = resolve_config("tiny-moe", None, {"data.val_dir": str(tmp_path / "nope"), "steps": 1})
+    fam = family("planner")
+    cfg = fam.resolve("tiny-moe", {"data.val_dir": str(tmp_path / "nope"), "steps": 1})
     with pytest.raises(FileNotFoundError, match="nope"):
-        train(str(data / "train"), str(tmp_path / "run"), cfg, progress=False)
+        fam.fit(cfg, str(data / "train"), str(tmp_path / "run"), progress=False)

@@ -1,7 +1,7 @@
 """One battery over every preset of every registered model family (as timm's test_models.py):
-forward, backward, every parameter gets a finite gradient, no NaN, save/load round trip through a run
-folder (config.json + safetensors, the family's own `load_run`), parameter counts. A new preset is
-tested by being registered in its family's PRESETS."""
+forward, backward on the family's `example_batch`, every parameter gets a finite gradient, no NaN,
+save/load round trip through a run folder (config.json + safetensors, the family's `from_run`),
+parameter counts. A new preset is tested by being registered in its family's PRESETS."""
 
 from __future__ import annotations
 
@@ -12,55 +12,17 @@ import pytest
 import torch
 
 from trajmoe.config import to_dict
-from trajmoe.families import FAMILIES, family
+from trajmoe.families import families, family
 from trajmoe.io import atomic_write_json
 from trajmoe.moe import MoE
 from trajmoe.nn import count_params
 from trajmoe.policy.config import CONDITIONINGS
 from trajmoe.train.checkpoint import save_weights
 
+FAMILIES = families()
 CASES = [(f, p) for f in FAMILIES for p in FAMILIES[f].presets]
 POLICY_IMG = 64  # policy frames at 64 px (every preset's patch grid divides it): seconds, not minutes
 VOCAB = 16  # the planner's vocabulary comes from the data; a small one keeps the paper-size preset fast
-
-
-def _track_batch(cfg, B: int = 2, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, cfg.img_size), torch.linspace(0, 1, cfg.img_size), indexing="ij")
-    start = torch.rand(B, 1, cfg.num_points, 2, generator=g) * 0.6 + 0.2
-    t = torch.arange(cfg.track_len).view(1, -1, 1, 1).float()
-    return {"image": torch.stack([xx, yy, (xx + yy) / 2])[None].repeat(B, 1, 1, 1),
-            "tracks": start + (0.5 - start) * 0.04 * t, "vis": torch.ones(B, cfg.track_len, cfg.num_points),
-            "task_emb": torch.randn(B, cfg.lang_dim, generator=g), "domain": torch.arange(B) % 2}
-
-
-def _policy_batch(cfg, B: int = 2, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    F, V = cfg.frame_stack, len(cfg.views)
-    extra = {}
-    if cfg.conditioning == "oracle":
-        extra["tracks"] = torch.rand(B, F, V, cfg.track_len, cfg.num_points, 2, generator=g)
-    return {**extra, "rgb": torch.randint(0, 256, (B, F, V, 3, cfg.img_size, cfg.img_size), generator=g, dtype=torch.uint8),
-            "proprio": torch.randn(B, F, cfg.proprio_dim, generator=g), "task_emb": torch.randn(B, cfg.lang_dim, generator=g),
-            "actions": torch.rand(B, F, cfg.action_dim, generator=g) * 2 - 1,
-            "valid": torch.tensor([[True] * F, [False] + [True] * (F - 1)])}
-
-
-@pytest.fixture(scope="module")
-def scenes():
-    from trajmoe.drive.scenes import SceneGenConfig, simulate_episode
-
-    return simulate_episode("merge", 3, SceneGenConfig(episode_steps=70, stride=10))  # 2-3 real highway-env scenes
-
-
-@pytest.fixture(scope="module")
-def planner_batch(scenes):
-    from trajmoe.drive.dataset import DriveDataset, collate
-    from trajmoe.drive.metrics import TARGET_METRICS
-
-    rng = np.random.default_rng(0)
-    ds = DriveDataset(scenes, rng.random((len(scenes), VOCAB, len(TARGET_METRICS))).astype(np.float32))
-    return collate([ds.get(i, rng) for i in range(len(ds))])
 
 
 @pytest.fixture(scope="module")
@@ -88,27 +50,26 @@ def _setup(fam_name: str, preset: str, request, conditioning: str | None = None)
     fam = family(fam_name)
     cfg = fam.presets[preset].model
     torch.manual_seed(0)
-    if fam_name == "track":
-        b = _track_batch(cfg, B=1 if cfg.dim > 64 else 2)
-        return cfg, fam.build(cfg), b, lambda m: m.predict(b["image"], b["tracks"][:, 0], b["task_emb"]), {}
+    extra = {}
     if fam_name == "policy":
         cfg = dataclasses.replace(cfg, img_size=POLICY_IMG, conditioning=conditioning or cfg.conditioning)
-        if cfg.uses_track_model:
-            path = request.getfixturevalue("track_run")
-            tm, _ = family("track").load_run(path)
-            cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)
-        model = fam.build(cfg)
         extra = {"track_run": None, "track_model": None}
         if cfg.uses_track_model:
-            model.set_track_model(tm)
+            path = request.getfixturevalue("track_run")
+            tm, _ = family("track").from_run(path)
+            cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)
             extra = {"track_run": str(path), "track_model": to_dict(tm.cfg)}
-        b = _policy_batch(cfg)
-        return cfg, model, b, lambda m: m.predict_actions(b), extra
-    cfg = dataclasses.replace(cfg, vocab_size=VOCAB, moe=dataclasses.replace(cfg.moe, num_domains=4))
-    b = request.getfixturevalue("planner_batch")
+    elif fam_name == "planner":
+        cfg = dataclasses.replace(cfg, vocab_size=VOCAB, moe=dataclasses.replace(cfg.moe, num_domains=4))
     model = fam.build(cfg)
-    model.vocab.copy_(torch.from_numpy(_vocab()))  # the k-means vocabulary of a run (a buffer saved with it)
-    return cfg, model, b, lambda m: m.predict(b)["probs"], {}
+    if extra.get("track_run"):
+        model.set_track_model(tm)
+    if fam_name == "planner":
+        model.vocab.copy_(torch.from_numpy(_vocab()))  # the k-means vocabulary of a run (a buffer saved with it)
+    b = fam.example_batch(cfg)
+    outputs = {"track": lambda m: m.predict(b["image"], b["tracks"][:, 0], b["task_emb"]),
+               "policy": lambda m: m.predict_actions(b), "planner": lambda m: m.predict(b)["probs"]}[fam_name]
+    return cfg, model, b, outputs, extra
 
 
 def _battery(fam_name: str, preset: str, request, tmp_path, conditioning: str | None = None):
@@ -140,7 +101,7 @@ def _battery(fam_name: str, preset: str, request, tmp_path, conditioning: str | 
     fam = family(fam_name)
     save_weights(model, tmp_path / "model.safetensors")
     atomic_write_json(tmp_path / "config.json", {"kind": fam.kind, "model": to_dict(cfg), **extra})
-    loaded, run_cfg = fam.load_run(tmp_path, device="cpu", ema=True)
+    loaded, run_cfg = fam.from_run(tmp_path, device="cpu", ema=True)
     assert run_cfg["kind"] == fam.kind and not loaded.training and loaded.cfg == cfg
     with torch.no_grad():
         torch.testing.assert_close(outputs(loaded), ref, rtol=0, atol=0)
@@ -155,7 +116,8 @@ def test_every_preset_of_every_family(fam_name, preset, request, tmp_path):
         assert model.predict(batch["image"], batch["tracks"][:, 0], batch["task_emb"]).shape == batch["tracks"].shape
         assert ("z_loss" in logs) == bool(cfg.moe.layers)
     elif fam_name == "planner":
-        assert ("cv2" in logs) == bool(cfg.moe.layers) and (not cfg.moe.layers or logs["cv2"] >= 0)
+        for key in ("cv2_loss", "z_loss"):  # every MoE model logs its balance loss and its z-loss
+            assert (key in logs) == bool(cfg.moe.layers) and (not cfg.moe.layers or logs[key] >= 0)
         out = model.plan(batch)
         assert out["plan8"].shape == (len(batch["ego"]), 8, 3)
         assert torch.equal(out["plan8"], model.vocab[out["index"]][:, 4::5])
@@ -188,32 +150,13 @@ def test_resolve_applies_overrides_in_one_grammar():
     for name, preset, key in (("track", "tiny-tramoe", "model.moe.top_k"), ("planner", "tiny-moe", "model.moe.top_k")):
         cfg = family(name).resolve(preset, [f"{key}=1", "steps=3"])
         assert cfg["model"].moe.top_k == 1 and cfg["train"].steps == 3
-    with pytest.raises(ValueError, match="model.moe.balance_weight"):  # a renamed flat key names its new place
+    with pytest.raises(ValueError, match="w_lb"):  # the flat MoE keys of earlier releases are unknown keys now
         family("track").resolve("tiny-tramoe", ["w_lb=0.1"])
-    with pytest.raises(ValueError, match="model.moe.layers"):
+    with pytest.raises(ValueError, match="moe_layers"):
         family("planner").resolve("tiny-moe", {"model.moe_layers": [0]})
 
 
-def test_old_run_folders_load_through_the_shim(tmp_path):
-    """A track run and a planner run written with the flat MoE keys of the previous release load
-    with the same settings as the nested form."""
-    old_track = {"dim": 64, "depth": 4, "heads": 4, "dropout": 0.0, "img_mask_ratio": 0.0, "w_img": 0.1,
-                 "moe_layers": [0, 2, 3], "num_experts": 4, "top_k": 1, "gate": "softmax", "noisy_gating": False,
-                 "moe_impl": "grouped", "num_domains": 8, "w_z": 1e-4, "w_lb": 0.0}
-    old_planner = {"dim": 32, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "vocab_size": 64, "vocab_hidden": 64,
-                   "moe": True, "num_experts": 4, "top_k": 2, "num_shared_experts": 1, "moe_layers": [0, 1],
-                   "balance_weight": 0.01, "z_weight": 0.0}
-    for name, preset, old in (("track", "tiny-tramoe", old_track), ("planner", "tiny-moe", old_planner)):
-        fam = family(name)
-        cfg = fam.presets[preset].model
-        if name == "planner":  # runs of the previous release had no vocabulary map features
-            cfg = dataclasses.replace(cfg, vocab_map_features=False)
-        torch.manual_seed(0)
-        save_weights(fam.build(cfg), tmp_path / "model.safetensors")
-        atomic_write_json(tmp_path / "config.json", {"kind": fam.kind, "model": old})
-        loaded, _ = fam.load_run(tmp_path)
-        want = cfg if name == "track" else dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, num_domains=4))
-        assert loaded.cfg == want
+def test_from_run_checks_the_kind(tmp_path):
     atomic_write_json(tmp_path / "config.json", {"kind": "policy", "model": {}})
     with pytest.raises(ValueError, match="is not a planner run"):
-        family("planner").load_run(tmp_path)
+        family("planner").from_run(tmp_path)

@@ -14,9 +14,9 @@ from trajmoe.data.datasets import list_episodes
 from trajmoe.data.generate import generate
 from trajmoe.data.specs import DomainSpec, load_benchmark, parse_shard, work_items
 from trajmoe.envs.metaworld import EVAL_VARIATION_START, TASKS
-from trajmoe.envs.tracks import TrackConfig
+from trajmoe.envs.tracks import TrackLabelConfig
 
-SMALL = TrackConfig(num_points=32, grid_size=2, num_query_frames=4)
+SMALL = TrackLabelConfig(num_points=32, grid_size=2, num_query_frames=4)
 
 
 @pytest.fixture(scope="module")

@@ -189,11 +189,13 @@ def test_wrong_input_dim_raises():
 def test_active_params_match_dense_ffn():
     from trajmoe.moe import FeedForward
 
+    from trajmoe.nn import count_params
+
     cfg = MoEConfig(dim=16, num_experts=4, top_k=1)
-    dense = FeedForward(16, 64)
-    assert cfg.active_params_per_token == sum(p.numel() for p in dense.parameters())
+    dense = sum(p.numel() for p in FeedForward(16, 64).parameters())
     moe = MoE(cfg)
-    assert sum(p.numel() for p in moe.experts.parameters()) == 4 * cfg.active_params_per_token
+    assert count_params(moe).active_per_token == dense
+    assert sum(p.numel() for p in moe.experts.parameters()) == 4 * dense
 
 
 def test_layer_aux_losses_equal_the_reference_functions():

@@ -13,11 +13,11 @@ from trajmoe.data.generate import generate
 from trajmoe.data.specs import DomainSpec
 from trajmoe.envs.metaworld import make_env
 from trajmoe.envs.oracle import ExpertLookahead, grid_points, oracle_tracks
-from trajmoe.envs.tracks import TrackConfig
+from trajmoe.envs.tracks import TrackLabelConfig
 from trajmoe.eval.stats import wilson_interval
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-SMALL = TrackConfig(num_points=16, grid_size=2, num_query_frames=2, candidates_per_frame=64)
+SMALL = TrackLabelConfig(num_points=16, grid_size=2, num_query_frames=2, candidates_per_frame=64)
 TASK, GEN_TASK, HORIZON = "drawer-open-v3", "reach-v3", 5
 
 
@@ -130,7 +130,7 @@ def test_oracle_policy_trains_and_runs_closed_loop(episode, tmp_path, capsys):
 
 
 def test_track_samples_can_take_the_policy_grid_with_its_exact_tracks(episode):
-    from trajmoe.track.config import DataOptions
+    from trajmoe.track.config import TrackDataConfig
     from trajmoe.track.dataset import TrackDataset
 
     ds = TrackDataset([episode.parent.parent], HORIZON, 16, 128, augment=False, grid_queries=8)
@@ -146,4 +146,4 @@ def test_track_samples_can_take_the_policy_grid_with_its_exact_tracks(episode):
     with pytest.raises(ValueError, match="grid_queries=17"):
         TrackDataset([episode.parent.parent], HORIZON, 16, 128, grid_queries=17)
     with pytest.raises(ValueError, match="data.grid_queries"):
-        DataOptions(grid_queries=-1)
+        TrackDataConfig(grid_queries=-1)

@@ -49,7 +49,7 @@ def train_args(data_dir, out, *extra) -> list[str]:
 
 
 def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
-    from trajmoe.policy.io import load_policy
+    from trajmoe.families import family
     from trajmoe.train.checkpoint import load_run_config
 
     run = tmp_path / "pol"
@@ -70,7 +70,7 @@ def test_train_eval_bench_end_to_end(data_dir, track_run, tmp_path, capsys):
     from trajmoe.policy.dataset import CACHE_FILE
     from trajmoe.train.checkpoint import read_tensors
 
-    pol, _ = load_policy(run)
+    pol, _ = family("policy").from_run(run)
     cache = read_tensors(run / CACHE_FILE)["0"].float()  # episode 0: (T, V, Tt, N, 2)
     from trajmoe.data.atm_hdf5 import open_episode
     from trajmoe.data.datasets import list_episodes

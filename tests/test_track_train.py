@@ -8,11 +8,17 @@ import pytest
 
 from trajmoe.cli import main
 from trajmoe.track import PRESETS
-from trajmoe.track.config import DataOptions
-from trajmoe.track.run import build_dataset, train_track
+from trajmoe.track.config import TrackDataConfig
+from trajmoe.families import family
+from trajmoe.track.run import build_dataset
 
 FAST = ["steps=4", "batch_size=4", "log_every=1", "ckpt_every=2", "progress=false", "warmup_steps=1"]
 
+
+
+def train_track(preset: str, data_dirs: list[str], out: str, sets: list[str] | None = None, resume: bool = False) -> dict:
+    fam = family("track")
+    return fam.fit(fam.resolve(preset, sets), data_dirs, out, resume=resume)
 
 def _losses(run):
     return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
@@ -20,7 +26,7 @@ def _losses(run):
 
 def test_samples_follow_atm_recipe(mw_data):
     cfg = PRESETS["tiny-tramoe"].model
-    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions(), heldout=True)
+    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, TrackDataConfig(), heldout=True)
     assert ds.domain_names == ["id", "ood"]
     it = ds.get(0, np.random.default_rng(0))
     assert it["image"].shape == (3, 128, 128) and it["image"].dtype == np.float32
@@ -39,7 +45,7 @@ def test_samples_follow_atm_recipe(mw_data):
 
 def test_domain_weights_give_per_sample_weights(mw_data):
     cfg = PRESETS["tiny-dense"].model
-    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, DataOptions())
+    ds = build_dataset([mw_data["id"], mw_data["ood"]], cfg, TrackDataConfig())
     w = ds.sample_weights({"id": 3.0, "ood": 1.0})
     dom = ds.domains()
     assert w[dom == 0].sum() / w.sum() == pytest.approx(0.75)
@@ -130,9 +136,7 @@ def test_nan_loss_names_step_and_files_and_keeps_checkpoint(mw_data, tmp_path, m
     run = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"step 3.*demo_0\.hdf5"):
         train_track("tiny-dense", [str(mw_data["id"])], str(run), sets=FAST)
-    from trajmoe.track import load_track_model
-
-    assert load_track_model(run) is not None  # the step-2 checkpoint stays loadable
+    assert family("track").from_run(run)[0] is not None  # the step-2 checkpoint stays loadable
 
 
 def test_bad_inputs(mw_data, tmp_path, capsys):
@@ -181,7 +185,7 @@ def test_two_process_cpu_ddp_track_training(mw_data, tmp_path):
 
 def test_view_loss_weights_and_moving_query_points(mw_data):
     cfg = PRESETS["tiny-dense"].model
-    ds = build_dataset([mw_data["id"]], cfg, DataOptions(view_loss="no_motion", query_sampling="moving"))
+    ds = build_dataset([mw_data["id"]], cfg, TrackDataConfig(view_loss="no_motion", query_sampling="moving"))
     # each view's weight is the mean no-motion MSE over all samples / that view's: the sample-weighted
     # mean no-motion MSE is then the same in every view (the views share the loss by relative error)
     from trajmoe.track.dataset import _no_motion_mse
@@ -200,10 +204,10 @@ def test_view_loss_weights_and_moving_query_points(mw_data):
     disp = np.abs(it["tracks"] - it["tracks"][:1]).max(axis=(0, 2))
     assert (disp >= 0.1 * disp.max() - 1e-6).mean() >= 0.7, (t, disp)
     # held-out samples ignore both training options
-    held = build_dataset([mw_data["id"]], cfg, DataOptions(view_loss="no_motion", query_sampling="moving"), heldout=True)
+    held = build_dataset([mw_data["id"]], cfg, TrackDataConfig(view_loss="no_motion", query_sampling="moving"), heldout=True)
     assert "track_weight" not in held.get(3, np.random.default_rng(0)) and held.view_weight is None
-    with pytest.raises(ValueError, match="data.view_loss='loud'"):
-        DataOptions(view_loss="loud")
+    with pytest.raises(ValueError, match="data.view_loss must be one of .*got 'loud'"):
+        TrackDataConfig(view_loss="loud")
 
 
 def test_training_with_validation_keeps_best_and_writes_verdict(mw_data, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from trajmoe.envs.tracks import (
     CameraModel,
-    TrackConfig,
+    TrackLabelConfig,
     backproject,
     double_grid,
     local_to_world,
@@ -70,7 +70,7 @@ def test_sampling_helpers_and_config_validation():
     assert g.shape == (32, 2) and len(np.unique(g, axis=0)) == 32 and np.all((g > 0) & (g < 128))
     for bad in ({"num_points": 0}, {"grid_size": 9}, {"num_query_frames": -1}, {"var_threshold": -1.0}):
         with pytest.raises(ValueError, match=str(next(iter(bad.values())))):
-            TrackConfig(**bad)
+            TrackLabelConfig(**bad)
     with pytest.raises(ValueError, match="fovy"):
         CameraModel(fovy_deg=0.0, height=8, width=8)
 
@@ -83,7 +83,7 @@ def labelled_push():
 
     env = make_env("push-v3", variation=5, with_depth=True, max_steps=60)
     rec = rollout_expert(env, variation=5, max_steps=40)
-    res = label_tracks(env, rec, TrackConfig(), np.random.default_rng(0))
+    res = label_tracks(env, rec, TrackLabelConfig(), np.random.default_rng(0))
     yield env, rec, res
     env.close()
 

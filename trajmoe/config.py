@@ -57,25 +57,15 @@ _Loader.add_implicit_resolver(
 )
 
 
-def check_legacy_keys(section: str, renames: dict[str, str], file_data: dict | None, overrides: dict) -> None:
-    """Settings renamed when the MoE knobs moved into `<section>.moe`: a one-line ValueError naming
-    the new key (old `w_lb`, `moe_layers`, ... in a YAML file or a `--set`)."""
-    keys = list(((file_data or {}).get(section) or {}).items())
-    keys += [(k.split(".", 1)[1] if k.startswith(section + ".") else k, v) for k, v in overrides.items()]
-    for k, v in keys:
-        if k in renames:
-            raise ValueError(f"{section}.{k} is now {section}.moe.{renames[k]} (MoE settings live in {section}.moe)")
-        if k == "moe" and not isinstance(v, dict):
-            raise ValueError(f"{section}.moe is a mapping of MoE settings, got {v!r} (a dense model: {section}.moe.layers=[])")
-
-
 def yaml_load(text: str) -> Any:
     """Parse YAML text safely, reading `1e-3` as a float (YAML 1.2 rule); yaml.YAMLError on bad syntax."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """['a=1', 'b.c=[1,2]'] -> {'a': 1, 'b.c': [1, 2]} (values parsed as YAML)."""
+def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """['a=1', 'b.c=[1,2]'] -> {'a': 1, 'b.c': [1, 2]} (values parsed as YAML); a dict is taken as parsed."""
+    if isinstance(items, dict):
+        return dict(items)
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -248,7 +238,7 @@ def resolve_sections(sections: dict[str, Any], file_data: dict[str, Any] | None,
                      where: str = "config") -> dict[str, Any]:
     """Apply a config file and `--set` overrides to named dataclass sections.
 
-    sections: e.g. {"model": TrackConfig(...), "train": TrainConfig(...), "data": DataOptions(...)}.
+    sections: e.g. {"model": TrackConfig(...), "train": TrainConfig(...), "data": TrackDataConfig(...)}.
     file_data: {"model": {...}, "train": {...}} (top-level keys must be section names).
     overrides: `--set` items; `section.key=value`, or a bare `key=value` when exactly one section has
     that key (`--set steps=5` -> train.steps). Unknown names are errors listing the valid ones.
@@ -277,8 +267,10 @@ def resolve_sections(sections: dict[str, Any], file_data: dict[str, Any] | None,
     return out
 
 
-# The `kind` a run folder's config.json records, by model family: the one place these names live.
-RUN_KINDS = {"track": "track", "policy": "policy", "planner": "trajmoe-drive-planner"}
+# The `kind` a run folder's config.json records, by model family (and a planner ensemble's
+# ensemble.json): the one place these names live.
+RUN_KINDS = {"track": "track", "policy": "policy", "planner": "trajmoe-drive-planner",
+             "planner-ensemble": "trajmoe-drive-ensemble"}
 
 
 def check_run_kind(run_cfg: dict, family: str, where: str) -> None:

@@ -77,18 +77,18 @@ def check_pretrained(name: str, data_dir: str | Path) -> dict:
     m = manifest(name)
     run = pretrained_run(name)
     if m["family"] == "track":
-        from .track.run import evaluate_track
+        from .families import family
 
-        res = evaluate_track(str(run), [str(data_dir)], m["check"]["max_samples"])
+        res = family("track").evaluate(str(run), [str(data_dir)], m["check"]["max_samples"])
         measured = {k: _path(res["metrics"], k) for k in m["check"]["metrics"]}
     elif m["family"] == "policy":
         from .config import from_dict
         from .policy.config import PolicyDataConfig
         from .policy.dataset import PolicyDataset, scan_data
-        from .policy.io import load_policy
+        from .families import family
         from .policy.train import action_validation_fn
 
-        policy, run_cfg = load_policy(run)
+        policy, run_cfg = family("policy").from_run(run)
         data = from_dict(PolicyDataConfig, {**run_cfg["data"], "val_dir": ""}, f"{run}/config.json data")
         ds = PolicyDataset(scan_data(data_dir), policy.cfg, data, augment=False)
         import torch
@@ -98,10 +98,10 @@ def check_pretrained(name: str, data_dir: str | Path) -> dict:
         measured = {k: float(res[k]) for k in m["check"]["metrics"]}
     elif m["family"] == "planner":
         from .drive.evaluate import evaluate_planner_files
-        from .drive.run import load_planner
         from .drive.scenes import select_scene_paths
+        from .families import family
 
-        res = evaluate_planner_files(load_planner(run), select_scene_paths(data_dir))
+        res = evaluate_planner_files(family("planner").from_run(run)[0], select_scene_paths(data_dir))
         measured = {k: _path(res, k) for k in m["check"]["metrics"]}
     else:
         raise ValueError(f"{run}/{MANIFEST}: family {m['family']!r} has no check (track, policy, planner)")

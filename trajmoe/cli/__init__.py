@@ -32,11 +32,13 @@ GROUPS = {
     "eval": "evaluate a model family (track, policy, planner)",
     "bench": "benchmarks (moe, train, policy, drive-scorer)",
     "viz": "pictures and videos (tracks, routing)",
-    "drive": "old spellings of the planner verbs (`drive train` = `train planner`, `drive data` = `data scenes`)",
     "experiment": "run an experiment spec and write a report",
     "demo": "the main job end to end (make demo)",
 }
 VERBLESS = ("experiment", "demo")
+# Old spellings still accepted: `trajmoe drive VERB ...` runs `trajmoe NEW ...`.
+OLD_SPELLINGS = {"data": ["data", "scenes"], "train": ["train", "planner"], "finetune": ["finetune", "planner"],
+                 "ensemble": ["ensemble", "planner"], "eval": ["eval", "planner"]}
 # Feature modules, in the order their verbs appear.
 COMMAND_MODULES = ["moe", "data", "track", "policy", "drive", "experiment", "demo"]
 
@@ -65,12 +67,19 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(new_spelling(argv))
     except SystemExit:
         raise UsageError(f"bad command: trajmoe {' '.join(argv)}") from None
     if getattr(args, "func", None) is None or (args.group not in VERBLESS and getattr(args, "verb", None) is None):
         raise UsageError(f"incomplete command: trajmoe {' '.join(argv)}")
     return args
+
+
+def new_spelling(argv: list[str]) -> list[str]:
+    """`argv` with an old spelling (`drive train ...`, `OLD_SPELLINGS`) rewritten to the current one."""
+    if len(argv) > 1 and argv[0] == "drive" and argv[1] in OLD_SPELLINGS:
+        return [*OLD_SPELLINGS[argv[1]], *argv[2:]]
+    return argv
 
 
 def run_command(args: argparse.Namespace) -> Result:
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(new_spelling(sys.argv[1:] if argv is None else list(argv)))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -67,7 +67,7 @@ def run_metaworld(args) -> Result | int:
     from ..data.generate import generate
     from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
     from ..envs.metaworld import TASKS, check_task
-    from ..envs.tracks import TrackConfig
+    from ..envs.tracks import TrackLabelConfig
 
     for name in ("--episodes", "--image-size", "--num-points", "--max-steps", "--workers"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -87,7 +87,7 @@ def run_metaworld(args) -> Result | int:
             raise ValueError("--tasks is empty")
         for t in tasks:
             check_task(t)
-        track = TrackConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 8) ** 0.5)))
+        track = TrackLabelConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 8) ** 0.5)))
         spec = DomainSpec(
             name=args.domain, tasks=tuple(tasks), episodes=args.episodes or 10, camera=args.camera,
             views=tuple(v.strip() for v in args.views.split(",") if v.strip()), action_free=args.action_free,

@@ -28,13 +28,14 @@ def register(groups) -> None:
 def run(args) -> int:
     """`trajmoe demo`: run the packaged demo experiment spec and write its report; exit code 0."""
     from ..experiment.report import write_report  # lazy: only this verb needs it
-    from .runner import run_experiment  # lazy: only this verb needs it
+    from ..experiment.runner import run_experiment  # lazy: only this verb needs it
+    from .experiment import execute_step
     from ..experiment.spec import load_spec  # lazy: only this verb needs it
 
     t0 = time.perf_counter()
     spec = load_spec(args.spec, args.scale)
     out = Path(args.out)
-    results = run_experiment(spec, out, seeds=1)
+    results = run_experiment(spec, out, execute_step, seeds=1)
     path = write_report(spec, results, out, seeds=1)
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; report: {path}")
     return 0

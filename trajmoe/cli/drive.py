@@ -1,6 +1,6 @@
 """The planner's verbs in the one grammar `trajmoe <verb> <family>`: `data scenes`, `train planner`,
 `finetune planner`, `ensemble planner`, `eval planner`; and `bench drive-scorer`.
-The old spellings `trajmoe drive data|train|finetune|ensemble|eval` stay as aliases."""
+The old spellings `trajmoe drive data|train|finetune|ensemble|eval` are rewritten to these (`trajmoe.cli.OLD_SPELLINGS`)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,8 @@ from trajmoe.io import atomic_write_json, finite_json
 from . import Result
 
 
-class _Both:
-    """Adds every argument to the parser of the new spelling and to the one of its old alias."""
-
-    def __init__(self, *parsers) -> None:
-        self.parsers = parsers
-
-    def add_argument(self, *a, **kw) -> None:
-        for p in self.parsers:
-            p.add_argument(*a, **kw)
-
-    def add_mutually_exclusive_group(self, **kw) -> "_Both":
-        return _Both(*(p.add_mutually_exclusive_group(**kw) for p in self.parsers))
-
-    def set_defaults(self, **kw) -> None:
-        for p in self.parsers:
-            p.set_defaults(**kw)
-
-
-def _verb(groups, group: str, name: str, old: str, help_text: str) -> _Both:
-    """`trajmoe GROUP NAME` and its old spelling `trajmoe drive OLD`, sharing their arguments."""
-    return _Both(groups[group].add_parser(name, help=help_text),
-                 groups["drive"].add_parser(old, help=f"old spelling of `trajmoe {group} {name}`"))
-
-
 def register(groups) -> None:
-    """Add the planner's verbs (and their old `trajmoe drive ...` aliases) to the CLI's verb groups.
+    """Add the planner's verbs to the CLI's verb groups.
 
     Args:
         groups: {verb: argparse sub-parsers action} from `trajmoe.cli.build_parser`.
@@ -51,8 +27,8 @@ def register(groups) -> None:
 
 
 def _register_data(groups) -> None:
-    """`trajmoe data scenes` (old: `drive data`): highway-env scene generation."""
-    p = _verb(groups, "data", "scenes", "data", "highway-env scenes for the planner (one domain per scenario)")
+    """`trajmoe data scenes`: highway-env scene generation."""
+    p = groups["data"].add_parser("scenes", help="highway-env scenes for the planner (one domain per scenario)")
     p.add_argument("--scenarios", default="highway,merge,roundabout,intersection")
     p.add_argument("--scenes", type=int, required=True, help="total scenes, split evenly over the scenarios")
     p.add_argument("--out", required=True)
@@ -65,8 +41,8 @@ def _register_data(groups) -> None:
 
 
 def _register_train(groups) -> None:
-    """`trajmoe train planner` (old: `drive train`): supervised planner training."""
-    p = _verb(groups, "train", "planner", "train", "train the TrajMoE driving planner (supervised vocabulary scorer)")
+    """`trajmoe train planner`: supervised planner training."""
+    p = groups["train"].add_parser("planner", help="train the TrajMoE driving planner (supervised vocabulary scorer)")
     p.add_argument("--data", required=True, help="scene directory (trajmoe data scenes)")
     p.add_argument("--preset", default=None, help="tiny-moe, tiny-dense, cpu-moe, cpu-dense, moe, dense")
     p.add_argument("--config", default=None, help="YAML with sections model/data/train")
@@ -89,8 +65,8 @@ def _run_folder_options(p, set_help: str) -> None:
 
 
 def _register_finetune(groups) -> None:
-    """`trajmoe finetune planner` (old: `drive finetune`): GRPO fine-tuning."""
-    p = _verb(groups, "finetune", "planner", "finetune", "GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
+    """`trajmoe finetune planner`: GRPO fine-tuning."""
+    p = groups["finetune"].add_parser("planner", help="GRPO fine-tuning of the planner's scoring heads (TrajMoE paper eqs. 5-10)")
     p.add_argument("--run", required=True, help="supervised run directory")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="YAML with sections train/grpo")
@@ -99,8 +75,8 @@ def _register_finetune(groups) -> None:
 
 
 def _register_ensemble(groups) -> None:
-    """`trajmoe ensemble planner` (old: `drive ensemble`): weighted ensemble of runs."""
-    p = _verb(groups, "ensemble", "planner", "ensemble", "weighted average of several planner runs' sub-score predictions")
+    """`trajmoe ensemble planner`: weighted ensemble of runs."""
+    p = groups["ensemble"].add_parser("planner", help="weighted average of several planner runs' sub-score predictions")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--weights", nargs="+", type=float, default=None)
     p.add_argument("--out", required=True)
@@ -108,8 +84,8 @@ def _register_ensemble(groups) -> None:
 
 
 def _register_eval(groups) -> None:
-    """`trajmoe eval planner` (old: `drive eval`): open- and closed-loop evaluation."""
-    p = _verb(groups, "eval", "planner", "eval", "planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
+    """`trajmoe eval planner`: open- and closed-loop evaluation."""
+    p = groups["eval"].add_parser("planner", help="planner EPDMS + sub-scores on held-out scenes; --closed-loop drives highway-env")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run or ensemble directory")
     src.add_argument("--ensemble", nargs="+", help="run directories to ensemble")
@@ -160,15 +136,14 @@ def run_train(args) -> Result | int:
     Raises:
         ValueError: neither --preset nor --config, or a bad config key/value.
     """
-    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
-    from trajmoe.drive.run import resolve_config, train  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
     if args.preset is None and args.config is None:
         raise ValueError("give --preset NAME or --config FILE")
     sets = [*args.set, f"data.val_dir={Path(args.val).resolve()}"] if args.val else args.set  # the real folder (resume checks)
-    cfg = resolve_config(args.preset, args.config, parse_overrides(sets))
-    res = train(args.data, args.out, cfg, resume=args.resume, progress=not args.no_progress, allow_change=args.allow_change,
-                overwrite=args.overwrite)
+    fam = family("planner")
+    res = fam.fit(fam.resolve(args.preset, sets, args.config), args.data, args.out, resume=args.resume,
+                  allow_change=args.allow_change, overwrite=args.overwrite, progress=not args.no_progress)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
     return Result(summary)
@@ -178,10 +153,9 @@ def run_finetune(args) -> Result | int:
     """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
     exit code 0.
     """
-    from trajmoe.config import parse_overrides  # lazy: only this verb needs it
     from trajmoe.drive.run import finetune  # lazy: only this verb needs it
 
-    res = finetune(args.run, args.out, parse_overrides(args.set), args.config, args.resume, progress=not args.no_progress,
+    res = finetune(args.run, args.out, args.set, args.config, args.resume, progress=not args.no_progress,
                    allow_change=args.allow_change, overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
@@ -201,53 +175,12 @@ def run_eval(args) -> Result | int:
     """`trajmoe eval planner`: EPDMS and sub-scores open (and closed) loop beside the rule-based baselines; exit
     code 0. ValueError: neither --data nor --closed-loop, or a bad run / weights.
     """
-    from trajmoe.drive.ensemble import Ensemble, load_any  # lazy: only this verb needs it
-    from trajmoe.drive.run import load_planner  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
-    if not args.data and not args.closed_loop:
-        raise ValueError("give --data DIR (open loop) and/or --closed-loop EPISODES")
-    if args.baselines_only:
-        planner = None
-        if args.plots:
-            raise ValueError("--plots needs a planner (--run or --ensemble)")
-    elif args.ensemble:
-        planner = Ensemble([load_planner(r) for r in args.ensemble], args.weights)
-    else:
-        if args.weights:
-            raise ValueError("--weights goes with --ensemble")
-        planner = load_any(args.run)
-    result: dict = {}
-    if args.data:
-        from trajmoe.drive.evaluate import evaluate_open_loop  # lazy: only this verb needs it
-        from trajmoe.drive.scenes import load_scenes  # lazy: only this verb needs it
-
-        scenes = load_scenes(args.data, args.limit or None)
-        if args.no_baselines and planner is None:
-            raise ValueError("--no-baselines with --baselines-only leaves nothing to evaluate")
-        res = evaluate_open_loop(planner, scenes, keep_plans=bool(args.plots), with_baselines=not args.no_baselines)
-        plans = res.pop("_plans", None)
-        if planner is not None and hasattr(planner, "vocab"):
-            from trajmoe.drive.evaluate import evaluate_vocab_oracle  # lazy: only this verb needs it
-
-            res["vocab_oracle"] = evaluate_vocab_oracle(planner.vocab.numpy(), scenes)
-        result["open_loop"] = res
-        if args.plots:
-            from trajmoe.drive.plots import plot_scenes  # lazy: only this verb needs it
-            from trajmoe.viz.routing import plot_routing  # lazy: only this verb needs it
-
-            picks = []
-            for s in ("highway", "merge", "roundabout", "intersection"):
-                idx = [i for i, sc in enumerate(scenes) if sc["scenario"] == s]
-                if idx:
-                    picks.append(idx[len(idx) // 2])
-            plot_scenes(Path(args.plots) / "scenes.png", [scenes[i] for i in picks], [plans[i] for i in picks], planner.vocab.numpy())
-            if "routing" in res:
-                plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, Path(args.plots) / "routing.png",
-                             title="routing share per scenario (vocabulary tokens)", row_label="scenario")
-    if args.closed_loop:
-        from trajmoe.drive.closed_loop import evaluate_closed_loop  # lazy: only this verb needs it
-
-        result["closed_loop"] = evaluate_closed_loop(planner, _split(args.scenarios), args.closed_loop, progress=not args.json)
+    result = family("planner").evaluate(
+        args.run, args.data, limit=args.limit, closed_loop=args.closed_loop, scenarios=tuple(_split(args.scenarios)),
+        ensemble=args.ensemble, weights=args.weights, baselines=not args.no_baselines, plots=args.plots,
+        progress=not args.json)
     if args.out:
         atomic_write_json(args.out, finite_json(result))
     if not args.json:

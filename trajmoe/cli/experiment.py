@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from . import USER_ERRORS, UsageError, is_training_error, parse_command, run_command
+
 
 def register(groups) -> None:
     """Add `trajmoe experiment SPEC` (--out, --scale, --seeds, --set) to the CLI."""
@@ -32,6 +34,30 @@ def register(groups) -> None:
     p.set_defaults(func=run_curve)
 
 
+def execute_step(argv: list[str], label: str) -> dict | None:
+    """Run one experiment step's `trajmoe` command in this process (`run_command`) and return its record.
+    A training command (one that declares itself `resumable`) continues its run folder when that holds a
+    checkpoint. A failure is a one-line UsageError naming the step and the command that resumes it."""
+    from rich.console import Console
+
+    from ..train.checkpoint import latest_checkpoint
+
+    args = parse_command(argv)
+    if getattr(args, "resumable", False) and not args.resume and args.out and latest_checkpoint(args.out) is not None:
+        args.resume = True  # an interrupted training step continues where it stopped
+    resumed = " --resume" if getattr(args, "resume", False) and "--resume" not in argv else ""
+    Console(stderr=True).rule(f"[bold]{label}[/bold]: trajmoe {' '.join(argv)}{resumed}", style="cyan")
+    try:
+        result = run_command(args)
+    except Exception as e:
+        if not (isinstance(e, USER_ERRORS) or is_training_error(e)):
+            raise
+        raise UsageError(f"experiment step {label} failed: {e}; rerun resumes here: trajmoe {' '.join(argv)}") from None
+    if result.rc:
+        raise UsageError(f"experiment step {label} failed (exit {result.rc}); rerun resumes here: trajmoe {' '.join(argv)}")
+    return result.record
+
+
 def run_curve(args) -> int:
     """`trajmoe viz curve`: prints the written image's path; exit code 0."""
     from ..viz.curves import plot_learning_curves  # lazy: only this verb needs it
@@ -50,7 +76,7 @@ def run(args) -> int:
             empty value for a variable whose default is a non-empty string (data_dir= would write into '.').
     """
     from ..experiment.report import write_report  # lazy: only this verb needs it
-    from .runner import run_experiment  # lazy: only this verb needs it
+    from ..experiment.runner import run_experiment  # lazy: only this verb needs it
     from ..experiment.spec import load_spec  # lazy: only this verb needs it
 
     if args.seeds < 1:
@@ -72,11 +98,11 @@ def run(args) -> int:
     spec.overrides = dict(overrides)
     out = Path(args.out)
     try:
-        results = run_experiment(spec, out, args.seeds, args.only, report_only=args.report_only)
+        results = run_experiment(spec, out, None if args.report_only else execute_step, args.seeds, args.only)
     except Exception:
         if not args.report_only:  # keep what finished readable: the report of the steps done so far
             with contextlib.suppress(Exception):
-                write_report(spec, run_experiment(spec, out, args.seeds, args.only, report_only=True), out, args.seeds)
+                write_report(spec, run_experiment(spec, out, None, args.seeds, args.only), out, args.seeds)
         raise
     path = write_report(spec, results, out, args.seeds)
     print(f"report: {path}")

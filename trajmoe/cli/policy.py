@@ -69,13 +69,14 @@ def _split(s: str | None) -> list[str] | None:
 
 def run_train(args) -> Result | int:
     """`trajmoe train policy`: train a trajectory-guided policy; prints the final metrics; exit code 0."""
-    from ..policy.train import train_policy  # lazy: only this verb needs it
+    from ..families import family  # lazy: only this verb needs it
 
     if args.val:
         args.set = [*args.set, f"data.val_dir={args.val}"]
-    metrics = train_policy(args.preset, args.conditioning, args.track_run, args.data, args.out,
-                           args.config, args.set, args.resume, _split(args.tasks), allow_change=args.allow_change,
-                           overwrite=args.overwrite)
+    fam = family("policy")
+    cfg = fam.resolve(args.preset, args.set, args.config, conditioning=args.conditioning, track_run=args.track_run,
+                      tasks=_split(args.tasks))
+    metrics = fam.fit(cfg, args.data, args.out, resume=args.resume, allow_change=args.allow_change, overwrite=args.overwrite)
     print(f"trained policy -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return Result(metrics)
 
@@ -83,19 +84,19 @@ def run_train(args) -> Result | int:
 def run_eval(args) -> Result | int:
     """`trajmoe eval policy`: closed-loop MetaWorld (or LIBERO, --suite) success with Wilson intervals (table or
     --json); exit code 0."""
-    from ..policy.rollout import evaluate_libero, evaluate_policy  # lazy: only this verb needs it
+    from ..families import family  # lazy: only this verb needs it
 
+    common = dict(tasks=_split(args.tasks), workers=args.workers, video_dir=args.video, video_per_task=args.video_per_task,
+                  max_steps=args.max_steps, device=args.device, track_run=args.track_run, progress=not args.json,
+                  video_format=args.video_format)
     if args.suite:
-        res = evaluate_libero(args.run, args.suite, _split(args.tasks), args.episodes or 20, args.workers, args.video,
-                              args.video_per_task, args.max_steps, args.device, args.track_run, args.first_variation,
-                              progress=not args.json, video_format=args.video_format, results_dir=args.results,
-                              baseline=not args.no_baseline)
+        res = family("policy").evaluate(args.run, args.suite, episodes=args.episodes or 20, first_trial=args.first_variation,
+                                        results_dir=args.results, baseline=not args.no_baseline, **common)
     else:
         if args.results or args.no_baseline:
             raise ValueError("--results and --no-baseline apply to LIBERO evaluation (--suite)")
-        res = evaluate_policy(args.run, _split(args.tasks), args.episodes or 10, args.workers, args.video,
-                              args.video_per_task, args.max_steps, args.device, args.track_run, args.first_variation,
-                              progress=not args.json, video_format=args.video_format)
+        res = family("policy").evaluate(args.run, None, episodes=args.episodes or 10, first_variation=args.first_variation,
+                                        **common)
     if args.json:
         return Result(res)
     if args.suite:

@@ -52,22 +52,23 @@ def register(groups) -> None:
 
 def run_train(args) -> Result | int:
     """`trajmoe train track` (or --list-presets: parameter counts per preset); exit code 0."""
+    from ..families import family  # lazy: only this verb needs it
+
+    fam = family("track")
     if args.list_presets:
-        from ..track import PRESETS, TrackModel, count_params  # lazy: only this verb needs it
+        from ..nn import count_params  # lazy: only this verb needs it
 
         print(f"{'preset':18s} {'total':>12s} {'active/token':>13s}  moe_layers")
-        for name, preset in PRESETS.items():
-            c = count_params(TrackModel(preset.model))
+        for name, preset in fam.presets.items():
+            c = count_params(fam.build(preset.model))
             print(f"{name:18s} {c.total:12,d} {c.active_per_token:13,d}  {list(preset.model.moe.layers)}")
         return 0
     if not args.data or not args.out:
         raise ValueError("trajmoe train track needs --data DIR ... and --out RUN")
-    from ..track.run import train_track  # lazy: only this verb needs it
-
     if args.val:
         args.set = [*args.set, "data.val_dirs=" + json.dumps(args.val)]
-    metrics = train_track(args.preset, args.data, args.out, args.config, args.set, args.resume,
-                          allow_change=args.allow_change, overwrite=args.overwrite)
+    metrics = fam.fit(fam.resolve(args.preset, args.set, args.config), args.data, args.out, resume=args.resume,
+                      allow_change=args.allow_change, overwrite=args.overwrite)
     print(f"trained {args.preset} -> {args.out}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return Result(metrics)
 
@@ -78,14 +79,14 @@ def run_eval(args) -> Result | int:
     Raises:
         ValueError: --max-samples or --batch < 1, a bad run or data folder.
     """
-    from ..track.run import evaluate_track  # lazy: only this verb needs it
+    from ..families import family  # lazy: only this verb needs it
 
     if args.max_samples < 1:
         raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
 
-    res = evaluate_track(args.run, args.data, args.max_samples, args.batch, args.device)
+    res = family("track").evaluate(args.run, args.data, args.max_samples, args.batch, args.device)
     if args.json:
         return Result(res)
     print(f"{'domain':24s} {'samples':>8s} {'':10s} {'track_mse':>10s} {'ADE px':>8s} {'FDE px':>8s}")
@@ -113,13 +114,13 @@ def run_viz_routing(args) -> Result | int:
     Raises:
         ValueError: --max-samples < 1, a dense run (no MoE layer), a bad run or data folder.
     """
-    from ..track.run import evaluate_track  # lazy: only this verb needs it
+    from ..families import family  # lazy: only this verb needs it
     from ..viz.routing import plot_routing  # lazy: only this verb needs it
 
     if args.max_samples < 1:
         raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
 
-    res = evaluate_track(args.run, args.data, args.max_samples)
+    res = family("track").evaluate(args.run, args.data, args.max_samples)
     if not res["routing"]:
         raise ValueError(f"run {args.run} has no MoE layer: nothing to draw")
     print(plot_routing({k: v["domain_fraction"] for k, v in res["routing"].items()}, args.out,

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from trajmoe.data.specs import GENERATOR_VERSION, DomainSpec, WorkItem, work_items
 from trajmoe.envs.metaworld import EnvConfig, view_camera
-from trajmoe.envs.tracks import TrackConfig
+from trajmoe.envs.tracks import TrackLabelConfig
 from trajmoe.parallel import worker_pool
 from trajmoe.config import to_dict
 from trajmoe.data.atm_hdf5 import EpisodeData, MANIFEST, ViewData, is_complete_episode, open_episode, write_episode
@@ -111,7 +111,7 @@ def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple
     return rec
 
 
-def label_tracks(env: Any, rec: Rollout, cfg: TrackConfig, rng: np.random.Generator) -> dict[str, Any]:
+def label_tracks(env: Any, rec: Rollout, cfg: TrackLabelConfig, rng: np.random.Generator) -> dict[str, Any]:
     """Exact GT tracks for every view; segmentation at query frames is rendered by replaying state."""
     body_pos, body_mat = np.stack(rec.body_pos), np.stack(rec.body_mat)
     out = {}

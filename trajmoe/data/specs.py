@@ -18,7 +18,7 @@ from trajmoe.envs.metaworld import (
     check_task,
     check_views,
 )
-from trajmoe.envs.tracks import TrackConfig
+from trajmoe.envs.tracks import TrackLabelConfig
 from trajmoe.config import check_keys, from_dict, load_yaml, to_dict
 from trajmoe.configs import find_config
 from trajmoe.data.atm_hdf5 import MANIFEST
@@ -45,7 +45,7 @@ class DomainSpec:
     max_steps: int | None = None  # None: the task's episode limit (trajmoe.envs.metaworld.episode_limit)
     keep_failed: bool = False
     attempts: int = MAX_ATTEMPTS
-    track: TrackConfig = field(default_factory=TrackConfig)
+    track: TrackLabelConfig = field(default_factory=TrackLabelConfig)
     # Oracle tracks (trajmoe.envs.oracle): per frame, the exact future tracks of the policy's fixed
     # query grid of each size listed here, over `oracle_horizon` steps of the scripted expert.
     oracle_points: tuple[int, ...] = ()

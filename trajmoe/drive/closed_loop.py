@@ -17,7 +17,7 @@ import torch
 from rich.progress import Progress
 
 from trajmoe.drive import baselines
-from trajmoe.eval.stats import wilson_interval
+from trajmoe.eval.stats import mean_ci95, wilson_interval
 from trajmoe.drive import geometry as geo
 from trajmoe.drive.dataset import collate, scene_features
 from trajmoe.drive.metrics import interpolate_plan
@@ -138,16 +138,11 @@ def evaluate_closed_loop(planner, scenarios: list[str], episodes: int, seed: int
     return {**{name: _aggregate(r, scenarios) for name, r in rows.items()}, "seconds_per_episode": seconds}
 
 
-def _ci95(x) -> float:
-    x = np.asarray(x, np.float64)
-    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
 def _aggregate(rs: list[dict], scenarios: list[str]) -> dict:
     out = {"episodes": len(rs)}
     for key, name in (("crash", "crash_rate"), ("offroad", "offroad_rate"), ("progress", "progress_m")):
         vals = [float(r[key]) for r in rs]
-        out[name], out[name + "_ci95"] = float(np.mean(vals)), _ci95(vals)
+        out[name], out[name + "_ci95"] = float(np.mean(vals)), mean_ci95(vals)
     for key, name in (("crash", "crash_rate"), ("offroad", "offroad_rate")):  # rates: Wilson 95 % (low, high)
         out[name + "_wilson95"] = list(wilson_interval(int(sum(bool(r[key]) for r in rs)), len(rs)))
     out["per_scenario"] = {

@@ -6,22 +6,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from trajmoe.config import Preset, checker, pick_preset
+from trajmoe.config import Preset, checker, is_int, is_number
 from trajmoe.drive.metrics import TARGET_METRICS
-from trajmoe.moe.config import MoEConfig, nest_legacy_moe
+from trajmoe.moe.config import MoEConfig
 from trajmoe.train.config import TrainConfig
 
 PLANNER_MOE = MoEConfig(layers=(0, 1, 2), num_experts=4, top_k=2, num_shared_experts=1, gate="renorm",
                         balance_loss="cv2", balance_weight=0.01, z_weight=0.0)
-# Flat keys of planner runs written before the MoE settings were nested -> MoEConfig fields.
-LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k",
-                   "num_shared_experts": "num_shared_experts", "balance_weight": "balance_weight", "z_weight": "z_weight"}
-
-
-def upgrade_model_dict(model: dict) -> dict:
-    """A planner run's recorded model dict, old flat MoE keys nested into `moe` (loader shim): the old
-    code hard-coded the renormalised gate, the CV^2 balance loss and 4 routing-statistics rows."""
-    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"gate": "renorm", "balance_loss": "cv2", "num_domains": 4})
 
 
 @dataclass(frozen=True)
@@ -41,11 +32,11 @@ class SelectionWeights:
     HC: float = 0.0
 
     def __post_init__(self):
+        need = checker(self, "model.selection")
         for k, v in self.__dict__.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"selection.{k} must be a number >= 0, got {v!r}")
-        if self.EP + self.TTC + self.LK + self.HC <= 0 and self.combo > 0:
-            raise ValueError("selection: combo > 0 needs at least one of EP, TTC, LK, HC > 0")
+            need(is_number(v) and v >= 0, k, "a number >= 0")
+        need(self.EP + self.TTC + self.LK + self.HC > 0 or self.combo <= 0, "combo",
+             "0 unless one of EP, TTC, LK, HC is > 0")
 
 
 @dataclass(frozen=True)
@@ -116,14 +107,11 @@ class DriveDataConfig:
     val_scenes: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.val_dir, str):
-            raise ValueError(f"data.val_dir must be a folder path (a string), got {self.val_dir!r}")
-        if not isinstance(self.val_scenes, int) or isinstance(self.val_scenes, bool) or self.val_scenes < 0:
-            raise ValueError(f"data.val_scenes must be an integer >= 0 (0 = all), got {self.val_scenes!r}")
-        if self.max_scenes < 0:
-            raise ValueError(f"data.max_scenes must be >= 0, got {self.max_scenes}")
-        if self.workers < 1:
-            raise ValueError(f"data.workers must be >= 1, got {self.workers}")
+        need = checker(self, "data")
+        need(isinstance(self.val_dir, str), "val_dir", "a folder path (a string)")
+        need(is_int(self.val_scenes) and self.val_scenes >= 0, "val_scenes", "an integer >= 0 (0 = all)")
+        need(is_int(self.max_scenes) and self.max_scenes >= 0, "max_scenes", "an integer >= 0 (0 = all)")
+        need(is_int(self.workers) and self.workers >= 1, "workers", "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -139,17 +127,14 @@ class GRPOConfig:
     supervised_weight: float = 0.0  # optionally keep the BCE/imitation loss during fine-tuning
 
     def __post_init__(self):
-        if self.group_size < 2:
-            raise ValueError(f"grpo.group_size must be >= 2 (group-normalised advantages), got {self.group_size}")
-        if not 0 < self.clip_eps < 1:
-            raise ValueError(f"grpo.clip_eps must be in (0, 1), got {self.clip_eps}")
-        if self.beta < 0 or self.kl_weight < 0:
-            raise ValueError(f"grpo.beta and grpo.kl_weight must be >= 0, got {self.beta}, {self.kl_weight}")
-        bad = [m for m in self.metrics if m not in TARGET_METRICS]
-        if bad:
-            raise ValueError(f"grpo.metrics has unknown metric(s) {bad}; valid: {', '.join(TARGET_METRICS)}")
         if isinstance(self.metrics, list):
             object.__setattr__(self, "metrics", tuple(self.metrics))
+        need = checker(self, "grpo")
+        need(is_int(self.group_size) and self.group_size >= 2, "group_size", "an integer >= 2 (group-normalised advantages)")
+        need(0 < self.clip_eps < 1, "clip_eps", "in (0, 1)")
+        need(self.beta >= 0, "beta", ">= 0")
+        need(self.kl_weight >= 0, "kl_weight", ">= 0")
+        need(all(m in TARGET_METRICS for m in self.metrics), "metrics", f"a list of {', '.join(TARGET_METRICS)}")
 
 
 def _model(dim: int, heads: int, enc: int, dec: int, vocab: int, hidden: int, moe_layers: tuple[int, ...],
@@ -177,7 +162,3 @@ PRESETS: dict[str, Preset] = {
     "dense": Preset(_model(256, 8, 2, 3, 8192, 1024, (), False), _GPU_TRAIN, DriveDataConfig()),
 }
 
-
-def planner_preset(name: str) -> Preset:
-    """PRESETS[name]; an unknown name is a one-line ValueError listing the valid ones."""
-    return pick_preset(PRESETS, name, "planner")

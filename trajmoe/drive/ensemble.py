@@ -14,7 +14,8 @@ import torch
 
 from trajmoe.drive.config import SelectionWeights
 from trajmoe.drive.model import select_plan
-from trajmoe.drive.run import load_planner
+from trajmoe.config import RUN_KINDS
+from trajmoe.drive.run import from_run
 from trajmoe.io import atomic_write_json, read_json
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -71,11 +72,11 @@ def write_ensemble(out: str | Path, runs: list[str], weights: list[float] | None
     """Validate the runs (loading each) and write `out/ensemble.json`; returns the spec written.
 
     Raises:
-        ValueError / FileNotFoundError: as `Ensemble` and `load_planner` (bad weights, missing run,
+        ValueError / FileNotFoundError: as `Ensemble` and `from_run` (bad weights, missing run,
             different vocabularies).
     """
-    ens = Ensemble([load_planner(r) for r in runs], weights)  # validates runs, weights, vocabularies
-    spec = {"kind": "trajmoe-drive-ensemble", "runs": [str(Path(r)) for r in runs], "weights": ens.weights}
+    ens = Ensemble([from_run(r)[0] for r in runs], weights)  # validates runs, weights, vocabularies
+    spec = {"kind": RUN_KINDS["planner-ensemble"], "runs": [str(Path(r)) for r in runs], "weights": ens.weights}
     atomic_write_json(Path(out) / ENSEMBLE_FILE, spec)
     return spec
 
@@ -91,7 +92,7 @@ def load_any(path: str | Path):
         spec = read_json(path / ENSEMBLE_FILE)
         if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or "weights" not in spec:
             raise ValueError(f"{path / ENSEMBLE_FILE} must hold {{'runs': [...], 'weights': [...]}}")
-        return Ensemble([load_planner(r) for r in spec["runs"]], spec["weights"])
+        return Ensemble([from_run(r)[0] for r in spec["runs"]], spec["weights"])
     if not path.is_dir():
         raise FileNotFoundError(f"missing run directory: {path}")
-    return load_planner(path)
+    return from_run(path)[0]

@@ -18,25 +18,21 @@ import torch
 from trajmoe.drive import baselines
 from trajmoe.drive.dataset import collate, scene_features
 from trajmoe.drive.metrics import METRICS, epdms, interpolate_plan, score_in_chunks, score_trajectories, simulate_plans
-from trajmoe.drive.scenes import prev_scene
+from trajmoe.drive.scenes import load_scene, prev_scene
 from trajmoe.envs.highway import SCENARIOS
+from trajmoe.eval.stats import mean_ci95
 from trajmoe.moe import expert_shares, reset_routing
-
-
-def _ci95(x) -> float:
-    x = np.asarray(x, np.float64)
-    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def _aggregate(rows: list[dict], scenarios: list[str]) -> dict:
     out = {"n": len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in METRICS},
-           "EPDMS_ci95": _ci95([r["EPDMS"] for r in rows])}
+           "EPDMS_ci95": mean_ci95([r["EPDMS"] for r in rows])}
     per = {}
     for s in scenarios:
         sub = [r for r in rows if r["scenario"] == s]
         if sub:
             per[s] = {"n": len(sub), **{m: float(np.mean([r[m] for r in sub])) for m in METRICS},
-                      "EPDMS_ci95": _ci95([r["EPDMS"] for r in sub])}
+                      "EPDMS_ci95": mean_ci95([r["EPDMS"] for r in sub])}
     out["per_scenario"] = per
     return out
 
@@ -131,8 +127,6 @@ def evaluate_planner_files(planner, paths: list, batch_size: int = 16) -> dict:
     "per_scenario"}) on scene files loaded `batch_size` at a time and dropped after scoring, so memory
     does not grow with the number of scenes (held-out validation during training). No expert,
     baselines or routing statistics. ValueError: no paths (and `load_scene`'s errors naming a file)."""
-    from trajmoe.drive.scenes import load_scene
-
     if not paths:
         raise ValueError("no held-out scene files to evaluate")
     rows = []

@@ -31,7 +31,8 @@ from trajmoe.drive.config import DriveModelConfig, SelectionWeights
 from trajmoe.drive.dataset import (AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS,
                                     vocab_agent_features, vocab_drivable_features, vocab_map_features)
 from trajmoe.drive.metrics import TARGET_METRICS
-from trajmoe.nn.blocks import Block, collect_moe_aux
+from trajmoe.moe import add_moe_aux
+from trajmoe.nn.blocks import Block
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -175,11 +176,7 @@ class DrivePlanner(nn.Module):
         feat, auxes = self.decode(batch)
         out = self.heads(feat)
         loss, logs = self.supervised_loss(out, batch)
-        aux = collect_moe_aux(auxes)
-        if self.cfg.moe.layers:
-            loss = loss + self.cfg.moe.aux_loss(aux).to(loss.device)
-            logs["cv2"] = aux["cv2_loss"].detach()
-        return loss, logs
+        return add_moe_aux(loss, logs, self.cfg.moe, auxes), logs
 
     # ---- inference -------------------------------------------------------------------------
     @torch.no_grad()

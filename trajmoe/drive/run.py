@@ -4,46 +4,61 @@ Run directory (on top of the Trainer's config.json / model.safetensors / metrics
   vocab.safetensors   the k-means vocabulary (V, 40, 3) (also a buffer inside model.safetensors)
   targets.npz         (S, V, M) vocabulary sub-scores of the training scenes (cache; reused by finetune)
   best/, validation.json   with data.val_dir (`--val`): the weights of the best held-out EPDMS (a
-                      loadable run: `load_planner` reads the vocabulary from its model.safetensors) and
+                      loadable run: `from_run` reads the vocabulary from its model.safetensors) and
                       the convergence verdict (trajmoe.train.validation)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from trajmoe.config import (RUN_KINDS, check_legacy_keys, check_run_kind, from_dict, load_yaml, replace,
-                            resolve_sections, to_dict)
-from trajmoe.drive.config import (LEGACY_MOE_KEYS, DriveDataConfig, DriveModelConfig, GRPOConfig, planner_preset,
-                                  upgrade_model_dict)
+from trajmoe.config import (RUN_KINDS, check_run_kind, from_dict, load_yaml, parse_overrides, pick_preset, replace, resolve_sections,
+                            to_dict)
+from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
+from trajmoe.drive.dataset import DriveDataset, collate, scene_features
+from trajmoe.drive.evaluate import evaluate_planner_files
+from trajmoe.drive.grpo import GRPOPlanner
+from trajmoe.drive.metrics import METRICS
+from trajmoe.drive.model import DrivePlanner
+from trajmoe.drive.scenes import load_scene, read_manifest, scene_path, select_scene_paths
+from trajmoe.drive.vocab import join_samples, kmeans_vocab, precompute_targets, scene_trajectory_samples
 from trajmoe.io import DAMAGED_FILE_ERRORS, atomic_path
+from trajmoe.train import Trainer
+from trajmoe.train.checkpoint import (WEIGHTS, file_sha256, load_run_config, load_run_model, load_weights,
+                                      read_tensors, save_tensors)
 from trajmoe.train.config import TrainConfig
+from trajmoe.train.rundir import RunFolder
+from trajmoe.train.validation import Selection
 
 RUN_KIND = RUN_KINDS["planner"]
+# GRPO fine-tuning's default recipe, from the supervised run's: this fraction of its steps, its lr
+# times FINETUNE_LR_SCALE, no warm-up (`--set` / --config override each).
+FINETUNE_STEPS_FRACTION = 0.25
+FINETUNE_LR_SCALE = 0.2
+VALIDATION_EVALS = 10  # held-out evaluations over a run when train.eval_every is unset and no checkpoints are taken
 
 
-def resolve_config(preset: str | None, config_file: str | None, overrides: dict) -> dict:
+def resolve(preset: str | None, overrides: list[str] | dict | None = None, config_file: str | None = None) -> dict:
     """preset -> YAML file -> --set overrides; returns {'model', 'data', 'train', 'grpo'} dataclasses.
 
     Bare `--set` keys go to the one section that has them (`steps=N` -> train), as in every training verb.
     No preset: the config classes' defaults.
     """
     file_data = load_yaml(config_file) if config_file else None
-    check_legacy_keys("model", LEGACY_MOE_KEYS, file_data, overrides)
     if preset is None:
         sections = {"model": DriveModelConfig(), "data": DriveDataConfig(), "train": TrainConfig()}
     else:
-        p = planner_preset(preset)
+        p = pick_preset(PRESETS, preset, "planner")
         sections = {"model": p.model, "data": p.data, "train": p.train}
-    return resolve_sections({**sections, "grpo": GRPOConfig()}, file_data, overrides, "drive config")
+    return resolve_sections({**sections, "grpo": GRPOConfig()}, file_data, parse_overrides(overrides), "drive config")
 
 
 def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
-    from trajmoe.drive.scenes import read_manifest, scene_path
-
     m = read_manifest(data_dir)
     items = m["scenes"][:max_scenes] if max_scenes else m["scenes"]
     return [scene_path(data_dir, it) for it in items], m
@@ -51,38 +66,23 @@ def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path],
 
 def save_vocab(path: Path, vocab: np.ndarray) -> None:
     """Write the (V, 40, 3) vocabulary (ego frame, m / rad, 0.1 s steps) to a safetensors file."""
-    from trajmoe.train.checkpoint import save_tensors
-    import torch
-
     save_tensors({"vocab": torch.as_tensor(vocab)}, path)
 
 
 def load_vocab(path: Path) -> np.ndarray:
     """Read a vocabulary written by `save_vocab` -> (V, 40, 3) float32."""
-    from trajmoe.train.checkpoint import read_tensors
-
     return read_tensors(path)["vocab"].numpy()
 
 
-def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bool = True,
-          allow_change: bool = False, overwrite: bool = False) -> dict:
+def fit(cfg: dict, data_dir: str, out: str, resume: bool = False, allow_change: bool = False,
+        overwrite: bool = False, progress: bool = True) -> dict:
     """Supervised training of a planner on the scenes of `data_dir` into the run folder `out`.
 
     Exact and resumable: torch is seeded with train.seed before the model is built, and the score
     targets are the float16 values cached in targets.npz in the first process and after a resume
-    alike. The folder is locked for the whole run; see `trajmoe.train.trainer.check_run_dir` for
-    what `resume` / `allow_change` / `overwrite` accept.
+    alike. The folder is held (`RunFolder`) from before the vocabulary is written to the end of
+    training; see `trajmoe.train.rundir.check_run_dir` for what `resume` / `allow_change` / `overwrite` accept.
     """
-    import torch
-
-    from trajmoe.drive.dataset import DriveDataset, collate
-    from trajmoe.drive.model import DrivePlanner
-    from trajmoe.drive.vocab import kmeans_vocab
-    from trajmoe.io import DirLock
-    from trajmoe.train import Trainer
-    from trajmoe.train.rundir import check_run_dir
-    from trajmoe.train.validation import Selection
-
     out_p = Path(out)
     mcfg: DriveModelConfig = cfg["model"]
     dcfg: DriveDataConfig = cfg["data"]
@@ -90,48 +90,50 @@ def train(data_dir: str, out: str, cfg: dict, resume: bool = False, progress: bo
     if not paths:
         raise ValueError(f"{Path(data_dir) / 'manifest.json'}: no scenes to train on")
     domains = 1 + max((int(it["domain"]) for it in manifest["scenes"][: dcfg.max_scenes or None]), default=-1)
-    if mcfg.moe.layers and domains > mcfg.moe.num_domains:  # routing statistics: one row per domain id of the data
-        mcfg = replace(mcfg, {"moe.num_domains": domains}, "model")
+    mcfg = dataclasses.replace(mcfg, moe=mcfg.moe.with_domains(domains))
     tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
-    if dcfg.val_dir and not tcfg.eval_every:  # default: 10 evaluations (at every checkpoint when they are on)
-        tcfg = replace(tcfg, {"eval_every": tcfg.ckpt_every or max(1, tcfg.steps // 10)}, "train")
+    if dcfg.val_dir and not tcfg.eval_every:  # default: at every checkpoint, else VALIDATION_EVALS evaluations
+        tcfg = replace(tcfg, {"eval_every": tcfg.ckpt_every or max(1, tcfg.steps // VALIDATION_EVALS)}, "train")
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
                   "data_dir": str(Path(data_dir).resolve()), "n_scenes": len(paths)}  # the real folder: see check_run_dir
-    lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
-    try:
-        latest, _ = check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
+    with RunFolder(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite) as run:
         eval_fn = select = None
         if dcfg.val_dir:  # held-out curve, best checkpoint and convergence verdict (trajmoe.train.validation)
             eval_fn, select = validation_fn(dcfg.val_dir, dcfg.val_scenes), Selection("EPDMS", "max")
-        vpath = out_p / "vocab.safetensors"
-        resuming_vocab = latest is not None and vpath.is_file()  # resuming: the run's own vocabulary
-        timings = {}
-        t = time.perf_counter()
-        features, samples = stream_features(paths, dcfg.vocab_use_agents, with_samples=not resuming_vocab)
-        timings["scenes_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if resuming_vocab:
-            vocab = load_vocab(vpath)
-        else:  # a new run never reuses a vocabulary a failed run left behind
-            vocab = kmeans_vocab(samples, mcfg.vocab_size, dcfg.vocab_iters, dcfg.vocab_seed)
-            save_vocab(vpath, vocab)
-        del samples
-        timings["vocab_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
-        timings["targets_s"] = time.perf_counter() - t
+        vocab, features, targets, timings = _training_data(out_p, paths, mcfg, dcfg, run.latest is not None, progress)
         query_feats = mcfg.query_features  # precomputed per scene
         ds = DriveDataset.from_features(features, targets, vocab if query_feats else None)
         torch.manual_seed(tcfg.seed)  # the same command twice builds the same initial model
         model = DrivePlanner(mcfg, vocab)
-        trainer = Trainer(model, ds, tcfg, out_p, {**run_config, "timings": timings}, collate_fn=collate,
-                          eval_fn=eval_fn, select=select, resume=resume, allow_change=allow_change, overwrite=overwrite)
-    except BaseException:
-        lock.release()
-        raise
+        trainer = Trainer(model, ds, tcfg, run, {**run_config, "timings": timings}, collate_fn=collate,
+                          eval_fn=eval_fn, select=select)
     t = time.perf_counter()
     metrics = trainer.fit()
     return {**metrics, **timings, "train_s": time.perf_counter() - t}
+
+
+def _training_data(out_p: Path, paths: list[Path], mcfg: DriveModelConfig, dcfg: DriveDataConfig, resuming: bool,
+                   progress: bool) -> tuple[np.ndarray, list[dict], np.ndarray, dict]:
+    """(vocabulary, scene features, float16 targets, timings) of a supervised run: a resumed run reuses
+    its own vocabulary (RUN/vocab.safetensors); a new one never reuses what a failed run left behind."""
+    vpath = out_p / "vocab.safetensors"
+    resuming_vocab = resuming and vpath.is_file()
+    timings = {}
+    t = time.perf_counter()
+    features, samples = stream_features(paths, dcfg.vocab_use_agents, with_samples=not resuming_vocab)
+    timings["scenes_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if resuming_vocab:
+        vocab = load_vocab(vpath)
+    else:
+        vocab = kmeans_vocab(samples, mcfg.vocab_size, dcfg.vocab_iters, dcfg.vocab_seed)
+        save_vocab(vpath, vocab)
+    del samples
+    timings["vocab_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
+    timings["targets_s"] = time.perf_counter() - t
+    return vocab, features, targets, timings
 
 
 def validation_fn(val_dir: str | Path, max_scenes: int = 0, batch_size: int = 16):
@@ -141,10 +143,6 @@ def validation_fn(val_dir: str | Path, max_scenes: int = 0, batch_size: int = 16
     scored, EC against the plan of the previous frame), plus `<scenario>/EPDMS` per scenario.
     The scenes are read from disk a batch at a time at every evaluation, never kept (~4 MB each).
     Errors: the folder's manifest is checked now (FileNotFoundError / ValueError naming it)."""
-    from trajmoe.drive.evaluate import evaluate_planner_files
-    from trajmoe.drive.metrics import METRICS
-    from trajmoe.drive.scenes import select_scene_paths
-
     paths = select_scene_paths(val_dir, max_scenes or None)
     if not paths:
         raise ValueError(f"{Path(val_dir) / 'manifest.json'}: no held-out scenes")
@@ -167,10 +165,6 @@ def stream_features(paths: list[Path], use_agents: bool = True,
     (`trajectory_samples` order: experts, then agent futures), else None. Peak memory is the
     features plus one scene. Errors: `load_scene`'s one-line errors naming the file.
     """
-    from trajmoe.drive.dataset import scene_features
-    from trajmoe.drive.scenes import load_scene
-    from trajmoe.drive.vocab import join_samples, scene_trajectory_samples
-
     features, experts, agents = [], [], []
     for p in paths:
         scene = load_scene(p)
@@ -190,8 +184,6 @@ def cached_targets(out_p: Path, paths: list[Path], vocab: np.ndarray, workers: i
     targets of the first process. The cache is used only for the same scenes and the same vocabulary;
     an unreadable cache is recomputed.
     """
-    from trajmoe.drive.vocab import precompute_targets
-
     targets = read_cached_targets(out_p, paths, vocab)
     if targets is not None:
         return targets
@@ -218,68 +210,42 @@ def read_cached_targets(run_p: Path, paths: list[Path], vocab: np.ndarray) -> np
     return None
 
 
-def planner_config_from_run(rc: dict, where: str) -> DriveModelConfig:
-    """The DriveModelConfig a run recorded (runs written before the MoE settings were nested are read
-    through `upgrade_model_dict`); ValueError when it is not a planner run."""
-    check_run_kind(rc, "planner", where)
-    return from_dict(DriveModelConfig, upgrade_model_dict(rc["model"]), f"{where} model")
+def from_run(run_dir: str | Path, device: str = "cpu", ema: bool = True) -> tuple[DrivePlanner, dict]:
+    """(DrivePlanner in eval mode on `device`, run config) of a trained run (supervised or GRPO; EMA
+    weights when the run has them and `ema`). FileNotFoundError / ValueError name the folder."""
+    return load_run_model(run_dir, "planner",
+                          lambda rc, where: DrivePlanner(from_dict(DriveModelConfig, rc["model"], f"{where} model")), device, ema)
 
 
-def load_planner(run_dir: str | Path, device: str = "cpu", ema: bool = True):
-    """A trained run (supervised or GRPO) -> DrivePlanner in eval mode on `device` (EMA weights when
-    the run has them and `ema`). FileNotFoundError / ValueError name the folder."""
-    from trajmoe.drive.model import DrivePlanner
-    from trajmoe.train.checkpoint import EMA_WEIGHTS, WEIGHTS, load_run_config, load_weights
-
-    run_dir = Path(run_dir)
-    mcfg = planner_config_from_run(load_run_config(run_dir), str(run_dir / "config.json"))
-    model = DrivePlanner(mcfg)
-    load_weights(model, run_dir / (EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else WEIGHTS))
-    return model.to(device).eval()
+def load_planner(run_dir: str | Path, device: str = "cpu", ema: bool = True) -> DrivePlanner:
+    """Alias of `from_run(...)[0]` kept for scripts; the library loads runs through `trajmoe.families`."""
+    return from_run(run_dir, device, ema)[0]
 
 
-def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = None, resume: bool = False,
-             progress: bool = True, allow_change: bool = False, overwrite: bool = False) -> dict:
+def finetune(run: str, out: str, cfg_overrides: list[str] | dict | None = None, config_file: str | None = None,
+             resume: bool = False, progress: bool = True, allow_change: bool = False, overwrite: bool = False) -> dict:
     """GRPO fine-tuning (TrajMoE, Xing et al., eqs. 5-10) of the scoring heads of a supervised run.
 
-    Exact and resumable like `train` (torch seeded before the model is built; float16 targets).
+    Exact and resumable like `fit` (torch seeded before the model is built; float16 targets).
     """
-    import torch
-
-    from trajmoe.io import DirLock
-    from trajmoe.drive.dataset import DriveDataset, collate
-    from trajmoe.drive.grpo import GRPOPlanner
-    from trajmoe.drive.scenes import load_scene
-    from trajmoe.train import Trainer
-    from trajmoe.train.checkpoint import load_run_config, load_weights
-    from trajmoe.train.rundir import check_run_dir
-
     run_p, out_p = Path(run), Path(out)
     rc = load_run_config(run_p)
-    base_mcfg = planner_config_from_run(rc, str(run_p / "config.json"))
-    base_train = dict(rc.get("train", {}))
-    base_train.update({"steps": max(1, base_train.get("steps", 100) // 4), "warmup_steps": 0,
-                       "lr": base_train.get("lr", 1e-4) * 0.2})
-    secs = resolve_sections({"train": from_dict(TrainConfig, base_train, "train"), "grpo": GRPOConfig()},
-                            load_yaml(config_file) if config_file else None, cfg_overrides, "finetune config")
-    tcfg, gcfg = secs["train"], secs["grpo"]
-    mcfg = replace(base_mcfg, {"gaussian_heads": True}, "model")
+    check_run_kind(rc, "planner", str(run_p / "config.json"))
+    tcfg, gcfg = _finetune_sections(rc, config_file, cfg_overrides, progress)
+    mcfg = replace(from_dict(DriveModelConfig, rc["model"], f"{run_p} model"), {"gaussian_heads": True}, "model")
     torch.manual_seed(tcfg.seed)
     model = GRPOPlanner(mcfg, gcfg)
-    missing, unexpected = load_weights(model, run_p / "model.safetensors", strict=False)
+    init = run_p / WEIGHTS
+    missing, unexpected = load_weights(model, init, strict=False)
     if unexpected or any(not k.startswith("std_heads.") for k in missing):
-        raise ValueError(f"{run_p / 'model.safetensors'} does not match the planner (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"{init} does not match the planner (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.start_finetune()
     dcfg = from_dict(DriveDataConfig, rc["data"], "data")
     paths, _ = _scene_paths(rc["data_dir"], dcfg.max_scenes)
     vocab = model.vocab.numpy()
-    if not progress:
-        tcfg = replace(tcfg, {"progress": False}, "train")
     run_config = {"kind": RUN_KIND, "stage": "grpo", "model": to_dict(mcfg), "data": rc["data"], "data_dir": rc["data_dir"],
-                  "grpo": to_dict(gcfg), "init_run": str(run_p.resolve()), "init_weights_sha256": _sha256(run_p / "model.safetensors")}
-    lock = DirLock.acquire(out_p, what="run folder")  # the Trainer releases it when training ends
-    try:
-        check_run_dir(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite=overwrite)
+                  "grpo": to_dict(gcfg), "init_run": str(run_p.resolve()), "init_weights_sha256": file_sha256(init)}
+    with RunFolder(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite) as held:
         # The supervised run's cached targets when valid; never written into that (unlocked) run folder.
         targets = read_cached_targets(run_p, paths, vocab)
         if targets is None:
@@ -287,23 +253,19 @@ def finetune(run: str, out: str, cfg_overrides: dict, config_file: str | None = 
         save_vocab(out_p / "vocab.safetensors", vocab)
         query_feats = mcfg.query_features  # precomputed per scene
         ds = DriveDataset((load_scene(p) for p in paths), targets, vocab if query_feats else None)
-        trainer = Trainer(model, ds, tcfg, out_p, run_config, collate_fn=collate, resume=resume, allow_change=allow_change,
-                          overwrite=overwrite)
-    except BaseException:
-        lock.release()
-        raise
+        trainer = Trainer(model, ds, tcfg, held, run_config, collate_fn=collate)
     t = time.perf_counter()
     metrics = trainer.fit()
     return {**metrics, "train_s": time.perf_counter() - t}
 
 
-def _sha256(path: Path) -> str:
-    """Digest of the weights a fine-tuning run starts from (a resume refuses changed init weights)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+def _finetune_sections(rc: dict, config_file: str | None, overrides, progress: bool) -> tuple[TrainConfig, GRPOConfig]:
+    """The fine-tuning run's train and grpo sections: the supervised run's recipe shortened and slowed
+    (FINETUNE_STEPS_FRACTION, FINETUNE_LR_SCALE, no warm-up), then the config file and `--set`."""
+    base = dict(rc.get("train", {}))
+    base.update({"steps": max(1, int(base.get("steps", 100) * FINETUNE_STEPS_FRACTION)), "warmup_steps": 0,
+                 "lr": base.get("lr", 1e-4) * FINETUNE_LR_SCALE})
+    secs = resolve_sections({"train": from_dict(TrainConfig, base, "train"), "grpo": GRPOConfig()},
+                            load_yaml(config_file) if config_file else None, parse_overrides(overrides), "finetune config")
+    tcfg = secs["train"] if progress else replace(secs["train"], {"progress": False}, "train")
+    return tcfg, secs["grpo"]

@@ -38,6 +38,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from trajmoe.config import checker
+
 VIS_ABS_TOL = 0.01  # metres; MuJoCo's pinhole camera model visibility test
 VIS_REL_TOL = 0.02  # fraction of the point depth
 
@@ -123,7 +125,7 @@ def visibility(uv_TN2: np.ndarray, depth_TN: np.ndarray, depth_imgs_THW: np.ndar
 
 
 @dataclass(frozen=True)
-class TrackConfig:
+class TrackLabelConfig:
     """How many points per view and how they are chosen (see module docstring)."""
 
     num_points: int = 128  # N per view, fixed for every episode
@@ -133,15 +135,12 @@ class TrackConfig:
     var_threshold: float = 10.0  # px^2 at the stored resolution, ATM `track_and_remove` default
 
     def __post_init__(self) -> None:
+        need = checker(self, "track")
         for name in ("num_points", "num_query_frames", "candidates_per_frame"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"track {name} must be positive, got {getattr(self, name)!r}")
-        if self.grid_size < 0:
-            raise ValueError(f"track grid_size must be >= 0, got {self.grid_size!r}")
-        if 2 * self.grid_size**2 > self.num_points:
-            raise ValueError(f"track grid of 2*{self.grid_size}^2 points exceeds num_points={self.num_points}")
-        if self.var_threshold < 0:
-            raise ValueError(f"track var_threshold must be >= 0, got {self.var_threshold!r}")
+            need(getattr(self, name) > 0, name, "positive")
+        need(self.grid_size >= 0, "grid_size", ">= 0")
+        need(2 * self.grid_size**2 <= self.num_points, "grid_size", f"such that 2 * grid_size^2 <= num_points={self.num_points}")
+        need(self.var_threshold >= 0, "var_threshold", ">= 0")
 
     @property
     def num_grid(self) -> int:
@@ -201,7 +200,7 @@ def compute_view_tracks(
     seg_at: Callable[[int], np.ndarray] | Mapping[int, np.ndarray],
     geom_body: np.ndarray,
     body_is_static: np.ndarray,
-    cfg: TrackConfig,
+    cfg: TrackLabelConfig,
     rng: np.random.Generator,
 ) -> TrackResult:
     """Sample N query points for one view and carry them exactly through every frame.
@@ -252,7 +251,7 @@ def compute_view_tracks(
 
 def _sample_points(get_seg: Callable[[int], np.ndarray], frames: np.ndarray, grid_uv: np.ndarray,
                    grid_frame: np.ndarray, geom_body: np.ndarray, body_is_static: np.ndarray,
-                   cfg: TrackConfig, rng: np.random.Generator) -> tuple[tuple, tuple]:
+                   cfg: TrackLabelConfig, rng: np.random.Generator) -> tuple[tuple, tuple]:
     """Candidate and grid query points at each query frame, on pixels that show a geom.
 
     Candidates: half uniform over the image, half on moving bodies; grid point i is queried at

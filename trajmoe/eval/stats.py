@@ -1,4 +1,4 @@
-"""Confidence intervals for success rates (closed-loop evaluation).
+"""Confidence intervals: of a mean over scenes or episodes (normal), of a success rate (Wilson).
 
 Wilson score interval (E. B. Wilson, "Probable inference, the law of succession, and statistical
 inference", JASA 1927; Brown, Cai & DasGupta, Statistical Science 2001, eq. 4): for k successes in
@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 Z95 = 1.959963984540054  # standard normal 97.5 % quantile
+
+
+def mean_ci95(x) -> float:
+    """Half-width of the normal 95 % interval of the mean of `x` (1.96 standard errors); nan below 2 values."""
+    x = np.asarray(x, np.float64)
+    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

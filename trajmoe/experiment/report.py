@@ -103,25 +103,8 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
     fig_dir.mkdir(parents=True, exist_ok=True)
     all_tables = []
     for ti, table in enumerate(spec.tables):
-        vals = table_values(spec, results, table)
-        all_tables.append(vals)
-        cols = [c["name"] for c in table["columns"]]
-        lines += [f"## {table.get('title', f'Table {ti + 1}')}", "",
-                  "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        empty = [v for v, row in vals.items() if not any(row.values())]  # nothing measured (yet, or skipped by a var)
-        for variant, row in vals.items():
-            if variant in empty:
-                continue
-            cells = [_fmt_success(row[c["name"]]) if c.get("kind") == "success" else _fmt(row[c["name"]], c.get("fmt", ".4g"))
-                     for c in table["columns"]]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        lines.append("")
-        if empty:
-            lines += ["Not measured (no finished step feeds this table): " + ", ".join(empty) + ".", ""]
-        if seeds > 1:
-            lines += [f"(mean ± sample std over the seeds each cell has, up to {seeds}; a single value is one seed)", ""]
-        if any(c.get("kind") == "success" for c in table["columns"]):
-            lines += ["(success: pooled % over every seed's episodes [Wilson 95 % interval], n episodes)", ""]
+        all_tables.append(table_values(spec, results, table))
+        lines += _table_lines(table, all_tables[-1], ti, seeds)
     for fi, fig in enumerate(spec.figures):
         made = _figure(fig, fi, spec, results, all_tables, out, fig_dir)
         if made:
@@ -138,6 +121,28 @@ def write_report(spec: Spec, results: dict, out: Path, seeds: int) -> Path:
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
     return path
+
+
+def _table_lines(table: dict, vals: dict, ti: int, seeds: int) -> list[str]:
+    """The markdown of one spec table (`table_values` rows; variants with nothing measured listed below it)."""
+    cols = [c["name"] for c in table["columns"]]
+    lines = [f"## {table.get('title', f'Table {ti + 1}')}", "",
+             "| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    empty = [v for v, row in vals.items() if not any(row.values())]  # nothing measured (yet, or skipped by a var)
+    for variant, row in vals.items():
+        if variant in empty:
+            continue
+        cells = [_fmt_success(row[c["name"]]) if c.get("kind") == "success" else _fmt(row[c["name"]], c.get("fmt", ".4g"))
+                 for c in table["columns"]]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if empty:
+        lines += ["Not measured (no finished step feeds this table): " + ", ".join(empty) + ".", ""]
+    if seeds > 1:
+        lines += [f"(mean ± sample std over the seeds each cell has, up to {seeds}; a single value is one seed)", ""]
+    if any(c.get("kind") == "success" for c in table["columns"]):
+        lines += ["(success: pooled % over every seed's episodes [Wilson 95 % interval], n episodes)", ""]
+    return lines
 
 
 def _figure(fig: dict, fi: int, spec: Spec, results: dict, tables: list, out: Path, fig_dir: Path) -> list[str]:

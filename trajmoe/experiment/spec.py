@@ -108,7 +108,7 @@ def load_spec(path: str | Path, scale: str) -> Spec:
     return spec
 
 
-# Variables the runner sets itself (`trajmoe.cli.runner`) or reads by name (runs_dir, run_name).
+# Variables the runner sets itself (`trajmoe.experiment.runner`) or reads by name (runs_dir, run_name).
 BUILTIN_VARS = ("dir", "configs", "scale", "variant", "seed", "run", "runs_dir", "run_name")
 
 

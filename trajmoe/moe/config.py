@@ -16,7 +16,6 @@ GATES = ("softmax", "topk_softmax", "renorm", "top2_ratio")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 IMPLS = ("grouped", "loop")
 BALANCE_LOSSES = ("switch", "cv2")
-_AUX_KEY = {"switch": "balance_loss", "cv2": "cv2_loss"}
 
 
 @dataclass(frozen=True)
@@ -105,29 +104,7 @@ class MoEConfig:
         return dataclasses.replace(self, dim=dim, hidden_dim=self.hidden_dim or hidden_dim,
                                    dropout=dropout if self.dropout is None else self.dropout)
 
-    def aux_loss(self, aux: dict):
-        """balance_weight * (the configured balance loss) + z_weight * z-loss, from summed aux losses
-        (`trajmoe.nn.collect_moe_aux`): Tra-MoE paper Sec. 3.3 / TrajMoE paper eq. 4. A 0-d tensor."""
-        return self.balance_weight * aux[_AUX_KEY[self.balance_loss]] + self.z_weight * aux["z_loss"]
-
-    @property
-    def active_params_per_token(self) -> int:
-        """Expert parameters a token touches: k routed + shared FFNs (router excluded)."""
-        per_ffn = 2 * self.dim * self.hidden_dim + (self.hidden_dim + self.dim if self.bias else 0)
-        return (self.top_k + self.num_shared_experts) * per_ffn
-
-
-def nest_legacy_moe(model: dict, renames: dict[str, str], fixed: dict) -> dict:
-    """A model dict written before the MoE settings were nested (flat `num_experts`, `w_lb`, ...)
-    -> the nested form {..., "moe": {...}}; a dict that already nests them is returned unchanged.
-
-    renames: old flat key -> MoEConfig field; fixed: MoEConfig fields the old code hard-coded.
-    A legacy planner's `moe: false` switch becomes `moe.layers = []`.
-    """
-    if isinstance(model.get("moe"), dict) or not any(k in model for k in renames):
-        return model
-    out = {k: v for k, v in model.items() if k not in renames and k != "moe"}
-    moe = {**fixed, **{new: model[old] for old, new in renames.items() if old in model}}
-    if model.get("moe") is False:
-        moe["layers"] = []
-    return {**out, "moe": moe}
+    def with_domains(self, n: int) -> "MoEConfig":
+        """This config with a routing-statistics row for each of the training data's `n` domain ids
+        (a model with MoE layers and fewer rows; otherwise unchanged)."""
+        return dataclasses.replace(self, num_domains=n) if self.layers and n > self.num_domains else self

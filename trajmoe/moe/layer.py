@@ -41,13 +41,9 @@ class MoE(nn.Module):
         )
         self.stats = RoutingStats(cfg.num_experts, cfg.num_domains)
 
-    def reset_stats(self) -> None:
-        """Zero the accumulated routing counts (`RoutingStats.reset`)."""
-        self.stats.reset()
-
     @property
     def domain_counts(self) -> torch.Tensor:
-        """(num_domains, E) int64 tokens routed per domain and expert since the last `reset_stats`."""
+        """(num_domains, E) int64 tokens routed per domain and expert since the last `stats.reset()`."""
         return self.stats.domain_counts
 
     def forward(self, x: torch.Tensor, domain_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:

@@ -1,4 +1,5 @@
-"""Auxiliary MoE losses, each a pure function of router outputs (the layer never sums them).
+"""Auxiliary MoE losses, each a pure function of router outputs (the layer never sums them), and
+`add_moe_aux`: the one place a model sums them over its MoE layers, weights them and logs them.
 
 Shapes: T tokens, E experts, K chosen experts per token.
 """
@@ -6,6 +7,27 @@ Shapes: T tokens, E experts, K chosen experts per token.
 from __future__ import annotations
 
 import torch
+
+# The key of a config's `balance_loss` in every MoE layer's aux dict (`MoE.forward`).
+BALANCE_KEYS = {"switch": "balance_loss", "cv2": "cv2_loss"}
+
+
+def add_moe_aux(loss: torch.Tensor, logs: dict, cfg, auxes: list[dict | None]) -> torch.Tensor:
+    """`loss` + balance_weight * (the configured balance loss) + z_weight * z-loss, each summed over
+    the MoE layers (TrajMoE paper: "summing the balancing losses from all MoE layers"; Tra-MoE paper
+    Sec. 3.3, TrajMoE paper eq. 4). `logs` gains "z_loss" and the balance loss under its key
+    ("balance_loss" or "cv2_loss"), detached. A model without MoE layers (`cfg.layers` empty) is unchanged.
+
+    Args:
+        cfg: the model's `MoEConfig`; auxes: one entry per block, its MoE aux dict or None (dense block).
+    """
+    present = [a for a in auxes if a is not None]
+    if not cfg.layers or not present:
+        return loss
+    total = {k: torch.stack([a[k] for a in present]).sum() for k in ("z_loss", BALANCE_KEYS[cfg.balance_loss])}
+    balance = total[BALANCE_KEYS[cfg.balance_loss]]
+    logs.update({k: v.detach() for k, v in total.items()})
+    return loss + (cfg.balance_weight * balance + cfg.z_weight * total["z_loss"]).to(loss.device)
 
 
 def load_balance_loss(probs_TE: torch.Tensor, expert_ids_TK: torch.Tensor,

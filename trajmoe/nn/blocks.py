@@ -13,7 +13,6 @@ import torch.nn as nn
 from ..moe import FeedForward, MoE, MoEConfig
 from .attention import Attention
 
-AUX_LOSS_KEYS = ("z_loss", "balance_loss", "cv2_loss")
 
 
 class Block(nn.Module):
@@ -86,18 +85,3 @@ class Block(nn.Module):
             return x + y, aux
         return x + self.ffn(h), None
 
-
-def collect_moe_aux(auxes: list[dict | None]) -> dict[str, torch.Tensor]:
-    """Sum z_loss / balance_loss / cv2_loss over MoE layers (TrajMoE paper: 'summing the balancing
-    losses from all MoE layers'); zeros when the model has no MoE layer.
-
-    Args:
-        auxes: one entry per block: its MoE aux dict, or None for a dense block.
-
-    Returns:
-        {"z_loss", "balance_loss", "cv2_loss"}: scalar tensors.
-    """
-    present = [a for a in auxes if a is not None]
-    if not present:
-        return {k: torch.zeros(()) for k in AUX_LOSS_KEYS}
-    return {k: torch.stack([a[k] for a in present]).sum() for k in AUX_LOSS_KEYS}

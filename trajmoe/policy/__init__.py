@@ -13,8 +13,6 @@ from .config import CONDITIONINGS, PRESETS, PolicyConfig, PolicyDataConfig
 _LAZY = {
     "TrajectoryPolicy": "trajmoe.policy.model",
     "rasterize_tracks": "trajmoe.policy.conditioning",
-    "load_policy": "trajmoe.policy.io",
-    "train_policy": "trajmoe.policy.train",
     "evaluate_policy": "trajmoe.policy.rollout",
     "bench_policy": "trajmoe.policy.bench",
 }

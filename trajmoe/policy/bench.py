@@ -16,9 +16,10 @@ import torch
 
 from ..bench.timing import resolve_device, time_ms
 from ..nn import count_params
-from ..track import TrackConfig, TrackModel, load_track_model
+from ..track import TrackConfig, TrackModel
+from ..track.io import from_run as track_from_run
 from .config import PolicyConfig
-from .io import load_policy
+from .io import from_run
 from .model import TrajectoryPolicy
 
 
@@ -84,7 +85,7 @@ def _build_policy(conditioning: str | None, dev: torch.device, preset: str, trac
                   track_run: str | None, run_dir: str | None) -> tuple:
     """(policy, its PolicyConfig, track model name): a trained run's policy, or a fresh one from presets."""
     if run_dir is not None:
-        policy, run_cfg = load_policy(run_dir, device=dev, track_run=track_run)
+        policy, run_cfg = from_run(run_dir, device=dev, track_run=track_run)
         if conditioning and conditioning != policy.cfg.conditioning:
             raise ValueError(f"--conditioning {conditioning!r} differs from the run's {policy.cfg.conditioning!r}")
         cfg = policy.cfg
@@ -94,7 +95,7 @@ def _build_policy(conditioning: str | None, dev: torch.device, preset: str, trac
     track_name = None
     if cfg.uses_track_model:
         if track_run:
-            tm, track_name = load_track_model(track_run, device=dev), str(track_run)
+            tm, track_name = track_from_run(track_run, device=dev)[0], str(track_run)
         else:
             tm, track_name = TrackModel(TrackConfig.preset(track_preset)).eval(), f"preset:{track_preset}"
         cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len, lang_dim=tm.cfg.lang_dim)

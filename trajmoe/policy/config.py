@@ -136,11 +136,6 @@ class PolicyConfig:
         """Side of the frames the image encoder sees (img_size / downsample)."""
         return self.img_size // self.downsample
 
-    @property
-    def tokens_per_view(self) -> int:
-        """Image tokens per view: (encoder_size / 2 / patch)^2 (stride-2 stem, then patch x patch)."""
-        return (self.encoder_size // 2 // self.patch) ** 2
-
     @staticmethod
     def preset(name: str) -> "PolicyConfig":
         """The model config of preset `name` (ValueError listing the valid ones)."""

@@ -60,10 +60,8 @@ class TrajectoryPolicy(nn.Module):
         self.cfg = cfg
         D, V = cfg.dim, len(cfg.views)
         self._track: list[nn.Module] = []  # held outside the module tree (frozen, not saved)
-        if track_model is not None:
+        if track_model is not None:  # else tracks come with the batch (cached) or a track model is set later
             self.set_track_model(track_model)
-        elif cfg.uses_tracks:
-            pass  # tracks must then come with the batch (cached) or a track model be set later
         self.register_buffer("query_N2", query_grid(cfg.num_points), persistent=False)
 
         # Trajectory mask values: fixed (drawn) or learnable (adaptive), one per track timestep.

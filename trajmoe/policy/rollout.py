@@ -40,6 +40,7 @@ from ..viz.video import VIDEO_FORMATS, write_video
 from ..data.language import task_embedding
 from ..envs.metaworld import EVAL_VARIATION_START, check_task, make_eval_env
 from ..envs.oracle import ExpertLookahead, oracle_tracks
+from ..config import check_run_kind
 from ..eval.stats import success_summary
 
 _STATE: dict = {}
@@ -65,10 +66,10 @@ def _init_worker(run_dir: str, track_run: str | None, device: str, threads: int)
     torch.set_num_threads(threads)
     # lazy: spawned workers set threads and MUJOCO_GL before torch loads
     from ..train.checkpoint import read_tensors
-    from .io import load_policy
+    from .io import from_run
     from .train import TASK_EMB_FILE
 
-    policy, run_cfg = load_policy(run_dir, device=device, track_run=track_run)
+    policy, run_cfg = from_run(run_dir, device=device, track_run=track_run)
     path = Path(run_dir) / TASK_EMB_FILE
     _STATE.update(policy=policy, run_config=run_cfg, embs={k: v.numpy() for k, v in read_tensors(path).items()} if path.is_file() else {})
 
@@ -254,8 +255,7 @@ def _check_eval_args(run_path: Path, tasks: list[str] | None, episodes: int, wor
     if not run_path.is_dir():
         raise FileNotFoundError(f"policy run directory not found: {run_path}")
     run_cfg = load_run_config(run_path)
-    if run_cfg.get("kind") != "policy":
-        raise ValueError(f"{run_path} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+    check_run_kind(run_cfg, "policy", str(run_path))
     tasks = list(tasks or run_cfg.get("tasks") or [])
     if not tasks:
         raise ValueError("no tasks to evaluate: pass --tasks")
@@ -343,10 +343,8 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
     success_env_avg) and ours (`tasks_<suite>.csv`) to `results_dir` (default RUN/eval_results).
     Bad arguments, a policy that does not fit LIBERO (action/proprio/view/embedding) or a missing
     extra raise a one-line ValueError."""
-    from ..envs.libero import (ACTION_DIM, PROPRIO_DIM, VIEWS, check_suite, require_libero, resolve_tasks, suite_tasks,
-                               trial_init_state)
-    from ..train.checkpoint import load_run_config, read_tensors
-    from .train import TASK_EMB_FILE
+    from ..envs.libero import ACTION_DIM, PROPRIO_DIM, VIEWS, check_suite, require_libero, trial_init_state
+    from ..train.checkpoint import load_run_config
 
     run_path = Path(run_dir)
     check_suite(suite)
@@ -354,8 +352,7 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
     if not run_path.is_dir():
         raise FileNotFoundError(f"policy run directory not found: {run_path}")
     run_cfg = load_run_config(run_path)
-    if run_cfg.get("kind") != "policy":
-        raise ValueError(f"{run_path} is not a policy run (config.json has kind={run_cfg.get('kind')!r})")
+    check_run_kind(run_cfg, "policy", str(run_path))
     model = run_cfg["model"]
     _check_libero_policy(run_path, model, ACTION_DIM, PROPRIO_DIM, VIEWS)
     if workers < 1:
@@ -365,24 +362,7 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
     if episodes < 1 or first_trial < 0:
         raise ValueError(f"--episodes must be >= 1 and --first-variation >= 0, got {episodes}, {first_trial}")
     trial_init_state(first_trial + episodes - 1)  # one-line error beyond the benchmark's 50 init states
-    if tasks is None:
-        trained = {t.removesuffix("_demo") for t in run_cfg.get("tasks") or []}
-        names = suite_tasks(suite)
-        tasks = names if trained >= set(names) or not trained & set(names) else [t for t in names if t in trained]
-    else:
-        tasks = resolve_tasks(suite, tasks)
-    emb_path = run_path / TASK_EMB_FILE
-    embs = read_tensors(emb_path) if emb_path.is_file() else {}
-    missing = [t for t in tasks if libero_emb_key(embs, t) is None]
-    if missing:
-        have = ", ".join(sorted(embs)) or "none"
-        raise ValueError(f"{run_path} has no task embedding for {suite} task(s) {', '.join(missing)}: LIBERO evaluation uses "
-                         f"the embedding the policy was trained with (from its data, e.g. ATM's task_emb_bert); "
-                         f"the run has: {have}. Pass --tasks with tasks it was trained on")
-    for t in tasks:
-        shape = tuple(embs[libero_emb_key(embs, t)].shape)
-        if shape != (model["lang_dim"],):
-            raise ValueError(f"{emb_path}: embedding of {t} has shape {shape}, the policy's lang_dim is {model['lang_dim']}")
+    tasks = _libero_tasks(run_path, run_cfg, suite, tasks)
     trials = range(first_trial, first_trial + episodes)
     ext = video_format
     jobs = [Job(t, trial_init_state(e), str(Path(video_dir) / f"{suite}_{t}_init{trial_init_state(e)}.{ext}")
@@ -409,13 +389,46 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
         "videos": [r["video"] for r in pol if r["video"]],
     }
     if baseline:
-        b = {"policy": "zero action (gripper open)", "tasks": {
-            t: success_summary(sum(r["success"] for r in base if r["task"] == t), episodes) for t in tasks}}
-        b.update(success_summary(sum(r["success"] for r in base), len(base)))
-        b["steps_per_s"] = statistics.median(r["steps_per_s"] for r in base)
-        res["baseline"] = b
+        res["baseline"] = _zero_action_summary(base, tasks, episodes)
     res["csv"] = _write_libero_csv(res, Path(results_dir) if results_dir else run_path / "eval_results")
     return res
+
+
+def _zero_action_summary(base: list[dict], tasks: list[str], episodes: int) -> dict:
+    """Per-task and overall success (Wilson 95 %) of the zero-action baseline's episodes."""
+    b = {"policy": "zero action (gripper open)", "tasks": {
+        t: success_summary(sum(r["success"] for r in base if r["task"] == t), episodes) for t in tasks}}
+    b.update(success_summary(sum(r["success"] for r in base), len(base)))
+    b["steps_per_s"] = statistics.median(r["steps_per_s"] for r in base)
+    return b
+
+
+def _libero_tasks(run_path: Path, run_cfg: dict, suite: str, tasks: list[str] | None) -> list[str]:
+    """The LIBERO tasks to evaluate (given: names or indices; default: the suite's tasks the run was trained
+    on, or all), each checked to have a task embedding of the policy's size in the run."""
+    from ..envs.libero import resolve_tasks, suite_tasks
+    from ..train.checkpoint import read_tensors
+    from .train import TASK_EMB_FILE
+
+    if tasks is None:
+        trained = {t.removesuffix("_demo") for t in run_cfg.get("tasks") or []}
+        names = suite_tasks(suite)
+        tasks = names if trained >= set(names) or not trained & set(names) else [t for t in names if t in trained]
+    else:
+        tasks = resolve_tasks(suite, tasks)
+    emb_path = run_path / TASK_EMB_FILE
+    embs = read_tensors(emb_path) if emb_path.is_file() else {}
+    missing = [t for t in tasks if libero_emb_key(embs, t) is None]
+    if missing:
+        have = ", ".join(sorted(embs)) or "none"
+        raise ValueError(f"{run_path} has no task embedding for {suite} task(s) {', '.join(missing)}: LIBERO evaluation uses "
+                         f"the embedding the policy was trained with (from its data, e.g. ATM's task_emb_bert); "
+                         f"the run has: {have}. Pass --tasks with tasks it was trained on")
+    for t in tasks:
+        shape = tuple(embs[libero_emb_key(embs, t)].shape)
+        if shape != (run_cfg["model"]["lang_dim"],):
+            raise ValueError(f"{emb_path}: embedding of {t} has shape {shape}, the policy's lang_dim is {run_cfg['model']['lang_dim']}")
+    return tasks
 
 
 def libero_emb_key(embs: dict, task: str) -> str | None:

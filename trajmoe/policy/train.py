@@ -19,11 +19,11 @@ import torch
 from ..config import RUN_KINDS, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
 from ..io import atomic_write_json
 from ..nn import count_params
-from ..track.io import track_weights_path, weights_digest
 from ..track.run import explicit_model_keys, heldout_indices
 from ..train import Trainer
 from ..train.validation import BEST_DIR, Selection
-from ..train.checkpoint import save_tensors
+from ..train.checkpoint import file_sha256, save_tensors, weights_file
+from ..train.rundir import RunFolder
 from .config import CONDITIONINGS, PRESETS
 from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
 from .io import load_track_for_policy
@@ -33,12 +33,14 @@ DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
 TASK_EMB_FILE = "task_emb.safetensors"
 
 
-def resolve_policy_config(preset: str, conditioning: str | None = None, config_file: str | None = None,
-                          sets: list[str] | None = None) -> dict:
+def resolve(preset: str, overrides: list[str] | dict | None = None, config_file: str | None = None,
+            conditioning: str | None = None, track_run: str | None = None, tasks: list[str] | None = None) -> dict:
     """{"model": PolicyConfig, "train": TrainConfig, "data": PolicyDataConfig, "preset": name,
-    "explicit": model keys the file or `--set` named} before the data is seen."""
+    "explicit": model keys the file or `--set` named, "track_run": the trained track-model run the
+    track / mask conditionings need (None otherwise), "tasks": task names to keep (None = all)}
+    before the data is seen."""
     file_data = load_yaml(config_file) if config_file else None
-    overrides = parse_overrides(sets)
+    overrides = parse_overrides(overrides)
     p = pick_preset(PRESETS, preset, "policy")
     model = p.model
     if conditioning is not None:
@@ -49,77 +51,75 @@ def resolve_policy_config(preset: str, conditioning: str | None = None, config_f
                             file_data, overrides, "policy config")
     if conditioning is not None and secs["model"].conditioning != conditioning:
         raise ValueError(f"--conditioning {conditioning} conflicts with model.conditioning={secs['model'].conditioning} from --config/--set")
-    return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides)}
+    return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides),
+            "track_run": track_run, "tasks": tasks}
 
 
-def train_policy(preset: str, conditioning: str | None, track_run: str | None, data_dir: str, out: str,
-                 config_file: str | None = None, sets: list[str] | None = None, resume: bool = False,
-                 tasks: list[str] | None = None, allow_change: bool = False, overwrite: bool = False) -> dict:
-    """Resolve the config (`resolve_policy_config`), then `train_resolved`."""
-    return train_resolved(resolve_policy_config(preset, conditioning, config_file, sets), data_dir, out, track_run,
-                          tasks, resume, allow_change, overwrite)
-
-
-def train_resolved(cfg_in: dict, data_dir: str, out: str, track_run: str | None = None, tasks: list[str] | None = None,
-                   resume: bool = False, allow_change: bool = False, overwrite: bool = False) -> dict:
-    """Train a policy from a resolved config into the run folder `out`: the final training metrics.
-
-    Args:
-        cfg_in: `resolve_policy_config`'s dict. data_dir: folder of episode files. out: run folder.
-        track_run: trained track-model run (needed by the track / mask conditionings).
-        tasks: task names to keep (None = all). resume / allow_change / overwrite: as `Trainer`.
+def fit(cfg_in: dict, data_dir: str, out: str, resume: bool = False, allow_change: bool = False,
+        overwrite: bool = False, progress: bool = True) -> dict:
+    """Train a policy from a resolved config (`resolve`) on the episodes of `data_dir` into the run
+    folder `out`: the final training metrics (resume / allow_change / overwrite: as `check_run_dir`).
 
     Raises:
         ValueError: (one line) when the track run, the data and the config disagree.
     """
-    cfg, train_cfg, data, explicit, preset = (cfg_in[k] for k in ("model", "train", "data", "explicit", "preset"))
+    cfg, train_cfg, data, explicit = (cfg_in[k] for k in ("model", "train", "data", "explicit"))
+    track_run = cfg_in.get("track_run")
+    if not progress:
+        train_cfg = dataclasses.replace(train_cfg, progress=False)
     if data.val_dir:  # config.json records the real folder (a resume from another working directory compares it)
         data = dataclasses.replace(data, val_dir=str(Path(data.val_dir).resolve()))
-    # Track run first: a missing one is the cheapest mistake to report.
-    tm = None
-    if cfg.uses_track_model:
-        if not track_run:
-            raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
-        tm = load_track_for_policy(track_run)
-        if "track_len" in explicit and cfg.track_len != tm.cfg.track_len:
-            raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tm.cfg.track_len})")
+    tm = _track_model(cfg, track_run, explicit)  # first: a missing track run is the cheapest mistake to report
+    if tm is not None:
         cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len)
-    metas = scan_data(data_dir, tasks, data.max_episodes_per_task)
+    metas = scan_data(data_dir, cfg_in.get("tasks"), data.max_episodes_per_task)
     cfg = _fit_to_data(cfg, metas, explicit, data_dir)
     if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
         raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
-
     ds = PolicyDataset(metas, cfg, data, augment=True)
     torch.manual_seed(train_cfg.seed)
     policy = TrajectoryPolicy(cfg, tm)
-    run_config = _run_config(cfg, data, preset, data_dir, metas, ds, tm, track_run, policy)
-    eval_fn = select = None
+    run_config = _run_config(cfg, data, cfg_in.get("preset"), data_dir, metas, ds, tm, track_run, policy)
+    eval_fn = select = val_ds = None
     if data.val_dir:  # held-out action error during training (trajmoe.train.validation)
-        val_metas = scan_data(data.val_dir, run_config["tasks"], 0)
-        val_ds = PolicyDataset(val_metas, cfg, data, augment=False)
+        val_ds = PolicyDataset(scan_data(data.val_dir, run_config["tasks"], 0), cfg, data, augment=False)
         eval_fn, select = action_validation_fn(val_ds, data.val_samples), Selection("action_mse", "min")
         if not train_cfg.eval_every:  # default: evaluate at every checkpoint
             train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
-    trainer = Trainer(policy, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
-                      resume=resume, allow_change=allow_change, overwrite=overwrite)
-    try:
-        embs = {}
-        for e in ds.episodes:
-            embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
-        save_tensors(embs, Path(out) / TASK_EMB_FILE)
-        if eval_fn is not None:  # RUN/best is a loadable policy run too (rollouts read the task embeddings)
-            save_tensors(embs, Path(out) / BEST_DIR / TASK_EMB_FILE)
-        if cfg.uses_track_model and data.track_cache:
-            build_track_cache(policy, ds, Path(out), run_config["track_run"], device=str(trainer.device))
-        if eval_fn is not None and cfg.uses_track_model:  # held-out frames' tracks, predicted once (not saved)
-            build_track_cache(policy, val_ds, None, run_config["track_run"], device=str(trainer.device))
-    except BaseException:
-        trainer.close()  # release the run folder's lock
-        raise
+    with RunFolder(out, {**run_config, "train": to_dict(train_cfg)}, resume, allow_change, overwrite) as run:
+        trainer = Trainer(policy, ds, train_cfg, run, run_config, eval_fn=eval_fn, select=select)
+        _write_run_inputs(policy, ds, val_ds, Path(out), run_config["track_run"], str(trainer.device))
     metrics = trainer.fit()
     if cfg.conditioning == "adaptive_mask":
         save_mask_values(policy, Path(out))
     return metrics
+
+
+def _track_model(cfg, track_run: str | None, explicit: set):
+    """The frozen track model of a policy that uses one (None otherwise), checked against the config."""
+    if not cfg.uses_track_model:
+        return None
+    if not track_run:
+        raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
+    tm = load_track_for_policy(track_run)
+    if "track_len" in explicit and cfg.track_len != tm.cfg.track_len:
+        raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tm.cfg.track_len})")
+    return tm
+
+
+def _write_run_inputs(policy, ds, val_ds, out: Path, track_run: str | None, device: str) -> None:
+    """RUN/task_emb.safetensors (and in RUN/best: a loadable policy run too; rollouts read them) and,
+    with a track model, the cached track predictions of the training (and held-out) frames."""
+    embs = {}
+    for e in ds.episodes:
+        embs.setdefault(e.task, torch.from_numpy(np.asarray(e.task_emb, np.float32)))
+    save_tensors(embs, out / TASK_EMB_FILE)
+    if val_ds is not None:
+        save_tensors(embs, out / BEST_DIR / TASK_EMB_FILE)
+    if policy.cfg.uses_track_model and ds.data.track_cache:
+        build_track_cache(policy, ds, out, track_run, device=device)
+    if val_ds is not None and policy.cfg.uses_track_model:  # held-out frames' tracks, predicted once (not saved)
+        build_track_cache(policy, val_ds, None, track_run, device=device)
 
 
 def action_validation_fn(val_ds: PolicyDataset, max_samples: int):
@@ -168,7 +168,7 @@ def _run_config(cfg, data, preset: str, data_dir: str, metas: list, ds, tm, trac
         "samples": len(ds),
         "track_run": None if tm is None else str(Path(track_run).resolve()),
         "track_model": None if tm is None else to_dict(tm.cfg),
-        "track_weights_sha256": None if tm is None else weights_digest(track_weights_path(track_run)),
+        "track_weights_sha256": None if tm is None else file_sha256(weights_file(track_run)),
         "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
                 "visual_seed": None},
         "params": count_params(policy).as_dict(),

@@ -13,15 +13,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..config import Preset, pick_preset
+from ..config import Preset, checker, is_int, pick_preset
 from ..moe import MoEConfig
-from ..moe.config import nest_legacy_moe
 from ..train.config import TrainConfig
 
-# Flat keys of track runs written before the MoE settings were nested -> MoEConfig fields.
-LEGACY_MOE_KEYS = {"moe_layers": "layers", "num_experts": "num_experts", "top_k": "top_k", "gate": "gate",
-                   "noisy_gating": "noisy_gating", "moe_impl": "impl", "num_domains": "num_domains",
-                   "w_z": "z_weight", "w_lb": "balance_weight"}
 # Paper defaults: MoE FFNs at 0-based layers {0, 4, 7}, 4 experts, top-1, l_z = 1e-4, l_lb = 0.
 PAPER_MOE = MoEConfig(layers=(0, 4, 7), num_experts=4, top_k=1, gate="softmax", num_domains=8,
                       balance_loss="switch", balance_weight=0.0, z_weight=1e-4)
@@ -55,36 +50,23 @@ class TrackConfig:
     w_occluded: float = 0.1  # weight of occluded points in the track loss (as the public Tra-MoE code)
 
     def __post_init__(self) -> None:
-        def bad(key, why):
-            raise ValueError(f"TrackConfig.{key}={getattr(self, key)!r}: {why}")
-
+        need = checker(self, "model")
         for k in ("img_size", "patch", "dim", "depth", "heads", "track_len", "num_points", "track_patch", "lang_dim"):
-            if getattr(self, k) < 1:
-                bad(k, "must be >= 1")
-        if self.img_size % self.patch:
-            bad("patch", f"must divide img_size {self.img_size}")
-        if self.dim % self.heads:
-            bad("heads", f"must divide dim {self.dim}")
-        if self.dim % 4:
-            bad("dim", "must be divisible by 4 (2D sin-cos position embedding)")
-        if self.track_len % self.track_patch:
-            bad("track_patch", f"must divide track_len {self.track_len}")
-        if not 0.0 <= self.img_mask_ratio < 1.0:
-            bad("img_mask_ratio", "must be in [0, 1)")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", "must be in [0, 1)")
-        if not isinstance(self.moe, MoEConfig):
-            bad("moe", "must be a mapping of MoE settings")
-        self.moe.check_layers(self.depth, "TrackConfig")
+            need(is_int(getattr(self, k)) and getattr(self, k) >= 1, k, "an integer >= 1")
+        need(self.img_size % self.patch == 0, "patch", f"a divisor of img_size={self.img_size}")
+        need(self.dim % self.heads == 0, "heads", f"a divisor of dim={self.dim}")
+        need(self.dim % 4 == 0, "dim", "divisible by 4 (2D sin-cos position embedding)")
+        need(self.track_len % self.track_patch == 0, "track_patch", f"a divisor of track_len={self.track_len}")
+        need(0.0 <= self.img_mask_ratio < 1.0, "img_mask_ratio", "in [0, 1)")
+        need(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)")
+        need(isinstance(self.moe, MoEConfig), "moe", "a mapping of MoE settings")
+        self.moe.check_layers(self.depth, "model")
         for k in ("w_track", "w_img", "w_occluded"):
-            if getattr(self, k) < 0:
-                bad(k, "must be >= 0")
-        if self.track_loss not in ("mse", "l1"):
-            bad("track_loss", "must be 'mse' or 'l1'")
-        if not self.track_out_scale > 0:
-            bad("track_out_scale", "must be > 0")
-        if self.zero_init_head and not self.residual_tracks:
-            bad("zero_init_head", "needs residual_tracks=true (a zero head then predicts the query points)")
+            need(getattr(self, k) >= 0, k, ">= 0")
+        need(self.track_loss in ("mse", "l1"), "track_loss", "'mse' or 'l1'")
+        need(self.track_out_scale > 0, "track_out_scale", "> 0")
+        need(self.residual_tracks or not self.zero_init_head, "zero_init_head",
+             "false without residual_tracks (a zero head predicts the query points only with residual tracks)")
 
     def moe_config(self) -> MoEConfig:
         """The MoE layer config of this model's blocks (width, FFN width and dropout bound)."""
@@ -107,17 +89,12 @@ class TrackConfig:
         return dataclasses.replace(self, **kw)
 
 
-def upgrade_model_dict(model: dict) -> dict:
-    """A track run's recorded model dict, old flat MoE keys nested into `moe` (loader shim)."""
-    return nest_legacy_moe(model, LEGACY_MOE_KEYS, {"balance_loss": "switch"})
-
-
 VIEW_LOSSES = ("equal", "no_motion")
 QUERY_SAMPLING = ("visible", "moving")
 
 
 @dataclass(frozen=True)
-class DataOptions:
+class TrackDataConfig:
     """How training samples are drawn from the episode folders (trajmoe.track.dataset)."""
 
     views: tuple[str, ...] = ()  # () = every view in the data
@@ -148,20 +125,14 @@ class DataOptions:
     def __post_init__(self) -> None:
         if isinstance(self.val_dirs, (list, str)):  # frozen: keep it hashable; one folder may be a string
             object.__setattr__(self, "val_dirs", (self.val_dirs,) if isinstance(self.val_dirs, str) else tuple(self.val_dirs))
-        if self.view_loss not in VIEW_LOSSES:
-            raise ValueError(f"data.view_loss={self.view_loss!r}: must be one of {', '.join(VIEW_LOSSES)}")
-        if self.query_sampling not in QUERY_SAMPLING:
-            raise ValueError(f"data.query_sampling={self.query_sampling!r}: must be one of {', '.join(QUERY_SAMPLING)}")
-        if self.grid_queries < 0:
-            raise ValueError(f"data.grid_queries must be >= 0, got {self.grid_queries}")
-        if self.val_samples < 1:
-            raise ValueError(f"data.val_samples must be >= 1, got {self.val_samples}")
-        if self.frame_stride < 1:
-            raise ValueError(f"data.frame_stride must be >= 1, got {self.frame_stride}")
-        if self.max_episodes_per_dir < 0:
-            raise ValueError(f"data.max_episodes_per_dir must be >= 0, got {self.max_episodes_per_dir}")
-        if not isinstance(self.domain_weights, dict):
-            raise ValueError(f"data.domain_weights must be a mapping name -> weight, got {self.domain_weights!r}")
+        need = checker(self, "data")
+        need(self.view_loss in VIEW_LOSSES, "view_loss", f"one of {', '.join(VIEW_LOSSES)}")
+        need(self.query_sampling in QUERY_SAMPLING, "query_sampling", f"one of {', '.join(QUERY_SAMPLING)}")
+        need(is_int(self.grid_queries) and self.grid_queries >= 0, "grid_queries", "an integer >= 0")
+        need(is_int(self.val_samples) and self.val_samples >= 1, "val_samples", "an integer >= 1")
+        need(is_int(self.frame_stride) and self.frame_stride >= 1, "frame_stride", "an integer >= 1")
+        need(is_int(self.max_episodes_per_dir) and self.max_episodes_per_dir >= 0, "max_episodes_per_dir", "an integer >= 0")
+        need(isinstance(self.domain_weights, dict), "domain_weights", "a mapping name -> weight")
 
 
 # CPU-friendly training recipe of every track preset; the paper's (Tab. 6): lr 1e-4, wd 1e-4, clip 10,
@@ -184,7 +155,7 @@ _TINY = TrackConfig(dim=64, depth=4, heads=4, dropout=0.0, img_mask_ratio=0.0, w
 # departure from the papers' plain mean: with the plain mean the gripper camera's ~16x larger motion made
 # the loss mostly gripper-camera error and the fixed scene camera went unlearned (docs/results.md, "The
 # scene camera"). `--set data.view_loss=equal` restores the papers' loss.
-_DATA = DataOptions(view_loss="no_motion")
+_DATA = TrackDataConfig(view_loss="no_motion")
 PRESETS: dict[str, Preset] = {name: Preset(cfg, CPU_TRAIN, _DATA) for name, cfg in {
     "tramoe": _PAPER,
     "dense": _PAPER.replace(moe=_DENSE),

@@ -37,6 +37,24 @@ class _Index:
     frame: np.ndarray  # (S,) frame t
 
 
+def _episode_paths(dirs: list[str | Path], max_episodes_per_dir: int | None) -> list[Path]:
+    """The episode files of the folders (the first `max_episodes_per_dir` of each); ValueError for an empty
+    folder or one whose files another folder already gave (the same folder twice doubles its share of draws)."""
+    paths: list[Path] = []
+    owner: dict[Path, int] = {}  # real path of each episode file -> index of the folder that gave it
+    for i, d in enumerate(dirs):
+        eps = list_episodes(d)
+        if not eps:
+            raise ValueError(f"data directory {d} holds no episodes")
+        for p in eps:
+            first = owner.setdefault(p.resolve(), i)
+            if first != i:
+                raise ValueError(f"data directories {dirs[first]} and {d} hold the same episode files ({p.name}; the "
+                                 "same folder given twice or through a symlink): give each folder once")
+        paths += eps[:max_episodes_per_dir] if max_episodes_per_dir else eps
+    return paths
+
+
 class TrackDataset:
     """Track-model samples (episode, view, frame t) over the episode files of several folders (one domain set
     each).
@@ -69,18 +87,7 @@ class TrackDataset:
         if not dirs:
             raise ValueError("no data directory given (--data DIR ...)")
         self.track_len, self.num_points, self.img_size, self.augment = track_len, num_points, img_size, augment
-        self.paths: list[Path] = []
-        owner: dict[Path, int] = {}  # real path of each episode file -> index of the folder that gave it
-        for i, d in enumerate(dirs):
-            eps = list_episodes(d)
-            if not eps:
-                raise ValueError(f"data directory {d} holds no episodes")
-            for p in eps:  # the same folder twice (or through a symlink) would double its share of draws
-                first = owner.setdefault(p.resolve(), i)
-                if first != i:
-                    raise ValueError(f"data directories {dirs[first]} and {d} hold the same episode files ({p.name}; the "
-                                     "same folder given twice or through a symlink): give each folder once")
-            self.paths += eps[:max_episodes_per_dir] if max_episodes_per_dir else eps
+        self.paths: list[Path] = _episode_paths(dirs, max_episodes_per_dir)
         self._handles: dict[int, object] = {}
         self.cache = cache  # decoded episodes kept in memory (uint8 frames): no HDF5 read per sample
         self._mem: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..moe import reset_routing
-from ..nn import Block, PatchEmbed, collect_moe_aux, sincos_2d, sincos_2d_at
+from ..moe import add_moe_aux
+from ..nn import Block, PatchEmbed, sincos_2d, sincos_2d_at
 from .config import TrackConfig
 
 
@@ -115,13 +116,8 @@ class TrackModel(nn.Module):
         static_mse = (tracks[:, :1].float() - tracks.float()).pow(2).mean()  # no-motion on this batch
         target = rearrange(img * 2.0 - 1.0, "b c (h p) (w q) -> b (h w) (p q c)", p=cfg.patch, q=cfg.patch)
         img_mse = F.mse_loss(self.img_head(img_tok).float(), target.float())
-        moe = collect_moe_aux(auxes)
-        loss = cfg.w_track * track_loss + cfg.w_img * img_mse
-        if cfg.moe.layers:
-            loss = loss + cfg.moe.aux_loss(moe).to(loss.device)
         logs = {"track_mse": track_mse.detach(), "track_mse_static": static_mse.detach(), "img_mse": img_mse.detach()}
-        if cfg.moe.layers:
-            logs.update(z_loss=moe["z_loss"].detach(), balance_loss=moe["balance_loss"].detach())
+        loss = add_moe_aux(cfg.w_track * track_loss + cfg.w_img * img_mse, logs, cfg.moe, auxes)
         return loss, logs
 
     @torch.no_grad()

@@ -8,27 +8,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RUN_KINDS, check_legacy_keys, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
+from ..config import RUN_KINDS, from_dict, load_yaml, parse_overrides, pick_preset, resolve_sections, to_dict
 from ..moe import busiest_share_by_domain, expert_shares
-from .config import LEGACY_MOE_KEYS, PRESETS, DataOptions, TrackConfig
+from .config import PRESETS, TrackConfig, TrackDataConfig
 from ..data.atm_hdf5 import open_episode
 from ..data.datasets import list_episodes
 from ..nn import count_params
 from ..train import Trainer
 from ..train.validation import Selection
-from ..train.checkpoint import load_run_config
+from ..train.rundir import RunFolder
 from .dataset import TrackDataset
-from .io import load_track_model
+from .io import from_run
 from .metrics import TrackMetrics
 from .model import TrackModel
 
 
-def resolve(preset: str, config_file: str | None = None, sets: list[str] | None = None) -> dict:
+def resolve(preset: str, overrides: list[str] | dict | None = None, config_file: str | None = None) -> dict:
     """preset -> YAML file -> `--set` overrides: {"model": TrackConfig, "train": TrainConfig,
-    "data": DataOptions, "preset": name, "explicit": model keys the file or `--set` named}."""
+    "data": TrackDataConfig, "preset": name, "explicit": model keys the file or `--set` named}."""
     file_data = load_yaml(config_file) if config_file else None
-    overrides = parse_overrides(sets)
-    check_legacy_keys("model", LEGACY_MOE_KEYS, file_data, overrides)
+    overrides = parse_overrides(overrides)
     p = pick_preset(PRESETS, preset, "track")
     secs = resolve_sections({"model": p.model, "train": p.train, "data": p.data}, file_data, overrides, "track config")
     return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides)}
@@ -40,7 +39,7 @@ def explicit_model_keys(file_data: dict | None, overrides: dict) -> set[str]:
     return keys | {k.split(".", 1)[1] if k.startswith("model.") else k for k in overrides}
 
 
-def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool = False,
+def build_dataset(dirs, model_cfg: TrackConfig, data: TrackDataConfig, heldout: bool = False,
                   domain_names: list[str] | None = None):
     """The TrackDataset of `dirs` with the model's T, N and image size and the data options.
 
@@ -63,28 +62,23 @@ def build_dataset(dirs, model_cfg: TrackConfig, data: DataOptions, heldout: bool
     )
 
 
-def train_track(preset: str, data_dirs: list[str], out: str, config_file: str | None = None,
-                sets: list[str] | None = None, resume: bool = False, allow_change: bool = False,
-                overwrite: bool = False) -> dict:
-    """Train a track model on episode folders into the run folder `out` (see `trajmoe train track`).
+def fit(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False,
+        overwrite: bool = False, progress: bool = True) -> dict:
+    """Train a track model on episode folders into the run folder `out` (`trajmoe train track`) from a
+    resolved config (`resolve`): the final training metrics (resume / allow_change / overwrite: as
+    `trajmoe.train.rundir.check_run_dir`).
 
     The language input size is taken from the data's task embeddings (384 for our files, 768 for
     ATM's LIBERO files with BERT embeddings) unless `model.lang_dim` is set explicitly; an explicit
     value that disagrees with the data is a one-line error naming both.
     """
-    return train_resolved(resolve(preset, config_file, sets), data_dirs, out, resume, allow_change, overwrite)
-
-
-def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = False, allow_change: bool = False,
-                   overwrite: bool = False) -> dict:
-    """`train_track` from a resolved config (`resolve`): the final training metrics (resume / allow_change /
-    overwrite: as `Trainer`)."""
     model_cfg, train_cfg, data, preset = cfg["model"], cfg["train"], cfg["data"], cfg.get("preset")
+    if not progress:
+        train_cfg = dataclasses.replace(train_cfg, progress=False)
     # config.json records real folders, so that a resume from another working directory compares the data it uses
     data = dataclasses.replace(data, val_dirs=tuple(str(Path(d).resolve()) for d in data.val_dirs))
     ds = build_dataset(data_dirs, model_cfg, data)
-    if len(ds.domain_names) > model_cfg.moe.num_domains:  # routing statistics: one row per domain of the data
-        model_cfg = model_cfg.replace(moe=dataclasses.replace(model_cfg.moe, num_domains=len(ds.domain_names)))
+    model_cfg = model_cfg.replace(moe=model_cfg.moe.with_domains(len(ds.domain_names)))
     lang_dim = task_emb_dim(ds.paths)
     if lang_dim != model_cfg.lang_dim:
         if "lang_dim" in cfg.get("explicit", ()):
@@ -103,9 +97,9 @@ def train_resolved(cfg: dict, data_dirs: list[str], out: str, resume: bool = Fal
             train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
         eval_fn = validation_fn(list(data.val_dirs), model_cfg, data, data.val_samples, ds.domain_names)
         select = Selection("skill_mse", "max")
-    trainer = Trainer(model, ds, train_cfg, out, run_config, eval_fn=eval_fn, select=select,
-                      sample_weights=ds.sample_weights(dict(data.domain_weights)), resume=resume, allow_change=allow_change,
-                      overwrite=overwrite)
+    with RunFolder(out, {**run_config, "train": to_dict(train_cfg)}, resume, allow_change, overwrite) as run:
+        trainer = Trainer(model, ds, train_cfg, run, run_config, eval_fn=eval_fn, select=select,
+                          sample_weights=ds.sample_weights(dict(data.domain_weights)))
     return trainer.fit()
 
 
@@ -125,9 +119,8 @@ def task_emb_dim(paths) -> int:
 def evaluate_track(run_dir: str, data_dirs: list[str], max_samples: int = 512, batch_size: int = 64,
                    device: str = "cpu", seed: int = 0) -> dict:
     """Track MSE / ADE / FDE per domain, per view and overall, and expert load per MoE layer and domain."""
-    run_cfg = load_run_config(run_dir)
-    model = load_track_model(run_dir, device)
-    data = DataOptions(**{k: (tuple(v) if k in ("views", "val_dirs") else v) for k, v in run_cfg.get("data", {}).items()})
+    model, run_cfg = from_run(run_dir, device)
+    data = from_dict(TrackDataConfig, run_cfg.get("data", {}), f"{run_dir} data")
     known = list(run_cfg.get("domains", []))
     ds = build_dataset(data_dirs, model.cfg, data, heldout=True, domain_names=_merge_domains(known, data_dirs))
     pick = heldout_indices(len(ds), max_samples)
@@ -167,7 +160,7 @@ def track_metrics(model: TrackModel, ds: TrackDataset, pick: np.ndarray, batch_s
     return metrics.result()
 
 
-def validation_fn(val_dirs, model_cfg: TrackConfig, data: DataOptions, max_samples: int,
+def validation_fn(val_dirs, model_cfg: TrackConfig, data: TrackDataConfig, max_samples: int,
                   train_domains: list[str] | None = None):
     """eval_fn(model, step) for the Trainer: held-out skill MSE / ADE / FDE overall and per camera
     (`<view>/skill_mse`, ...) and the errors beside their no-motion baselines, on a fixed set of

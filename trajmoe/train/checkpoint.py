@@ -8,7 +8,7 @@ Run directory layout (written by `trajmoe.train.Trainer`, rank 0 only):
     RUN/metrics.jsonl, RUN/tb/      logs
     RUN/state/latest.json           commit marker: {"step": N, "dir": "step_0000000N"}
     RUN/state/step_0000000N/        model, model_ema, optimizer (.safetensors + .json),
-                                    rng.safetensors, trainer.json (step, scheduler, RNG, metrics)
+                                    rng.safetensors, trainer.json (step, RNG, metrics): trajmoe.train.state
 
 A checkpoint is written into a temporary directory that is renamed into place, then the marker is
 replaced (atomically) to point at it; only then are the top-level weights updated (copies, so that
@@ -18,10 +18,11 @@ A crash at any moment leaves the previous checkpoint valid; the next run removes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
+from trajmoe.config import check_run_kind
 from trajmoe.io import atomic_path, atomic_write_json, atomic_write_text, read_json, storage_errors
 from trajmoe.faults import crash_point
 
@@ -129,6 +131,41 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ValueError(f"config file {path} must hold a JSON object, got {type(cfg).__name__}")
     return cfg
+
+
+def weights_file(run_dir: str | Path, ema: bool = True) -> Path:
+    """The weights a run is loaded from: RUN/model_ema.safetensors when present and `ema`, else RUN/model.safetensors."""
+    run_dir = Path(run_dir)
+    return run_dir / EMA_WEIGHTS if ema and (run_dir / EMA_WEIGHTS).is_file() else run_dir / WEIGHTS
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file (weights): pins the exact weights a run was built on (a policy's track model,
+    a fine-tuning run's initial planner)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_run_model(run_dir: str | Path, family: str, build: Callable[[dict, Path], nn.Module],
+                   device: str | torch.device = "cpu", ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The one run loader: (model in eval mode on `device`, the run's config.json) of a run folder of
+    `family`. Checks the recorded kind (`trajmoe.config.check_run_kind`), builds the model with
+    `build(run_config, run_dir)` and loads its EMA weights when present and `ema`, else the plain ones.
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the folder (missing, not a `family` run, bad weights).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{family} run directory not found: {run_dir}")
+    run_cfg = load_run_config(run_dir)
+    check_run_kind(run_cfg, family, str(run_dir / CONFIG))
+    model = build(run_cfg, run_dir)
+    load_weights(model, weights_file(run_dir, ema))
+    return model.to(device).eval(), run_cfg
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ deliberate changes); `check_run_dir` holds every new process to it. See `trajmoe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 from trajmoe.config import RUN_KINDS
-from trajmoe.io import diff_keys, read_json, remove_stale_temps
+from trajmoe.io import DirLock, diff_keys, read_json, remove_stale_temps
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train.validation import BEST_DIR, VALIDATION
 
@@ -26,6 +27,43 @@ TRAINED_WEIGHTS = (ckpt.WEIGHTS, ckpt.EMA_WEIGHTS, BEST_DIR)
 RESUME_MAY_CHANGE_TRAIN = ("steps", "progress", "num_workers", "log_every", "ckpt_every", "eval_every", "device",
                            "ddp_find_unused")
 RESUME_VOLATILE = ("timings", "history")  # run_config keys that are measurements, never compared
+
+
+class RunFolder:
+    """A run folder held for one training run: its lock (taken by the writing process, rank 0) and
+    `check_run_dir`'s verdict (`latest`: the checkpoint to resume from or None; `history`).
+
+    A family's `fit` opens it before it writes anything into the folder (vocabularies, caches) and
+    hands it to the `Trainer`, which releases the lock when training ends. Used as a context manager
+    it releases the lock only when the block raises (the Trainer owns it afterwards).
+    `config` is the full config.json to be (run_config + {"train": ...}).
+    """
+
+    def __init__(self, path: str | Path, config: dict, resume: bool = False, allow_change: bool = False,
+                 overwrite: bool = False):
+        self.path, self.resume = Path(path), resume
+        self.writer = os.environ.get("RANK", "0") in ("", "0")  # torchrun: only rank 0 writes
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"output path {self.path} exists and is not a directory")
+        self.lock = DirLock.acquire(self.path, what="run folder") if self.writer else None
+        try:
+            self.latest, self.history = check_run_dir(self.path, config, resume, allow_change, self.writer, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Release the folder's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.release()
 
 
 def check_run_dir(out: str | Path, config: dict, resume: bool, allow_change: bool = False,

@@ -17,13 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -31,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trajmoe.config import to_dict
-from trajmoe.io import DirLock, atomic_write_json, read_json, storage_errors
+from trajmoe.io import atomic_write_json, read_json, storage_errors
 from trajmoe.train import checkpoint as ckpt
 from trajmoe.train.batches import (
     STREAM_MODEL,
@@ -47,7 +45,8 @@ from trajmoe.train.batches import (
 from trajmoe.train import distributed as D
 from trajmoe.train.config import TrainConfig
 from trajmoe.faults import crash_point
-from trajmoe.train.rundir import check_run_dir
+from trajmoe.train.rundir import RunFolder
+from trajmoe.train.state import load_checkpoint, save_checkpoint
 from trajmoe.train.schedule import lr_at
 from trajmoe.train.validation import BEST_DIR, VALIDATION, Selection, convergence, read_curve
 
@@ -96,7 +95,18 @@ def _float_logs(logs: Any) -> dict[str, torch.Tensor | float]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
+def _check_args(cfg, dataset, run_config, select) -> None:
+    """TypeError / ValueError for arguments the Trainer cannot work with."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if not isinstance(run_config, dict):
+        raise TypeError(f"run_config must be a dict, got {type(run_config).__name__}")
+    if not (hasattr(dataset, "get") and hasattr(dataset, "__len__")):
+        raise TypeError("dataset must provide __len__ and get(index, rng) -> dict")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: nothing to train on")
+    if select is not None and not isinstance(select, Selection):
+        raise TypeError(f"select must be a Selection, got {type(select).__name__}")
 
 
 class Trainer:
@@ -107,7 +117,7 @@ class Trainer:
         model: nn.Module,
         dataset,
         cfg: TrainConfig,
-        out_dir: str | Path,
+        out_dir: str | Path | RunFolder,
         run_config: dict,
         *,
         sample_weights: Sequence[float] | None = None,
@@ -118,44 +128,26 @@ class Trainer:
         allow_change: bool = False,
         overwrite: bool = False,
     ):
-        if not isinstance(cfg, TrainConfig):
-            raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-        if not isinstance(run_config, dict):
-            raise TypeError(f"run_config must be a dict, got {type(run_config).__name__}")
-        if not (hasattr(dataset, "get") and hasattr(dataset, "__len__")):
-            raise TypeError("dataset must provide __len__ and get(index, rng) -> dict")
-        if len(dataset) == 0:
-            raise ValueError("dataset is empty: nothing to train on")
+        """`out_dir`: a `RunFolder` a family's `fit` already holds (then resume / allow_change / overwrite
+        were applied when it was opened), or a path the Trainer opens itself with those flags."""
+        _check_args(cfg, dataset, run_config, select)
         self.cfg, self.dataset, self.collate_fn, self.eval_fn = cfg, dataset, collate_fn, eval_fn
-        if select is not None and not isinstance(select, Selection):
-            raise TypeError(f"select must be a Selection, got {type(select).__name__}")
         self.select = select  # ranks evaluations: best weights in RUN/best, verdict in RUN/validation.json
         self.best: dict | None = None  # {"step", "value"} of the best evaluation so far
         self._cpu_base = 0.0  # process CPU seconds spent by earlier processes of this run (resume)
-        self.out_dir, self.run_config = Path(out_dir), run_config
+        self.run_config = run_config
         self.cdf = None if sample_weights is None else sample_cdf(sample_weights, len(dataset))
-
-        self._setup_device()
-
-        # Rank 0 locks the run directory (one writer); every rank checks it before anyone writes to it.
         self.step = 0
         self.last_metrics: dict[str, float] = {}
-        self._lock: DirLock | None = None
-        if self.dist.is_main:
-            if self.out_dir.exists() and not self.out_dir.is_dir():
-                raise ValueError(f"output path {self.out_dir} exists and is not a directory")
-            self._lock = DirLock.acquire(self.out_dir, what="run folder")
+        if not isinstance(out_dir, RunFolder):  # one writer (rank 0 locks); every rank checks the folder
+            out_dir = RunFolder(out_dir, {**run_config, "train": to_dict(cfg)}, resume, allow_change, overwrite)
+        self._run, self.out_dir, self.resumed = out_dir, out_dir.path, out_dir.resume
         try:
-            saved, history = self._check_out_dir(resume, allow_change, overwrite)
-        except BaseException:
-            self.close()
-            raise
-        D.barrier(self.dist)
-        try:
-            self._build(model, saved)
-            self.resumed = resume
+            self._setup_device()
+            D.barrier(self.dist)
+            self._build(model, out_dir.latest)
             if self.dist.is_main:
-                atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": history})
+                atomic_write_json(self.out_dir / ckpt.CONFIG, {**run_config, "train": to_dict(cfg), "history": out_dir.history})
         except BaseException:
             self.close()
             raise
@@ -207,34 +199,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Run directory, resume
 
-    def _check_out_dir(self, resume: bool, allow_change: bool, overwrite: bool) -> tuple[tuple[int, Path] | None, list]:
-        new = {**self.run_config, "train": to_dict(self.cfg)}
-        return check_run_dir(self.out_dir, new, resume, allow_change, writer=self.dist.is_main, overwrite=overwrite)
-
     def close(self) -> None:
         """Release the run folder's lock (fit() does it at the end; idempotent)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._run.release()
 
     def _load_state(self, step: int, cdir: Path) -> None:
-        ckpt.load_weights(self._model, cdir / ckpt.WEIGHTS)
-        ckpt.load_optimizer(self.optimizer, cdir)
-        if self.ema is not None:
-            if (cdir / ckpt.EMA_WEIGHTS).is_file():
-                saved = ckpt.read_tensors(cdir / ckpt.EMA_WEIGHTS)
-                ckpt.check_state_dict(self.ema, saved, f"EMA weights {cdir / ckpt.EMA_WEIGHTS}")
-                for k, v in self.ema.items():
-                    v.copy_(saved[k])
-            # else: EMA switched on at resume -> starts from the resumed weights
-        state = read_json(cdir / "trainer.json")
-        rng = ckpt.read_tensors(cdir / "rng.safetensors")
-        torch.set_rng_state(rng["torch_cpu"])
-        if self.device.type == "cuda" and f"torch_cuda_{self.device.index}" in rng:
-            torch.cuda.set_rng_state(rng[f"torch_cuda_{self.device.index}"], self.device)
-        np.random.set_state(tuple(state["rng"]["numpy"]))
-        py = state["rng"]["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
+        state = load_checkpoint(cdir, self._model, self.optimizer, self.ema, self.device)
         self.step = int(state["step"])
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.best = state.get("best")
@@ -245,32 +215,9 @@ class Trainer:
     def _save(self) -> None:
         """Checkpoint the current step (rank 0 writes; everyone waits)."""
         if self.dist.is_main:
-
-            def write(d: Path) -> None:
-                ckpt.save_weights(self._model, d / ckpt.WEIGHTS)
-                if self.ema is not None:
-                    ckpt.save_weights(self.ema, d / ckpt.EMA_WEIGHTS)
-                ckpt.save_optimizer(self.optimizer, d)
-                rng = {"torch_cpu": torch.get_rng_state()}
-                if self.device.type == "cuda":
-                    rng[f"torch_cuda_{self.device.index}"] = torch.cuda.get_rng_state(self.device)
-                ckpt.save_tensors(rng, d / "rng.safetensors")
-                np_state = np.random.get_state()
-                trainer_state = {
-                    "step": self.step,
-                    "scheduler": {"kind": "warmup_cosine", "step": self.step, "lr": lr_at(max(self.step, 1), self.cfg)},
-                    "world_size": self.dist.world_size,
-                    "rng": {
-                        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-                        "python": list(random.getstate()),
-                    },
-                    "last_metrics": self.last_metrics,
-                    "best": self.best,
-                    "cpu_s": self._cpu_s(),
-                }
-                atomic_write_json(d / "trainer.json", trainer_state)
-
-            ckpt.commit_checkpoint(self.out_dir, self.step, write)
+            state = {"step": self.step, "last_metrics": self.last_metrics, "best": self.best, "cpu_s": self._cpu_s()}
+            ckpt.commit_checkpoint(self.out_dir, self.step,
+                                   lambda d: save_checkpoint(d, self._model, self.optimizer, self.ema, self.device, state))
         D.barrier(self.dist)
 
     # ------------------------------------------------------------------------------------------

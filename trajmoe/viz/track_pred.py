@@ -22,13 +22,13 @@ def plot_predictions(run_dir: str, data_dirs: list[str], out: str | Path, sample
         run_dir: a track-model run folder (config + weights); data_dirs: episode folders;
         out: image path (format from its suffix); seed: per-sample augmentation rng seed.
     """
-    from ..train.checkpoint import load_run_config
-    from ..track.io import load_track_model
-    from ..track.config import DataOptions
+    from ..config import from_dict
+    from ..families import family
+    from ..track.config import TrackDataConfig
     from ..track.run import build_dataset
 
-    model = load_track_model(run_dir)
-    data = DataOptions(**{k: (tuple(v) if k == "views" else v) for k, v in load_run_config(run_dir).get("data", {}).items()})
+    model, run_cfg = family("track").from_run(run_dir)
+    data = from_dict(TrackDataConfig, run_cfg.get("data", {}), f"{run_dir} data")
     ds = build_dataset(data_dirs, model.cfg, data, heldout=True)
     pick = np.linspace(0, len(ds) - 1, num=min(samples, len(ds))).round().astype(int)
     cols = min(3, len(pick))
