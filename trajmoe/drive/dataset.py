@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from trajmoe.drive import geometry as geo
-from trajmoe.drive.scenes import LANE_CHUNK, MAX_AGENTS, MAX_LANES
+from trajmoe.drive.scenes import FUTURE_STEPS, LANE_CHUNK, MAX_AGENTS, MAX_LANES
 
 AGENT_FEATS = 9
 LANE_FEATS = 2 * LANE_CHUNK + 2
 EGO_FEATS = 5 + 4 + 21 * 3
 ROUTE_POINTS = 20
 ROUTE_FEATS = 2 * ROUTE_POINTS
-PLAN_STEPS = 8  # output poses at 0.5 s
-PLAN_STRIDE = 5  # of the 40 scoring poses at 0.1 s
+PLAN_STRIDE = 5  # output poses every 0.5 s, of the FUTURE_STEPS scoring poses at 0.1 s
+PLAN_STEPS = FUTURE_STEPS // PLAN_STRIDE  # 8 output poses (NAVSIM: 4 s at 0.5 s)
 
 
 def scene_features(scene: dict) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from trajmoe.drive.config import DriveModelConfig, SelectionWeights
 from trajmoe.drive.dataset import (AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS,
                                     vocab_agent_features, vocab_drivable_features, vocab_map_features)
 from trajmoe.drive.metrics import TARGET_METRICS
+from trajmoe.drive.scenes import FUTURE_STEPS
 from trajmoe.moe import add_moe_aux
 from trajmoe.nn.blocks import Block
 
@@ -65,9 +66,9 @@ class DrivePlanner(nn.Module):
         self.cfg = cfg
         D = cfg.dim
         V = cfg.vocab_size
-        if vocab is not None and tuple(vocab.shape) != (V, 40, 3):
-            raise ValueError(f"vocabulary must have shape ({V}, 40, 3), got {tuple(vocab.shape)}")
-        v = torch.zeros(V, 40, 3) if vocab is None else torch.as_tensor(vocab, dtype=torch.float32)
+        if vocab is not None and tuple(vocab.shape) != (V, FUTURE_STEPS, 3):
+            raise ValueError(f"vocabulary must have shape ({V}, {FUTURE_STEPS}, 3), got {tuple(vocab.shape)}")
+        v = torch.zeros(V, FUTURE_STEPS, 3) if vocab is None else torch.as_tensor(vocab, dtype=torch.float32)
         self.register_buffer("vocab", v)  # (V, 40, 3) saved with the run
         # Scene tokens.
         self.agent_in = _mlp(AGENT_FEATS, D, D)
@@ -79,7 +80,7 @@ class DrivePlanner(nn.Module):
         self.encoder = nn.ModuleList(Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.encoder_layers))
         self.enc_norm = nn.LayerNorm(D)
         # Vocabulary queries.
-        self.vocab_in = _mlp(40 * 3, cfg.vocab_hidden, D)
+        self.vocab_in = _mlp(FUTURE_STEPS * 3, cfg.vocab_hidden, D)
         self.ego_to_query = nn.Linear(D, D)
         self.map_in = _mlp(2 * PLAN_STEPS, D, D) if cfg.vocab_map_features else None
         self.agents_q_in = _mlp(PLAN_STEPS, D, D) if cfg.vocab_agent_features else None
@@ -202,5 +203,3 @@ def select_plan(pred: dict, vocab_V403: torch.Tensor, w: SelectionWeights) -> di
     full = vocab_V403[idx]
     return {"index": idx, "scores": s, "plan40": full, "plan8": full[:, PLAN_STRIDE - 1 :: PLAN_STRIDE]}
 
-
-assert PLAN_STEPS * PLAN_STRIDE == 40
