@@ -18,7 +18,7 @@ direction stays families -> core. Run kinds come from `trajmoe.config.RUN_KINDS`
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import RUN_KINDS, Preset
@@ -41,6 +41,8 @@ class Family:
     from_run(path, device="cpu", ema=True) -> (model in eval mode, run config dict).
     evaluate(run, data, **options) -> the family's evaluation dict (its baseline beside it).
     example_batch(model_config) -> a small batch (dict of tensors) `model(batch)` trains on.
+    verbs: the family's own further verbs by name (the planner's "finetune" (GRPO) and "ensemble"), so the
+        CLI reaches them through the registry too.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Family:
     from_run: Callable[..., tuple[Any, dict]]
     evaluate: Callable[..., dict]
     example_batch: Callable[[Any], dict]
+    verbs: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

@@ -153,9 +153,9 @@ def run_finetune(args) -> Result | int:
     """`trajmoe finetune planner`: GRPO fine-tuning of a supervised run (TrajMoE paper, Xing et al., eqs. 5-10);
     exit code 0.
     """
-    from trajmoe.drive.run import finetune  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
-    res = finetune(args.run, args.out, args.set, args.config, args.resume, progress=not args.no_progress,
+    res = family("planner").verbs["finetune"](args.run, args.out, args.set, args.config, args.resume, progress=not args.no_progress,
                    allow_change=args.allow_change, overwrite=args.overwrite)
     summary = {k: v for k, v in res.items() if isinstance(v, (int, float, str))}
     print(json.dumps(summary))
@@ -164,9 +164,9 @@ def run_finetune(args) -> Result | int:
 
 def run_ensemble(args) -> int:
     """`trajmoe ensemble planner`: write RUN/ensemble.json averaging several runs; exit code 0."""
-    from trajmoe.drive.ensemble import write_ensemble  # lazy: only this verb needs it
+    from trajmoe.families import family  # lazy: only this verb needs it
 
-    spec = write_ensemble(args.out, args.runs, args.weights)
+    spec = family("planner").verbs["ensemble"](args.out, args.runs, args.weights)
     print(f"ensemble of {len(spec['runs'])} runs written to {Path(args.out) / 'ensemble.json'}")
     return 0
 

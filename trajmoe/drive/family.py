@@ -11,10 +11,10 @@ from ..envs.highway import SCENARIOS
 from ..families import Family, register
 from .config import PRESETS, DriveModelConfig
 from .dataset import DriveDataset, collate
-from .ensemble import Ensemble, load_any
+from .ensemble import Ensemble, load_any, write_ensemble
 from .metrics import TARGET_METRICS
 from .model import DrivePlanner
-from .run import fit, from_run, resolve
+from .run import finetune, fit, from_run, resolve
 
 
 def evaluate(run: str | None, data: str | None = None, limit: int = 0, closed_loop: int = 0,
@@ -81,4 +81,5 @@ def example_batch(cfg: DriveModelConfig, seed: int = 0) -> dict:
     return collate([ds.get(i, rng) for i in range(len(ds))])
 
 
-FAMILY = register(Family("planner", DriveModelConfig, PRESETS, resolve, DrivePlanner, fit, from_run, evaluate, example_batch))
+FAMILY = register(Family("planner", DriveModelConfig, PRESETS, resolve, DrivePlanner, fit, from_run, evaluate, example_batch,
+                         verbs={"finetune": finetune, "ensemble": write_ensemble}))
