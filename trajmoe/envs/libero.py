@@ -258,13 +258,14 @@ class LiberoEnv:
         """The init-state index of trial `trial` (module doc)."""
         return trial_init_state(trial, len(self.init_states))
 
-    def reset(self, init_state: int | None = 0, seed: int | None = None) -> dict[str, Any]:
-        """Reset and settle SETTLE_STEPS steps; the first observation.
+    def reset(self, init_state: int | None = 0, seed: int | None = None, settle: bool = True) -> dict[str, Any]:
+        """Reset and settle SETTLE_STEPS steps (unless `settle` is False); the first observation.
 
         init_state k: the benchmark's init state k (the evaluation protocol). init_state None: objects
         placed by LIBERO's region sampler from `seed` (robosuite's placement draws from NumPy's global
         generator, seeded here; 0 when seed is None), a scene of the same distribution that is not
-        one of the benchmark's init states.
+        one of the benchmark's init states. settle=False stops right after placing the scene, where
+        LIBERO's demonstrations start (the caller then steps SETTLE_ACTION itself to follow the protocol).
 
         Raises:
             ValueError: init_state outside 0..len(init_states)-1, or a negative seed.
@@ -275,10 +276,10 @@ class LiberoEnv:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if init_state is None:
             self.env.seed(0 if seed is None else int(seed))
-        self.env.reset()
+        raw = self.env.reset()
         if init_state is not None:
-            self.env.set_init_state(self.init_states[init_state])
-        for _ in range(SETTLE_STEPS):
+            raw = self.env.set_init_state(self.init_states[init_state])
+        for _ in range(SETTLE_STEPS if settle else 0):
             raw, _, _, _ = self.env.step(SETTLE_ACTION)
         self._steps, self._success, self._replayed = 0, False, False
         self.init_state, self.scene_seed = init_state, (None if init_state is not None else int(seed or 0))
