@@ -382,6 +382,7 @@ def replay_demo(env: Any, states: np.ndarray, actions: np.ndarray, mode: str = "
 
 
 _ENV: dict[Any, Any] = {}
+_ENV_FINALIZER: list = []
 
 
 def _env_for(spec: LiberoSpec, task: str) -> Any:
@@ -395,6 +396,10 @@ def _env_for(spec: LiberoSpec, task: str) -> Any:
     env = _ENV.get(key)
     if env is None:
         close_envs()
+        if not _ENV_FINALIZER:  # a pool worker frees its GL context before EGL goes away at exit
+            import multiprocessing.util
+
+            _ENV_FINALIZER.append(multiprocessing.util.Finalize(None, close_envs, exitpriority=100))
         env = _ENV[key] = LiberoEnv(spec.suite, task, image_size=spec.image_size, views=spec.views, max_steps=limit,
                                     with_depth=True)
     return env
