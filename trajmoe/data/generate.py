@@ -1,5 +1,8 @@
 """Generate MetaWorld episode datasets: scripted-expert rollouts + exact GT tracks -> HDF5 files.
 
+The simulator-independent parts (`record_frame`, `label_tracks`, `dataset_folders`, `generate_items`,
+`write_manifest`) are also the machinery of trajmoe.data.libero (`trajmoe data libero`).
+
 A dataset directory holds `<task>/demo_<i>.hdf5` (ATM's per-task folders of per-demo files), a
 `<task>/demo_<i>.failed.json` marker for episodes whose expert failed on every attempt, and a
 `manifest.json` rebuilt from the files at the end of every run. A benchmark directory holds one
