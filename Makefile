@@ -32,7 +32,7 @@ $(LIBERO_STAMP): pyproject.toml | $(STAMP)
 	touch $(LIBERO_STAMP)
 
 test-libero: $(LIBERO_STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_libero.py -rs --durations=5
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_libero.py tests/test_libero_data.py -rs --durations=5
 
 demo: $(STAMP)
 	$(VENV)/bin/trajmoe demo --out runs/demo

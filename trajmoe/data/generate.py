@@ -1,5 +1,8 @@
 """Generate MetaWorld episode datasets: scripted-expert rollouts + exact GT tracks -> HDF5 files.
 
+The simulator-independent parts (`record_frame`, `label_tracks`, `dataset_folders`, `generate_items`,
+`write_manifest`) are also the machinery of trajmoe.data.libero (`trajmoe data libero`).
+
 A dataset directory holds `<task>/demo_<i>.hdf5` (ATM's per-task folders of per-demo files), a
 `<task>/demo_<i>.failed.json` marker for episodes whose expert failed on every attempt, and a
 `manifest.json` rebuilt from the files at the end of every run. A benchmark directory holds one
@@ -75,11 +78,34 @@ class Rollout:
         return cls(*({v: [] for v in views} for _ in range(4)), [], [], [], [], [], [], [])  # type: ignore[arg-type]
 
 
+def record_frame(rec: Rollout, env: Any, obs: dict[str, Any], state: np.ndarray | None = None) -> None:
+    """Append one frame to `rec`: every view's RGB, depth and camera pose, all body poses, the simulator state
+    (for replaying it when labelling), ee_pos, gripper and `state` (the env's full state vector, or None).
+
+    `env` is any simulator with the track interface of trajmoe.envs.tracks (`camera_pose`, `body_poses`,
+    `sim_state`: trajmoe.envs.metaworld.MetaWorldEnv, trajmoe.envs.libero.LiberoEnv); `obs` carries "rgb"
+    and "depth" per view of `rec`.
+    """
+    for v in rec.frames:
+        rec.frames[v].append(obs["rgb"][v])
+        rec.depth[v].append(obs["depth"][v])
+        p, m = env.camera_pose(v)
+        rec.cam_pos[v].append(p)
+        rec.cam_mat[v].append(m)
+    x, r = env.body_poses()
+    rec.body_pos.append(x)
+    rec.body_mat.append(r)
+    rec.sim_states.append(env.sim_state())
+    rec.ee_pos.append(obs["ee_pos"])
+    rec.gripper.append(obs["gripper"])
+    if state is not None:
+        rec.state.append(np.asarray(state, np.float32))
+
+
 def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple[int, ...], int] | None = None) -> Rollout:
     """Run the scripted expert, recording RGB + depth of every view and all poses at every frame;
     with `oracle` = (grid sizes, horizon) also each frame's oracle grid tracks (trajmoe.envs.oracle)."""
-    views = env.cfg.views
-    rec = Rollout.empty(views)
+    rec = Rollout.empty(env.cfg.views)
     obs = env.reset(variation=variation)
     lookahead = None
     if oracle and oracle[0]:
@@ -87,19 +113,7 @@ def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple
     for _t in range(max_steps):
         if lookahead is not None:
             rec.oracle.append(oracle_tracks(env, lookahead, oracle[0], oracle[1], depth=obs["depth"]))
-        for v in views:
-            rec.frames[v].append(obs["rgb"][v])
-            rec.depth[v].append(obs["depth"][v])
-            p, m = env.camera_pose(v)
-            rec.cam_pos[v].append(p)
-            rec.cam_mat[v].append(m)
-        x, r = env.body_poses()
-        rec.body_pos.append(x)
-        rec.body_mat.append(r)
-        rec.sim_states.append(env.sim_state())
-        rec.ee_pos.append(obs["ee_pos"])
-        rec.gripper.append(obs["gripper"])
-        rec.state.append(obs["state"].astype(np.float32))
+        record_frame(rec, env, obs, obs["state"])
         action = env.expert_action()
         rec.actions.append(action)
         obs, _reward, success, done = env.step(action)
@@ -112,10 +126,16 @@ def rollout_expert(env: Any, variation: int, max_steps: int, oracle: tuple[tuple
 
 
 def label_tracks(env: Any, rec: Rollout, cfg: TrackLabelConfig, rng: np.random.Generator) -> dict[str, Any]:
-    """Exact GT tracks for every view; segmentation at query frames is rendered by replaying state."""
+    """Exact GT tracks for every view of `rec`; segmentation at query frames is rendered by replaying state.
+
+    `env`: the simulator `rec` was recorded in (the track interface of `record_frame`, plus
+    `set_sim_state`, `render_segmentation`, `camera_model`, `geom_body`, `body_is_static`); its state is
+    replaced (the episode cannot continue). Returns {view: trajmoe.envs.tracks.TrackResult}.
+    """
     body_pos, body_mat = np.stack(rec.body_pos), np.stack(rec.body_mat)
+    geom_body, body_is_static = env.geom_body, env.body_is_static
     out = {}
-    for v in env.cfg.views:
+    for v in rec.frames:
         cache: dict[int, np.ndarray] = {}
 
         def seg_at(t: int, v: str = v) -> np.ndarray:
@@ -125,7 +145,7 @@ def label_tracks(env: Any, rec: Rollout, cfg: TrackLabelConfig, rng: np.random.G
             return cache[t]
 
         view = ViewRecording(env.camera_model(v), np.stack(rec.cam_pos[v]), np.stack(rec.cam_mat[v]), np.stack(rec.depth[v]))
-        out[v] = compute_view_tracks(view, body_pos, body_mat, seg_at, env.geom_body, env.body_is_static, cfg, rng)
+        out[v] = compute_view_tracks(view, body_pos, body_mat, seg_at, geom_body, body_is_static, cfg, rng)
     return out
 
 
@@ -219,7 +239,7 @@ def _pool_worker_init() -> None:
     _worker_init()
 
 
-def _run_chunk(chunk: list[tuple[WorkItem, np.ndarray, str]]) -> list[dict[str, Any]]:
+def _run_chunk(chunk: list[tuple]) -> list[dict[str, Any]]:
     return [_run_item(a) for a in chunk]
 
 
@@ -228,15 +248,16 @@ def _chunks(args: list, workers: int) -> list[list]:
     every worker gets work when there are fewer tasks than workers."""
     groups: dict[tuple, list] = {}
     for a in args:
-        groups.setdefault((a[0].out_dir, a[0].spec.name, a[0].task), []).append(a)
+        groups.setdefault((a[1].out_dir, a[1].spec.name, a[1].task), []).append(a)
     size = max(1, -(-len(args) // max(workers * 2, 1)))  # ~2 chunks per worker for balance
     return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
-def _run_item(args: tuple[WorkItem, np.ndarray, str]) -> dict[str, Any]:
-    item, emb, instr = args
+def _run_item(args: tuple) -> dict[str, Any]:
+    """Run one job (episode_fn, item, task embedding, instruction): episode_fn(item, emb, instruction)."""
+    episode_fn, item, emb, instr = args
     try:
-        return generate_episode(item, emb, instr)
+        return episode_fn(item, emb, instr)
     except (ValueError, RuntimeError, OSError) as e:  # a broken episode must not kill the whole run
         return {"task": item.task, "domain": item.spec.name, "index": item.index, "status": "error",
                 "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "steps": 0}
@@ -294,30 +315,54 @@ def generate(
     """
     if workers <= 0:
         raise ValueError(f"--workers must be positive, got {workers!r}")
+    items = work_items(specs, shard)
+    with dataset_folders(specs, items, shard, GENERATOR_VERSION):
+        return generate_items(specs, items, workers, retry_failed, progress, verify, generate_episode,
+                              lambda it: instruction(it.task))
+
+
+@contextlib.contextmanager
+def dataset_folders(specs: list[tuple[Any, str]], items: list, shard: tuple[int, int], generator_version: str):
+    """Hold every output folder of `specs` for this shard while generating (trajmoe.data.folders): writable,
+    locked, its generation settings (the spec dataclass + `generator_version`) recorded or checked, this
+    shard's temporaries of a killed run removed. PermissionError / ValueError (one line) otherwise."""
     for _spec, out in specs:
         _check_writable(Path(out))
-    items = work_items(specs, shard)
     with contextlib.ExitStack() as locks:
         for spec, out in specs:
             stems = {it.path.parent: set() for it in items if it.out_dir == out}
             for it in items:
                 if it.out_dir == out:
                     stems[it.path.parent].add(it.path.stem)
-            settings = {**to_dict(spec), "generator_version": GENERATOR_VERSION}
+            settings = {**to_dict(spec), "generator_version": generator_version}
             locks.enter_context(prepare_dataset_folder(Path(out), settings, shard, stems))
-        return _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction)
+        yield
 
 
-def _generate_items(specs, items, workers, retry_failed, progress, verify, embed_texts, instruction) -> RunSummary:
+def generate_items(specs: list[tuple[Any, str]], items: list, workers: int, retry_failed: bool, progress: bool,
+                   verify: bool, episode_fn: Any, instruction_of: Any) -> RunSummary:
+    """Generate the work `items` not done yet (the shared loop of every simulator's generator).
+
+    An item (trajmoe.data.specs.WorkItem or alike) has `spec`, `task`, `index`, `out_dir`, `path`,
+    `failed_path`; `episode_fn(item, task_emb, instruction) -> record` is a module-level function (it
+    travels to spawned workers) writing one episode; `instruction_of(item) -> str` (a function of the
+    item's task) is called here, once per task, and the instructions are embedded in one batch.
+    Finished episodes (and known failures unless `retry_failed`) are skipped; every spec's folder gets
+    its manifest rebuilt at the end. Caller holds the folder locks (`prepare_dataset_folder`).
+    """
     todo, summary = [], RunSummary()
     for it in items:
         if _is_done(it.path, verify) or (it.failed_path.exists() and not retry_failed):
             summary.skipped += 1
         else:
             todo.append(it)
-    tasks = sorted({it.task for it in todo})
-    embs = dict(zip(tasks, embed_texts([instruction(t) for t in tasks]))) if tasks else {}
-    args = [(it, embs[it.task], instruction(it.task)) for it in todo]
+    first = {}
+    for it in todo:
+        first.setdefault(it.task, it)
+    tasks = sorted(first)
+    texts = {t: instruction_of(first[t]) for t in tasks}  # an instruction is a function of the task
+    embs = dict(zip(tasks, embed_texts([texts[t] for t in tasks]))) if tasks else {}
+    args = [(episode_fn, it, embs[it.task], texts[it.task]) for it in todo]
     t0 = time.perf_counter()
     for res in _map(args, workers, progress, total=len(todo)):
         summary.steps += int(res.get("steps", 0))
@@ -332,7 +377,7 @@ def _generate_items(specs, items, workers, retry_failed, progress, verify, embed
     summary.busy_s = summary.t_sim + summary.t_tracks + summary.t_write
     summary.wall_s = time.perf_counter() - t0
     for spec, out in specs:
-        write_manifest(Path(out), spec)
+        write_manifest(Path(out), spec, getattr(spec, "generator_version", GENERATOR_VERSION))
     return summary
 
 
@@ -363,8 +408,10 @@ def _map(args: list, workers: int, progress: bool, total: int):
                     yield res
 
 
-def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
-    """Rebuild `out/manifest.json` from the episode files and failure markers present."""
+def write_manifest(out: Path, spec: Any = None, generator_version: str = GENERATOR_VERSION) -> dict[str, Any]:
+    """Rebuild `out/manifest.json` from the episode files and failure markers present (`spec`: the
+    generating spec dataclass, recorded as is; LIBERO episodes also list their scene: init_state,
+    scene_seed, source)."""
     episodes, failed = [], []
     for p in sorted(out.glob("*/demo_*.hdf5"), key=_natural_key):
         if p.name.startswith(".") or p.parent.name.startswith("."):
@@ -377,6 +424,7 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
                     "camera": a.get("camera"), "views": list(ep.meta.views), "length": ep.meta.length,
                     "success": ep.meta.success, "action_free": not ep.meta.has_actions,
                     "variation": a.get("variation"), "seed": a.get("seed"), "visual_seed": a.get("visual_seed"),
+                    **{k: a[k] for k in ("source", "init_state", "scene_seed", "demo") if k in a},
                 })
         except ValueError:
             continue  # an unreadable file is not listed; rerunning generation rewrites it
@@ -387,7 +435,7 @@ def write_manifest(out: Path, spec: DomainSpec | None = None) -> dict[str, Any]:
         failed.append(dict(rec, path=str(p.relative_to(out))))
     manifest = {
         "format": "trajmoe-episodes",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": generator_version,
         "domain": spec.name if spec else None,
         "spec": to_dict(spec) if spec else None,
         "num_episodes": len(episodes),
