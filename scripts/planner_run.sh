@@ -16,4 +16,4 @@ if [ ! -f "$out/validation.json" ]; then
 fi
 [ -f "$out.eval.json" ] || { $tm eval planner --run "$out/best" --data "$data/test" --no-baselines --json \
     | tail -1 > "$out.eval.json.tmp" && mv "$out.eval.json.tmp" "$out.eval.json"; }
-echo "$out: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: v for k, v in r.items() if 'EPDMS' in k})" "$out.eval.json" 2>/dev/null | head -c 400)"
+python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['open_loop']['planner']; print(sys.argv[1], 'EPDMS', round(p['EPDMS'], 3), {k: round(v['EPDMS'], 3) for k, v in p['per_scenario'].items()})" "$out.eval.json"
