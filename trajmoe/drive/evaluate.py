@@ -25,8 +25,11 @@ from trajmoe.moe import expert_shares, reset_routing
 
 
 def _aggregate(rows: list[dict], scenarios: list[str]) -> dict:
+    """Mean sub-scores and EPDMS (+ 95 % half-width) overall and per scenario, and every scene's EPDMS in
+    scene order (`EPDMS_per_scene`: paired comparisons of drivers on the same scenes)."""
     out = {"n": len(rows), **{m: float(np.mean([r[m] for r in rows])) for m in METRICS},
-           "EPDMS_ci95": mean_ci95([r["EPDMS"] for r in rows])}
+           "EPDMS_ci95": mean_ci95([r["EPDMS"] for r in rows]),
+           "EPDMS_per_scene": [round(float(r["EPDMS"]), 6) for r in rows]}
     per = {}
     for s in scenarios:
         sub = [r for r in rows if r["scenario"] == s]
