@@ -25,11 +25,11 @@ from typing import Any
 from ..io import StorageError, finite_json
 
 GROUPS = {
-    "data": "generate datasets (metaworld episodes, highway-env scenes)",
+    "data": "generate datasets (metaworld / libero episodes, highway-env scenes)",
     "train": "train a model family (track, policy, planner)",
     "finetune": "fine-tune a trained model (planner: GRPO)",
     "ensemble": "combine trained runs (planner)",
-    "eval": "evaluate a model family (track, policy, planner)",
+    "eval": "evaluate a model family (track, policy, planner) or the scripted LIBERO expert",
     "bench": "benchmarks (moe, train, policy, drive-scorer)",
     "viz": "pictures and videos (tracks, routing)",
     "experiment": "run an experiment spec and write a report",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import Result
 
 MODES = "none | atm | drawn_mask | adaptive_mask | oracle"
@@ -13,7 +15,7 @@ def register(groups) -> None:
     p.add_argument("--preset", default="tiny", help="default | cpu | tiny")
     p.add_argument("--conditioning", default=None, help=f"{MODES} (default: the preset's, adaptive_mask)")
     p.add_argument("--track-run", default=None, help="track-model run directory (not needed for --conditioning none / oracle)")
-    p.add_argument("--data", required=True, help="directory of action-labelled episodes (trajmoe data metaworld)")
+    p.add_argument("--data", required=True, help="directory of action-labelled episodes (trajmoe data metaworld | libero, or ATM's files)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the data's tasks")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--val", default=None, metavar="DIR",
@@ -38,8 +40,8 @@ def register(groups) -> None:
     p.add_argument("--results", default=None, metavar="DIR",
                    help="LIBERO: where summary_<suite>.csv (ATM's format) and tasks_<suite>.csv go (default RUN/eval_results)")
     p.add_argument("--no-baseline", action="store_true", help="LIBERO: skip the zero-action baseline episodes")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
-    p.add_argument("--video", default=None, metavar="DIR", help="write rollout videos with predicted tracks drawn")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each; default 2)")
+    p.add_argument("--video", default=None, metavar="DIR", help="write rollout videos (with the policy's tracks drawn when it uses tracks)")
     p.add_argument("--video-format", default="mp4", choices=["mp4", "gif"],
                    help="mp4 (default) or gif (embeddable in a markdown report)")
     p.add_argument("--video-per-task", type=int, default=1, help="episodes per task written to --video")
@@ -86,6 +88,9 @@ def run_eval(args) -> Result | int:
     --json); exit code 0."""
     from ..families import family  # lazy: only this verb needs it
 
+    for flag, d in (("--video", args.video), ("--results", args.results)):  # before any rollout is spent
+        if d and Path(d).exists() and not Path(d).is_dir():
+            raise ValueError(f"{flag} {d} exists and is not a directory")
     common = dict(tasks=_split(args.tasks), workers=args.workers, video_dir=args.video, video_per_task=args.video_per_task,
                   max_steps=args.max_steps, device=args.device, track_run=args.track_run, progress=not args.json,
                   video_format=args.video_format)
