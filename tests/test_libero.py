@@ -33,6 +33,16 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path, capsys):
         lib.check_suite("libero_100")
 
 
+@pytest.mark.parametrize("flag", ["--video", "--results"])
+def test_output_folder_that_is_a_file_is_refused_before_any_rollout(flag, tmp_path, capsys):
+    f = tmp_path / "afile.txt"
+    f.write_text("keep me")
+    rc = main(["eval", "policy", "--run", str(tmp_path / "no-such-run"), "--suite", SUITE, flag, str(f)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"trajmoe: error: {flag} {f} exists and is not a directory", err
+    assert f.read_text() == "keep me"
+
+
 def test_trials_use_atm_init_states():
     assert sorted(lib.trial_init_state(e) for e in range(20)) == sorted([5 * i for i in range(10)] + [5 * i + 1 for i in range(10)])
     assert [lib.trial_init_state(e) for e in (0, 1, 10, 11, 49)] == [0, 5, 1, 6, 49]
