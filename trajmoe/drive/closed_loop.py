@@ -87,6 +87,7 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
     s0 = geo.project_on_polyline(states[-1]["xy"][0], route0)
     crashed = offroad = False
     plan_world = None
+    last8 = None  # the learned planner's previous plan8 (its selection's `consistency` reference)
     n_steps = int(round(seconds / DT))
     for k in range(n_steps):
         t = len(states) - 1
@@ -96,7 +97,8 @@ def run_episode(planner, scenario: str, seed: int, seconds: float = 8.0) -> dict
                 p40 = baselines.plan(planner, scene)
             else:
                 scene, origin = live_scene(sim, states, t, rasters=True)  # drivable map: vocab_drivable_features
-                out = planner.plan(collate([scene_features(scene)]))
+                out = planner.plan(collate([scene_features(scene)]), prev_plan8=last8)
+                last8 = out["plan8"][:1]
                 # the planner's output is 8 poses at 0.5 s (NAVSIM); track their 0.1 s interpolation, as scored
                 p40 = interpolate_plan(out["plan8"][:1].numpy().astype(np.float64))[0]
             p40 = np.concatenate([np.zeros((1, 3)), p40])

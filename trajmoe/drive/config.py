@@ -18,7 +18,10 @@ PLANNER_MOE = MoEConfig(layers=(0, 1, 2), num_experts=4, top_k=2, num_shared_exp
 @dataclass(frozen=True)
 class SelectionWeights:
     """GTRS selection: argmax_v of  imi * log softmax(imi) + sum_m w_m log s(m)
-    + combo * log(ep * s(EP) + ttc * s(TTC) + lk * s(LK) + hc * s(HC))   (GTRS and the TrajMoE paper Sec. III)."""
+    + combo * log(ep * s(EP) + ttc * s(TTC) + lk * s(LK) + hc * s(HC))   (GTRS and the TrajMoE paper Sec. III)
+    - consistency * c(v, previous plan): our addition for NAVSIM v2's EC (two-frame extended comfort), where
+    c compares the entry's acceleration and yaw-rate profile with the plan this planner chose 0.5 s earlier
+    (`trajmoe.drive.model.consistency_cost`); 0 = GTRS, and no term without a previous plan."""
 
     imi: float = 0.03
     NC: float = 0.1
@@ -30,6 +33,7 @@ class SelectionWeights:
     TTC: float = 7.0
     LK: float = 3.0
     HC: float = 0.0
+    consistency: float = 0.0
 
     def __post_init__(self):
         need = checker(self, "model.selection")

@@ -59,9 +59,10 @@ class Ensemble:
         return {"probs": probs, "imi_logp": torch.log(imi.clamp_min(1e-30))}
 
     @torch.no_grad()
-    def plan(self, batch: dict, weights: SelectionWeights | None = None) -> dict[str, torch.Tensor]:
+    def plan(self, batch: dict, weights: SelectionWeights | None = None,
+             prev_plan8: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`select_plan` on the averaged predictions (weights: the first member's selection by default)."""
-        return select_plan(self.predict(batch), self.vocab, weights or self.cfg.selection)
+        return select_plan(self.predict(batch), self.vocab, weights or self.cfg.selection, prev_plan8)
 
     def eval(self):
         """No-op (members are loaded in eval mode); returns self, as nn.Module.eval does."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from trajmoe.drive import baselines
-from trajmoe.drive.dataset import collate, scene_features
+from trajmoe.drive.dataset import PLAN_STEPS, collate, scene_features
 from trajmoe.drive.metrics import METRICS, epdms, interpolate_plan, score_in_chunks, score_trajectories, simulate_plans
 from trajmoe.drive.scenes import load_scene, prev_scene
 from trajmoe.envs.highway import SCENARIOS
@@ -111,13 +111,16 @@ def planner_rows(planner, scenes: list[dict]) -> tuple[list[dict], dict]:
     per scene (the 8 output poses interpolated to 40, tracked and scored; EC against the same
     planner's plan in the scene's previous frame), and the planner's `plan` output for the batch."""
     prevs = [prev_scene(s) for s in scenes]
-    out = planner.plan(collate([scene_features(s) for s in scenes]))
-    plan8 = out["plan8"].numpy().astype(np.float64)
     have = [j for j, p in enumerate(prevs) if p is not None]
     prev8 = {}
-    if have:
+    if have:  # the previous frame first: its plan is the `consistency` term's reference (selection weights)
         pout = planner.plan(collate([scene_features(prevs[j]) for j in have]))
         prev8 = dict(zip(have, pout["plan8"].numpy().astype(np.float64)))
+    ref = np.full((len(scenes), PLAN_STEPS, 3), np.nan)
+    for j, p in prev8.items():
+        ref[j] = p
+    out = planner.plan(collate([scene_features(s) for s in scenes]), prev_plan8=torch.as_tensor(ref))
+    plan8 = out["plan8"].numpy().astype(np.float64)
     rows = []
     for j, sc in enumerate(scenes):
         prev_plan = interpolate_plan(prev8[j][None])[0] if j in prev8 else None

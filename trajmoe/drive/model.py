@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from trajmoe.drive.config import DriveModelConfig, SelectionWeights
 from trajmoe.drive.dataset import (AGENT_FEATS, EGO_FEATS, LANE_FEATS, PLAN_STEPS, PLAN_STRIDE, ROUTE_FEATS,
                                     vocab_agent_features, vocab_drivable_features, vocab_map_features)
+from trajmoe.drive.comfort import EC_LIMITS
 from trajmoe.drive.metrics import TARGET_METRICS
 from trajmoe.drive.scenes import FUTURE_STEPS
 from trajmoe.moe import add_moe_aux
@@ -189,16 +190,51 @@ class DrivePlanner(nn.Module):
         return {"probs": probs, "imi_logp": F.log_softmax(out["imi"].float(), -1)}
 
     @torch.no_grad()
-    def plan(self, batch: dict, weights: SelectionWeights | None = None) -> dict[str, torch.Tensor]:
+    def plan(self, batch: dict, weights: SelectionWeights | None = None,
+             prev_plan8: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Choose one vocabulary trajectory per scene: {"index" (B,), "scores" (B, V), "plan40" (B, 40, 3),
-        "plan8" (B, 8, 3) at 0.5 s} by the GTRS selection score (`weights` default: `cfg.selection`)."""
+        "plan8" (B, 8, 3) at 0.5 s} by the GTRS selection score (`weights` default: `cfg.selection`);
+        `prev_plan8` (B, 8, 3): the plan8 this planner chose 0.5 s earlier (NaN rows: none), read only by
+        the selection's `consistency` term."""
         pred = self.predict(batch)
-        return select_plan(pred, self.vocab, weights or self.cfg.selection)
+        return select_plan(pred, self.vocab, weights or self.cfg.selection, prev_plan8)
 
 
-def select_plan(pred: dict, vocab_V403: torch.Tensor, w: SelectionWeights) -> dict[str, torch.Tensor]:
-    """argmax of the selection score -> index (B,), full 40-pose plan (B, 40, 3), output 8 poses (B, 8, 3)."""
+def _profiles(plan_B83: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 poses at 0.5 s from the origin -> (acceleration (B, 7) m/s^2, yaw rate (B, 8) rad/s) per segment."""
+    full = torch.cat([torch.zeros_like(plan_B83[:, :1]), plan_B83], 1)
+    dt = PLAN_STRIDE * 0.1
+    speed = (full[:, 1:, :2] - full[:, :-1, :2]).norm(dim=-1) / dt
+    dh = full[:, 1:, 2] - full[:, :-1, 2]
+    yaw_rate = torch.atan2(torch.sin(dh), torch.cos(dh)) / dt
+    return (speed[:, 1:] - speed[:, :-1]) / dt, yaw_rate
+
+
+def consistency_cost(plan8_V83: torch.Tensor, prev8_B83: torch.Tensor) -> torch.Tensor:
+    """How far each vocabulary entry's motion departs from the previous plan's over their overlap -> (B, V).
+
+    The previous plan was chosen 0.5 s (one output step) earlier, so entry segment k overlaps previous
+    segment k + 1: RMS acceleration difference / 0.7 m/s^2 + RMS yaw-rate difference / 0.1 rad/s (the
+    acceleration and yaw-rate limits of NAVSIM v2's EC, `comfort.EC_LIMITS`), from the 8 output poses
+    (frame-free: speeds and yaw rates). Rows of `prev8_B83` holding NaN (no previous plan) cost 0.
+    """
+    acc_v, yr_v = _profiles(plan8_V83)  # (V, 7), (V, 8)
+    prev = torch.nan_to_num(prev8_B83)
+    acc_p, yr_p = _profiles(prev)  # (B, 7), (B, 8)
+    d_acc = (acc_v[None, :, :-1] - acc_p[:, None, 1:]).pow(2).mean(-1).sqrt()
+    d_yr = (yr_v[None, :, :-1] - yr_p[:, None, 1:]).pow(2).mean(-1).sqrt()
+    cost = d_acc / EC_LIMITS["acc"] + d_yr / EC_LIMITS["yaw_rate"]
+    return torch.where(torch.isnan(prev8_B83).any(-1).any(-1)[:, None], torch.zeros_like(cost), cost)
+
+
+def select_plan(pred: dict, vocab_V403: torch.Tensor, w: SelectionWeights,
+                prev_plan8: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """argmax of the selection score -> index (B,), full 40-pose plan (B, 40, 3), output 8 poses (B, 8, 3);
+    with `w.consistency` > 0 and `prev_plan8` (B, 8, 3), minus w.consistency x `consistency_cost`."""
     s = selection_scores(pred["probs"], pred["imi_logp"], w)
+    if w.consistency > 0 and prev_plan8 is not None:
+        prev = torch.as_tensor(prev_plan8, dtype=s.dtype, device=s.device)
+        s = s - w.consistency * consistency_cost(vocab_V403[:, PLAN_STRIDE - 1 :: PLAN_STRIDE].to(s.dtype), prev)
     idx = s.argmax(-1)
     full = vocab_V403[idx]
     return {"index": idx, "scores": s, "plan40": full, "plan8": full[:, PLAN_STRIDE - 1 :: PLAN_STRIDE]}
