@@ -100,7 +100,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     for title in ("Track models on held-out in-domain episodes", "Policies, closed loop",
                   "TrajMoE planner, open loop", "MoE routing"):
         assert title in report, title
-    assert "| track-moe |" in report and "| planner-moe |" in report
+    assert "| track-moe |" in report and "| planner-moe |" in report and "| planner-shipped |" in report
     assert "n/a" not in report.split("## Ground-truth")[0], report
     for img in ("figures/ood_tracks.png", "runs/track-moe/seed0/routing.png", "runs/track-moe/seed0/track_pred.png"):
         assert (out / img).stat().st_size > 1000, img
