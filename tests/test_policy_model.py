@@ -324,3 +324,27 @@ def test_adaptive_values_move_as_fast_as_their_scale_says(track_model):
     has_grad = pol.mask_delta.grad != 0
     assert has_grad.any()
     torch.testing.assert_close(moved[has_grad], torch.full_like(moved[has_grad], pol.cfg.mask_value_scale * 5e-4), rtol=0.02, atol=0)  # eps
+
+
+def test_late_fusion_variants_static_tracks_add_nothing_in_motion_mode():
+    """`late_fusion`: "raw" (ATM) feeds the absolute tracks to the head, "motion" their displacement from the
+    query point (a static track adds exactly 0: its head input equals the "off" part), "off" nothing."""
+    pols = {m: make_policy("oracle", None, late_fusion=m).eval() for m in ("raw", "motion", "off")}
+    cfg = pols["raw"].cfg
+    late = len(cfg.views) * cfg.track_len * cfg.num_points * 2
+    assert pols["raw"].head.net[0].in_features == pols["motion"].head.net[0].in_features == cfg.dim + late
+    assert pols["off"].head.net[0].in_features == cfg.dim
+    batch = make_batch(cfg)
+    static = batch["tracks"][..., :1, :, :].expand_as(batch["tracks"]).clone()  # every point stays at its query
+    feat = torch.randn(2, cfg.frame_stack, cfg.dim)
+    prop = torch.zeros(2, cfg.frame_stack, cfg.proprio_dim)
+    seen = {}
+    def grab(m, inp, out):
+        seen["x"] = inp[0]
+    h = pols["motion"].head.register_forward_hook(grab)
+    with torch.no_grad():
+        pols["motion"].decode_actions(feat, prop, static)
+    h.remove()
+    assert torch.count_nonzero(seen["x"][..., cfg.dim:]) == 0
+    with pytest.raises(ValueError, match="late_fusion"):
+        dataclasses.replace(cfg, late_fusion="early")

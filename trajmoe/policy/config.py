@@ -28,6 +28,8 @@ from ..config import Preset, checker, pick_preset
 from ..train.config import TrainConfig
 
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
+LATE_FUSIONS = ("raw", "motion", "off")
+LATE_FUSION_MOTION_SCALE = 10.0  # displacements are fractions of the image: 0.1 (12.8 px at 128 px) -> 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,13 @@ class PolicyConfig:
     # 1 = exact, 0 = "no point moves". Degrades the tracks in a known way (skill ADE = a, skill MSE =
     # 1 - (1 - a)^2) in training and evaluation alike: success against track error, the Tra-MoE paper's Fig. 5.
     oracle_blend: float = 1.0
+    # How the head sees the tracks beside the action token (track modes): "raw" = ATM's late fusion of the
+    # flattened absolute tracks (V x T x N x 2 values, centred to [-1, 1]); "motion" = the same values as
+    # displacements from each track's query point x LATE_FUSION_MOTION_SCALE (a static point adds exactly 0);
+    # "off" = no late fusion (tracks reach the policy through their tokens / the mask channel only).
+    # "motion" and "off" are our measured alternatives (docs/results.md, issue 23): a track pathway fed
+    # no-motion tracks cost plain BC 10 points.
+    late_fusion: str = "raw"
 
     def __post_init__(self) -> None:
         need = checker(self, "policy")
@@ -104,6 +113,7 @@ class PolicyConfig:
              and math.isfinite(self.mask_value_scale) and self.mask_value_scale > 0, "mask_value_scale", "a number > 0")
         need(isinstance(self.oracle_blend, (int, float)) and not isinstance(self.oracle_blend, bool)
              and 0 <= self.oracle_blend <= 1, "oracle_blend", "a number in [0, 1]")
+        need(self.late_fusion in LATE_FUSIONS, "late_fusion", f"one of {', '.join(LATE_FUSIONS)}")
         need(self.oracle_blend == 1 or self.conditioning == "oracle", "oracle_blend",
              "1 unless conditioning is 'oracle' (it blends the simulator's exact tracks)")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..nn import Block
 from .conditioning import drawn_mask_values, query_grid, rasterize_tracks
-from .config import PolicyConfig
+from .config import LATE_FUSION_MOTION_SCALE, PolicyConfig
 from .encoders import MLP, PatchEncoder, TrackEncoder
 
 TEMPORAL_TOKENS = 3  # per frame: spatial CLS, proprio, action
@@ -95,7 +95,8 @@ class TrajectoryPolicy(nn.Module):
         )
         self.temporal_norm = nn.LayerNorm(D)
         self.register_buffer("temporal_mask", block_causal_mask(cfg.frame_stack, TEMPORAL_TOKENS), persistent=False)
-        fused = D + (V * cfg.track_len * cfg.num_points * 2 if cfg.uses_tracks else 0)  # late fusion
+        late = cfg.uses_tracks and cfg.late_fusion != "off"
+        fused = D + (V * cfg.track_len * cfg.num_points * 2 if late else 0)  # late fusion
         self.head = MLP(fused, cfg.head_hidden, cfg.action_dim, cfg.dropout)
         for p in (self.view_embed, self.cls_token, self.action_token, self.frame_embed, self.type_embed):
             nn.init.trunc_normal_(p, std=0.02)
@@ -206,8 +207,11 @@ class TrajectoryPolicy(nn.Module):
         for blk in self.temporal:
             h, _ = blk(h, attn_mask=mask)
         act_BFD = self.temporal_norm(h.view(B, Fr, TEMPORAL_TOKENS, D)[:, :, -1])
-        if cfg.uses_tracks:  # late fusion with the raw predicted tracks (ATM)
+        if cfg.uses_tracks and cfg.late_fusion == "raw":  # late fusion with the raw predicted tracks (ATM)
             act_BFD = torch.cat([act_BFD, tracks_BFVTN2.flatten(2) * 2.0 - 1.0], dim=-1)
+        elif cfg.uses_tracks and cfg.late_fusion == "motion":  # displacement from each track's query point
+            motion = (tracks_BFVTN2 - tracks_BFVTN2[:, :, :, :1]) * LATE_FUSION_MOTION_SCALE
+            act_BFD = torch.cat([act_BFD, motion.flatten(2)], dim=-1)
         return self.head(act_BFD)
 
     def predict_actions(self, batch: dict[str, Any]) -> torch.Tensor:
