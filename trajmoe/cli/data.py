@@ -13,7 +13,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from . import Result
+
+
+def _add_generation_options(p) -> None:
+    """The options every episode generator shares (resumable, sharded, verified worker loop)."""
+    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
+    p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
+    p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
 
 
 def register(groups) -> None:
@@ -36,13 +48,7 @@ def register(groups) -> None:
     p.add_argument("--oracle-points", default=None, help="comma-separated query-grid sizes (e.g. 16,32): also store each "
                    "frame's exact future tracks of that grid (needed by --conditioning oracle)")
     p.add_argument("--oracle-horizon", type=int, default=16, help="steps of the oracle grid tracks (the track length)")
-    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
-    p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
-    p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
+    _add_generation_options(p)
     p.set_defaults(func=run_metaworld)
 
     p = groups["data"].add_parser("libero", help="LIBERO episodes with exact ground-truth tracks (ATM HDF5 layout): "
@@ -66,13 +72,7 @@ def register(groups) -> None:
     p.add_argument("--domain", default=None, help="domain name stored in every file (default: the suite)")
     p.add_argument("--raw-demos", action="store_true", help="with --suite: write the expert's states and actions as "
                    "LIBERO demonstration files OUT/<task>_demo.hdf5 (physics only, no frames or tracks)")
-    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=False)")
-    p.add_argument("--retry-failed", action="store_true", help="retry episodes recorded as failed")
-    p.add_argument("--verify", action="store_true", help="read every dataset of the finished episodes; regenerate damaged ones")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--shard", default=None, help="I/N: generate only items I, I+N, ... of the work list")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
+    _add_generation_options(p)
     p.set_defaults(func=run_libero)
 
     p = groups["eval"].add_parser("expert", help="success of the scripted LIBERO pick-and-place expert on the "
