@@ -328,12 +328,12 @@ def test_adaptive_values_move_as_fast_as_their_scale_says(track_model):
 
 def test_late_fusion_variants_static_tracks_add_nothing_in_motion_mode():
     """`late_fusion`: "raw" (ATM) feeds the absolute tracks to the head, "motion" their displacement from the
-    query point (a static track adds exactly 0: its head input equals the "off" part), "off" nothing."""
-    pols = {m: make_policy("oracle", None, late_fusion=m).eval() for m in ("raw", "motion", "off")}
+    query point (a static track adds exactly 0: its head input equals the "none" part), "none" nothing."""
+    pols = {m: make_policy("oracle", None, late_fusion=m).eval() for m in ("raw", "motion", "none")}
     cfg = pols["raw"].cfg
     late = len(cfg.views) * cfg.track_len * cfg.num_points * 2
     assert pols["raw"].head.net[0].in_features == pols["motion"].head.net[0].in_features == cfg.dim + late
-    assert pols["off"].head.net[0].in_features == cfg.dim
+    assert pols["none"].head.net[0].in_features == cfg.dim
     batch = make_batch(cfg)
     static = batch["tracks"][..., :1, :, :].expand_as(batch["tracks"]).clone()  # every point stays at its query
     feat = torch.randn(2, cfg.frame_stack, cfg.dim)

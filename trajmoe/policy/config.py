@@ -28,7 +28,7 @@ from ..config import Preset, checker, pick_preset
 from ..train.config import TrainConfig
 
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
-LATE_FUSIONS = ("raw", "motion", "off")
+LATE_FUSIONS = ("raw", "motion", "none")
 LATE_FUSION_MOTION_SCALE = 10.0  # displacements are fractions of the image: 0.1 (12.8 px at 128 px) -> 1
 
 
@@ -80,8 +80,8 @@ class PolicyConfig:
     # How the head sees the tracks beside the action token (track modes): "raw" = ATM's late fusion of the
     # flattened absolute tracks (V x T x N x 2 values, centred to [-1, 1]); "motion" = the same values as
     # displacements from each track's query point x LATE_FUSION_MOTION_SCALE (a static point adds exactly 0);
-    # "off" = no late fusion (tracks reach the policy through their tokens / the mask channel only).
-    # "motion" and "off" are our measured alternatives (docs/results.md, issue 23): a track pathway fed
+    # "none" = no late fusion (tracks reach the policy through their tokens / the mask channel only).
+    # "motion" and "none" are our measured alternatives (docs/results.md, issue 23): a track pathway fed
     # no-motion tracks cost plain BC 10 points.
     late_fusion: str = "raw"
 

@@ -95,7 +95,7 @@ class TrajectoryPolicy(nn.Module):
         )
         self.temporal_norm = nn.LayerNorm(D)
         self.register_buffer("temporal_mask", block_causal_mask(cfg.frame_stack, TEMPORAL_TOKENS), persistent=False)
-        late = cfg.uses_tracks and cfg.late_fusion != "off"
+        late = cfg.uses_tracks and cfg.late_fusion != "none"
         fused = D + (V * cfg.track_len * cfg.num_points * 2 if late else 0)  # late fusion
         self.head = MLP(fused, cfg.head_hidden, cfg.action_dim, cfg.dropout)
         for p in (self.view_embed, self.cls_token, self.action_token, self.frame_embed, self.type_embed):
