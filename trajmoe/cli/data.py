@@ -28,6 +28,18 @@ def _add_generation_options(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary (throughput) as the last line")
 
 
+def _report(res: dict, summary, out, n_views: int, checked: str = "") -> Result:
+    """Print a generator's summary (episodes, throughput, first errors); exit code 1 when any episode errored."""
+    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done{checked}, "
+          f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
+    if res["steps_per_s_per_core"]:
+        print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
+              f"{n_views} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
+    for e in summary.errors[:5]:
+        print(f"error: {e}")
+    return Result(res, 1 if summary.errors else 0)
+
+
 def register(groups) -> None:
     """Add `trajmoe data metaworld` and `trajmoe viz tracks` to the CLI's verb groups."""
     p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
@@ -150,14 +162,7 @@ def run_metaworld(args) -> Result | int:
     res["shard"] = f"{shard[0]}/{shard[1]}"
     res["workers"] = args.workers
     checked = "" if args.verify or not res["episodes_skipped"] else " (their contents not re-read: --verify checks them)"
-    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done{checked}, "
-          f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
-    if res["steps_per_s_per_core"]:
-        print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
-              f"{len(specs[0][0].views)} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
-    for e in summary.errors[:5]:
-        print(f"error: {e}")
-    return Result(res, 1 if summary.errors else 0)
+    return _report(res, summary, out, len(specs[0][0].views), checked)
 
 
 def _track_config(num_points: int):
@@ -227,14 +232,7 @@ def run_libero(args) -> Result | int:
                        progress=not args.no_progress, verify=args.verify)
     res = summary.as_dict()
     res.update(out=str(out), shard=f"{shard[0]}/{shard[1]}", workers=args.workers, source=spec.source)
-    print(f"wrote {res['episodes_written']} episodes, skipped {res['episodes_skipped']} done, "
-          f"{res['episodes_failed']} expert failures, {len(summary.errors)} errors -> {out}")
-    if res["steps_per_s_per_core"]:
-        print(f"throughput: {res['steps_per_s_per_core']} env steps/s per core (RGB + depth + tracks, "
-              f"{len(spec.views)} view(s)), {res['env_steps']} steps in {res['wall_s']} s wall")
-    for e in summary.errors[:5]:
-        print(f"error: {e}")
-    return Result(res, 1 if summary.errors else 0)
+    return _report(res, summary, out, len(spec.views))
 
 
 def run_eval_expert(args) -> Result:
