@@ -348,3 +348,23 @@ def test_late_fusion_variants_static_tracks_add_nothing_in_motion_mode():
     assert torch.count_nonzero(seen["x"][..., cfg.dim:]) == 0
     with pytest.raises(ValueError, match="late_fusion"):
         dataclasses.replace(cfg, late_fusion="early")
+
+
+def test_track_tokens_none_leaves_the_spatial_transformer_blind_to_the_tracks():
+    """`track_tokens="none"`: no track encoder, and with late_fusion="none" the oracle policy's actions do not
+    depend on the tracks at all (the token-free control of the track pathway's cost); a bad value is refused."""
+    pol = make_policy("oracle", None, track_tokens="none", late_fusion="none").eval()
+    assert not hasattr(pol, "track_encoder")
+    batch = make_batch(pol.cfg)
+    with torch.no_grad():
+        a = pol.predict_actions(batch)
+        batch["tracks"] = torch.rand_like(batch["tracks"])
+        b = pol.predict_actions(batch)
+    torch.testing.assert_close(a, b)
+    with_tokens = make_policy("oracle", None, late_fusion="none").eval()
+    with torch.no_grad():
+        c = with_tokens.predict_actions(batch)
+        batch["tracks"] = torch.rand_like(batch["tracks"])
+        assert not torch.allclose(c, with_tokens.predict_actions(batch))
+    with pytest.raises(ValueError, match="track_tokens"):
+        dataclasses.replace(pol.cfg, track_tokens="pooled")

@@ -29,6 +29,7 @@ from ..train.config import TrainConfig
 
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 LATE_FUSIONS = ("raw", "motion", "none")
+TRACK_TOKENS = ("per_track", "none")
 LATE_FUSION_MOTION_SCALE = 10.0  # displacements are fractions of the image: 0.1 (12.8 px at 128 px) -> 1
 
 
@@ -84,6 +85,11 @@ class PolicyConfig:
     # "motion" and "none" are our measured alternatives (docs/results.md, issue 23): a track pathway fed
     # no-motion tracks cost plain BC 10 points.
     late_fusion: str = "raw"
+    # Track tokens in the spatial transformer (track modes): "per_track" = ATM's one token per track and view
+    # (V x N tokens); "none" = no track tokens (tracks reach the policy through late fusion / the mask channel
+    # only). "none" with late_fusion="none" and conditioning="oracle" is plain BC's network fed the oracle
+    # data path: the control that isolates what the track tokens cost (docs/results.md, issue 23).
+    track_tokens: str = "per_track"
 
     def __post_init__(self) -> None:
         need = checker(self, "policy")
@@ -114,6 +120,7 @@ class PolicyConfig:
         need(isinstance(self.oracle_blend, (int, float)) and not isinstance(self.oracle_blend, bool)
              and 0 <= self.oracle_blend <= 1, "oracle_blend", "a number in [0, 1]")
         need(self.late_fusion in LATE_FUSIONS, "late_fusion", f"one of {', '.join(LATE_FUSIONS)}")
+        need(self.track_tokens in TRACK_TOKENS, "track_tokens", f"one of {', '.join(TRACK_TOKENS)}")
         need(self.oracle_blend == 1 or self.conditioning == "oracle", "oracle_blend",
              "1 unless conditioning is 'oracle' (it blends the simulator's exact tracks)")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,
