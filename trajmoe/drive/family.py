@@ -1,4 +1,5 @@
-"""The driving planner's registration in `trajmoe.families`, and its evaluation verb's work."""
+"""The driving planner's registration in `trajmoe.families`: its `fit` (supervised training composed with
+the held-out validation), and its evaluation work (the `evaluate` verb, the validation during training)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,46 @@ import numpy as np
 
 from ..envs.highway import SCENARIOS
 from ..families import Family, register
+from ..train.validation import Selection
 from .config import PRESETS, DriveModelConfig
 from .dataset import DriveDataset, collate
 from .ensemble import Ensemble, load_any, write_ensemble
-from .metrics import TARGET_METRICS
+from .evaluate import evaluate_open_loop, evaluate_planner_files, evaluate_vocab_oracle
+from .metrics import METRICS, TARGET_METRICS
 from .model import DrivePlanner
-from .run import finetune, fit, from_run, resolve
+from .run import finetune, from_run, resolve
+from .run import fit as fit_supervised
+from .scenes import load_scenes, select_scene_paths
+
+
+def fit(cfg: dict, data_dir: str, out: str, resume: bool = False, allow_change: bool = False,
+        overwrite: bool = False, progress: bool = True) -> dict:
+    """The family's `fit`: `trajmoe.drive.run.fit` (supervised training; arguments, result and errors
+    as there) with, when `data.val_dir` is set, the held-out EPDMS validation of `validation_fn`
+    (ranked by "EPDMS", highest best). Errors also: a bad `data.val_dir`, as `validation_fn`."""
+    data = cfg["data"]
+    validation = (validation_fn(data.val_dir, data.val_scenes), Selection("EPDMS", "max")) if data.val_dir else None
+    return fit_supervised(cfg, data_dir, out, resume, allow_change, overwrite, progress, validation)
+
+
+def validation_fn(val_dir: str | Path, max_scenes: int = 0, batch_size: int = 16):
+    """eval_fn(planner, step) for the Trainer: open-loop EPDMS and every sub-score of the planner on the
+    fixed held-out scenes of `val_dir` (all, or `max_scenes` round-robin over the scenarios), as
+    `trajmoe eval planner --no-baselines` scores them (`evaluate_planner_files`: plans tracked and
+    scored, EC against the plan of the previous frame), plus `<scenario>/EPDMS` per scenario.
+    The scenes are read from disk a batch at a time at every evaluation, never kept (~4 MB each).
+    Errors: the folder's manifest is checked now (FileNotFoundError / ValueError naming it)."""
+    paths = select_scene_paths(val_dir, max_scenes or None)
+    if not paths:
+        raise ValueError(f"{Path(val_dir) / 'manifest.json'}: no held-out scenes")
+
+    def eval_fn(planner, step: int) -> dict:
+        agg = evaluate_planner_files(planner, paths, batch_size)
+        out = {m: agg[m] for m in METRICS}
+        out.update({f"{s}/EPDMS": r["EPDMS"] for s, r in agg["per_scenario"].items()})
+        return out
+
+    return eval_fn
 
 
 def evaluate(run: str | None, data: str | None = None, limit: int = 0, closed_loop: int = 0,
@@ -46,9 +81,6 @@ def evaluate(run: str | None, data: str | None = None, limit: int = 0, closed_lo
 
 
 def _open_loop(planner, data: str, limit: int, baselines: bool, plots: str | None) -> dict:
-    from .evaluate import evaluate_open_loop, evaluate_vocab_oracle
-    from .scenes import load_scenes
-
     scenes = load_scenes(data, limit or None)
     res = evaluate_open_loop(planner, scenes, keep_plans=bool(plots), with_baselines=baselines)
     plans = res.pop("_plans", None)

@@ -13,19 +13,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from trajmoe.config import (RUN_KINDS, check_run_kind, from_dict, load_yaml, parse_overrides, pick_preset, replace, resolve_sections,
+from trajmoe.config import (RUN_KINDS, check_run_kind, from_dict, load_yaml, parse_overrides, pick_preset, resolve_sections,
                             to_dict)
 from trajmoe.drive.config import PRESETS, DriveDataConfig, DriveModelConfig, GRPOConfig
 from trajmoe.drive.dataset import DriveDataset, collate, scene_features
-from trajmoe.drive.evaluate import evaluate_planner_files
 from trajmoe.drive.grpo import GRPOPlanner
-from trajmoe.drive.metrics import METRICS
 from trajmoe.drive.model import DrivePlanner
-from trajmoe.drive.scenes import load_scene, read_manifest, scene_path, select_scene_paths
+from trajmoe.drive.scenes import load_scene, read_manifest, scene_path
 from trajmoe.drive.vocab import join_samples, kmeans_vocab, precompute_targets, scene_trajectory_samples
 from trajmoe.io import DAMAGED_FILE_ERRORS, atomic_path
 from trajmoe.train import Trainer
@@ -58,10 +57,11 @@ def resolve(preset: str | None, overrides: list[str] | dict | None = None, confi
     return resolve_sections({**sections, "grpo": GRPOConfig()}, file_data, parse_overrides(overrides), "drive config")
 
 
-def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], dict]:
-    m = read_manifest(data_dir)
-    items = m["scenes"][:max_scenes] if max_scenes else m["scenes"]
-    return [scene_path(data_dir, it) for it in items], m
+def _scene_paths(data_dir: str | Path, max_scenes: int = 0) -> tuple[list[Path], int]:
+    """The first `max_scenes` (0 = all) scene files of a folder in manifest order, and the number of
+    domains (1 + the highest domain id) among them. Errors: as `read_manifest` / `scene_path`."""
+    items = read_manifest(data_dir)["scenes"][: max_scenes or None]
+    return [scene_path(data_dir, it) for it in items], 1 + max((int(it["domain"]) for it in items), default=-1)
 
 
 def save_vocab(path: Path, vocab: np.ndarray) -> None:
@@ -75,31 +75,35 @@ def load_vocab(path: Path) -> np.ndarray:
 
 
 def fit(cfg: dict, data_dir: str, out: str, resume: bool = False, allow_change: bool = False,
-        overwrite: bool = False, progress: bool = True) -> dict:
+        overwrite: bool = False, progress: bool = True,
+        validation: tuple[Callable[..., dict], Selection] | None = None) -> dict:
     """Supervised training of a planner on the scenes of `data_dir` into the run folder `out`.
 
     Exact and resumable: torch is seeded with train.seed before the model is built, and the score
     targets are the float16 values cached in targets.npz in the first process and after a resume
     alike. The folder is held (`RunFolder`) from before the vocabulary is written to the end of
     training; see `trajmoe.train.rundir.check_run_dir` for what `resume` / `allow_change` / `overwrite` accept.
+    `validation`: the Trainer's (eval_fn, Selection) for a held-out curve, best checkpoint and convergence
+    verdict (`trajmoe.train.validation`); the family passes the one `data.val_dir` asks for
+    (`trajmoe.drive.family.validation_fn`). Errors: FileNotFoundError / ValueError naming the folder's
+    manifest when it is missing, bad or lists no scenes.
     """
     out_p = Path(out)
     mcfg: DriveModelConfig = cfg["model"]
     dcfg: DriveDataConfig = cfg["data"]
-    paths, manifest = _scene_paths(data_dir, dcfg.max_scenes)
+    tcfg: TrainConfig = cfg["train"]
+    paths, domains = _scene_paths(data_dir, dcfg.max_scenes)
     if not paths:
         raise ValueError(f"{Path(data_dir) / 'manifest.json'}: no scenes to train on")
-    domains = 1 + max((int(it["domain"]) for it in manifest["scenes"][: dcfg.max_scenes or None]), default=-1)
     mcfg = dataclasses.replace(mcfg, moe=mcfg.moe.with_domains(domains))
-    tcfg = cfg["train"] if progress else replace(cfg["train"], {"progress": False}, "train")
-    if dcfg.val_dir and not tcfg.eval_every:  # default: at every checkpoint, else VALIDATION_EVALS evaluations
-        tcfg = replace(tcfg, {"eval_every": tcfg.ckpt_every or max(1, tcfg.steps // VALIDATION_EVALS)}, "train")
+    if not progress:
+        tcfg = dataclasses.replace(tcfg, progress=False)
+    if validation and not tcfg.eval_every:  # default: at every checkpoint, else VALIDATION_EVALS evaluations
+        tcfg = dataclasses.replace(tcfg, eval_every=tcfg.ckpt_every or max(1, tcfg.steps // VALIDATION_EVALS))
+    eval_fn, select = validation or (None, None)
     run_config = {"kind": RUN_KIND, "stage": "supervised", "model": to_dict(mcfg), "data": to_dict(dcfg),
                   "data_dir": str(Path(data_dir).resolve()), "n_scenes": len(paths)}  # the real folder: see check_run_dir
     with RunFolder(out_p, {**run_config, "train": to_dict(tcfg)}, resume, allow_change, overwrite) as run:
-        eval_fn = select = None
-        if dcfg.val_dir:  # held-out curve, best checkpoint and convergence verdict (trajmoe.train.validation)
-            eval_fn, select = validation_fn(dcfg.val_dir, dcfg.val_scenes), Selection("EPDMS", "max")
         vocab, features, targets, timings = _training_data(out_p, paths, mcfg, dcfg, run.latest is not None, progress)
         query_feats = mcfg.query_features  # precomputed per scene
         ds = DriveDataset.from_features(features, targets, vocab if query_feats else None)
@@ -134,26 +138,6 @@ def _training_data(out_p: Path, paths: list[Path], mcfg: DriveModelConfig, dcfg:
     targets = cached_targets(out_p, paths, vocab, dcfg.workers, progress)
     timings["targets_s"] = time.perf_counter() - t
     return vocab, features, targets, timings
-
-
-def validation_fn(val_dir: str | Path, max_scenes: int = 0, batch_size: int = 16):
-    """eval_fn(planner, step) for the Trainer: open-loop EPDMS and every sub-score of the planner on the
-    fixed held-out scenes of `val_dir` (all, or `max_scenes` round-robin over the scenarios), as
-    `trajmoe eval planner --no-baselines` scores them (`evaluate_planner_files`: plans tracked and
-    scored, EC against the plan of the previous frame), plus `<scenario>/EPDMS` per scenario.
-    The scenes are read from disk a batch at a time at every evaluation, never kept (~4 MB each).
-    Errors: the folder's manifest is checked now (FileNotFoundError / ValueError naming it)."""
-    paths = select_scene_paths(val_dir, max_scenes or None)
-    if not paths:
-        raise ValueError(f"{Path(val_dir) / 'manifest.json'}: no held-out scenes")
-
-    def eval_fn(planner, step: int) -> dict:
-        agg = evaluate_planner_files(planner, paths, batch_size)
-        out = {m: agg[m] for m in METRICS}
-        out.update({f"{s}/EPDMS": r["EPDMS"] for s, r in agg["per_scenario"].items()})
-        return out
-
-    return eval_fn
 
 
 def stream_features(paths: list[Path], use_agents: bool = True,
@@ -232,7 +216,7 @@ def finetune(run: str, out: str, cfg_overrides: list[str] | dict | None = None, 
     rc = load_run_config(run_p)
     check_run_kind(rc, "planner", str(run_p / "config.json"))
     tcfg, gcfg = _finetune_sections(rc, config_file, cfg_overrides, progress)
-    mcfg = replace(from_dict(DriveModelConfig, rc["model"], f"{run_p} model"), {"gaussian_heads": True}, "model")
+    mcfg = dataclasses.replace(from_dict(DriveModelConfig, rc["model"], f"{run_p} model"), gaussian_heads=True)
     torch.manual_seed(tcfg.seed)
     model = GRPOPlanner(mcfg, gcfg)
     init = run_p / WEIGHTS
@@ -267,5 +251,5 @@ def _finetune_sections(rc: dict, config_file: str | None, overrides, progress: b
                  "lr": base.get("lr", 1e-4) * FINETUNE_LR_SCALE})
     secs = resolve_sections({"train": from_dict(TrainConfig, base, "train"), "grpo": GRPOConfig()},
                             load_yaml(config_file) if config_file else None, parse_overrides(overrides), "finetune config")
-    tcfg = secs["train"] if progress else replace(secs["train"], {"progress": False}, "train")
+    tcfg = secs["train"] if progress else dataclasses.replace(secs["train"], progress=False)
     return tcfg, secs["grpo"]

@@ -26,7 +26,7 @@ P proprioception, L task-embedding size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,21 @@ def check_against_data(cfg: PolicyConfig, fields: dict, where: str) -> None:
     for key in ("img_size", "action_dim", "proprio_dim", "lang_dim"):
         if getattr(cfg, key) != fields[key]:
             raise ValueError(f"policy {key}={getattr(cfg, key)} does not match the data in {where} ({key}={fields[key]})")
+
+
+def fit_to_data(cfg: PolicyConfig, metas: list, explicit: set, where: str) -> PolicyConfig:
+    """`cfg` with the data-derived fields (`data_fields`) of the episodes `metas` (of folder `where`)
+    filled in unless `explicit` names them, and for oracle conditioning the oracle tracks' horizon as
+    track_len. Errors: one-line ValueError where an explicit value disagrees with the data."""
+    fields = data_fields(metas)
+    cfg = replace(cfg, **{k: v for k, v in fields.items() if k not in explicit})
+    check_against_data(cfg, fields, str(where))
+    if cfg.conditioning == "oracle":  # exact grid tracks from the episode files; their horizon is the track length
+        horizon = oracle_horizon(metas[0].path, cfg.views[0], cfg.num_points)
+        if "track_len" in explicit and cfg.track_len != horizon:
+            raise ValueError(f"policy track_len={cfg.track_len} does not match the oracle tracks in {metas[0].path} (horizon {horizon})")
+        cfg = replace(cfg, track_len=horizon)
+    return cfg
 
 
 class PolicyDataset:

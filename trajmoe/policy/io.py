@@ -30,6 +30,17 @@ def load_track_for_policy(track_run: str | Path, device: str | torch.device = "c
     return tm
 
 
+def track_record(track_run: str | Path | None, tm) -> dict:
+    """The config.json fields naming the frozen track model `tm` a policy trains with (all None when
+    `tm` is None): "track_run" (its run folder, resolved), "track_model" (its TrackConfig dict, which
+    `load_track_for_policy` holds a reload to) and "track_weights_sha256" (its weights' digest, which
+    `from_run` checks). Errors: OSError when the run's weights cannot be read."""
+    if tm is None:
+        return {"track_run": None, "track_model": None, "track_weights_sha256": None}
+    return {"track_run": str(Path(track_run).resolve()), "track_model": to_dict(tm.cfg),
+            "track_weights_sha256": file_sha256(weights_file(track_run))}
+
+
 def from_run(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True,
              track_run: str | Path | None = None) -> tuple[TrajectoryPolicy, dict]:
     """(TrajectoryPolicy in eval mode, run config dict) from a policy run directory (EMA weights if

@@ -22,11 +22,11 @@ from ..nn import count_params
 from ..track.run import explicit_model_keys, heldout_indices
 from ..train import Trainer
 from ..train.validation import BEST_DIR, Selection
-from ..train.checkpoint import file_sha256, save_tensors, weights_file
+from ..train.checkpoint import save_tensors
 from ..train.rundir import RunFolder
 from .config import CONDITIONINGS, PRESETS
-from .dataset import PolicyDataset, build_track_cache, check_against_data, data_fields, oracle_horizon, scan_data
-from .io import load_track_for_policy
+from .dataset import PolicyDataset, build_track_cache, fit_to_data, scan_data
+from .io import load_track_for_policy, track_record
 from .model import TrajectoryPolicy
 
 DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
@@ -63,32 +63,37 @@ def fit(cfg_in: dict, data_dir: str, out: str, resume: bool = False, allow_chang
     Raises:
         ValueError: (one line) when the track run, the data and the config disagree.
     """
-    cfg, train_cfg, data, explicit = (cfg_in[k] for k in ("model", "train", "data", "explicit"))
+    cfg = cfg_in["model"]
+    train_cfg = cfg_in["train"]
+    data = cfg_in["data"]
+    explicit = cfg_in["explicit"]
     track_run = cfg_in.get("track_run")
     if not progress:
         train_cfg = dataclasses.replace(train_cfg, progress=False)
     if data.val_dir:  # config.json records the real folder (a resume from another working directory compares it)
         data = dataclasses.replace(data, val_dir=str(Path(data.val_dir).resolve()))
     tm = _track_model(cfg, track_run, explicit)  # first: a missing track run is the cheapest mistake to report
+    track = track_record(track_run, tm)
     if tm is not None:
         cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len)
     metas = scan_data(data_dir, cfg_in.get("tasks"), data.max_episodes_per_task)
-    cfg = _fit_to_data(cfg, metas, explicit, data_dir)
+    cfg = fit_to_data(cfg, metas, explicit, data_dir)
     if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
         raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
+    tasks = sorted({m.task for m in metas})
     ds = PolicyDataset(metas, cfg, data, augment=True)
+    val_ds = PolicyDataset(scan_data(data.val_dir, tasks, 0), cfg, data, augment=False) if data.val_dir else None
     torch.manual_seed(train_cfg.seed)
     policy = TrajectoryPolicy(cfg, tm)
-    run_config = _run_config(cfg, data, cfg_in.get("preset"), data_dir, metas, ds, tm, track_run, policy)
-    eval_fn = select = val_ds = None
-    if data.val_dir:  # held-out action error during training (trajmoe.train.validation)
-        val_ds = PolicyDataset(scan_data(data.val_dir, run_config["tasks"], 0), cfg, data, augment=False)
+    eval_fn = select = None
+    if val_ds is not None:  # held-out action error during training (trajmoe.train.validation)
         eval_fn, select = action_validation_fn(val_ds, data.val_samples), Selection("action_mse", "min")
         if not train_cfg.eval_every:  # default: evaluate at every checkpoint
             train_cfg = dataclasses.replace(train_cfg, eval_every=train_cfg.ckpt_every or train_cfg.steps)
+    run_config = _run_config(cfg, data, cfg_in.get("preset"), data_dir, metas, tasks, ds, track, policy)
     with RunFolder(out, {**run_config, "train": to_dict(train_cfg)}, resume, allow_change, overwrite) as run:
         trainer = Trainer(policy, ds, train_cfg, run, run_config, eval_fn=eval_fn, select=select)
-        _write_run_inputs(policy, ds, val_ds, Path(out), run_config["track_run"], str(trainer.device))
+        _write_run_inputs(policy, ds, val_ds, Path(out), track["track_run"], str(trainer.device))
     metrics = trainer.fit()
     if cfg.conditioning == "adaptive_mask":
         save_mask_values(policy, Path(out))
@@ -145,30 +150,13 @@ def action_validation_fn(val_ds: PolicyDataset, max_samples: int):
     return eval_fn
 
 
-def _fit_to_data(cfg, metas: list, explicit: set, data_dir: str):
-    """The PolicyConfig with the data-derived fields (and the oracle horizon) filled in unless explicit."""
-    fields = data_fields(metas)
-    fill = {k: v for k, v in fields.items() if k not in explicit}
-    cfg = dataclasses.replace(cfg, **fill)
-    check_against_data(cfg, fields, str(data_dir))
-    if cfg.conditioning == "oracle":  # exact grid tracks from the episode files; their horizon is the track length
-        horizon = oracle_horizon(metas[0].path, cfg.views[0], cfg.num_points)
-        if "track_len" in explicit and cfg.track_len != horizon:
-            raise ValueError(f"policy track_len={cfg.track_len} does not match the oracle tracks in {metas[0].path} (horizon {horizon})")
-        cfg = dataclasses.replace(cfg, track_len=horizon)
-    return cfg
-
-
-def _run_config(cfg, data, preset: str, data_dir: str, metas: list, ds, tm, track_run: str | None, policy) -> dict:
-    """The run folder's config.json: model, data, tasks, track run (path, config, weight digest), env, params."""
+def _run_config(cfg, data, preset: str, data_dir: str, metas: list, tasks: list[str], ds, track: dict, policy) -> dict:
+    """The run folder's config.json: model, data, tasks, track run (`track_record`), env, params."""
     first = metas[0].attrs
     return {
         "kind": RUN_KINDS["policy"], "preset": preset, "model": to_dict(cfg), "data": to_dict(data),
-        "data_dir": str(Path(data_dir).resolve()), "tasks": sorted({m.task for m in metas}), "episodes": len(metas),
-        "samples": len(ds),
-        "track_run": None if tm is None else str(Path(track_run).resolve()),
-        "track_model": None if tm is None else to_dict(tm.cfg),
-        "track_weights_sha256": None if tm is None else file_sha256(weights_file(track_run)),
+        "data_dir": str(Path(data_dir).resolve()), "tasks": tasks, "episodes": len(metas),
+        "samples": len(ds), **track,
         "env": {"camera": first.get("camera", "corner"), "image_size": cfg.img_size,
                 "visual_seed": None},
         "params": count_params(policy).as_dict(),
