@@ -41,7 +41,16 @@ def _report(res: dict, summary, out, n_views: int, checked: str = "") -> Result:
 
 
 def register(groups) -> None:
-    """Add `trajmoe data metaworld` and `trajmoe viz tracks` to the CLI's verb groups."""
+    """Add `trajmoe data metaworld`, `trajmoe data libero`, `trajmoe eval expert` and `trajmoe viz tracks` to the
+    CLI's verb groups."""
+    _register_metaworld(groups)
+    _register_libero(groups)
+    _register_eval_expert(groups)
+    _register_viz_tracks(groups)
+
+
+def _register_metaworld(groups) -> None:
+    """`trajmoe data metaworld`: MetaWorld episodes with exact tracks."""
     p = groups["data"].add_parser("metaworld", help="MetaWorld episodes with exact ground-truth tracks (ATM HDF5 layout)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tasks", help="comma-separated MetaWorld v3 tasks, or 'all'")
@@ -63,6 +72,9 @@ def register(groups) -> None:
     _add_generation_options(p)
     p.set_defaults(func=run_metaworld)
 
+
+def _register_libero(groups) -> None:
+    """`trajmoe data libero`: LIBERO episodes with exact tracks (scripted expert or replayed demonstrations)."""
     p = groups["data"].add_parser("libero", help="LIBERO episodes with exact ground-truth tracks (ATM HDF5 layout): "
                                   "scripted expert or replayed demonstrations (extra trajmoe[libero])")
     src = p.add_mutually_exclusive_group(required=True)
@@ -87,6 +99,9 @@ def register(groups) -> None:
     _add_generation_options(p)
     p.set_defaults(func=run_libero)
 
+
+def _register_eval_expert(groups) -> None:
+    """`trajmoe eval expert`: the scripted LIBERO expert's success on the benchmark's init states."""
     p = groups["eval"].add_parser("expert", help="success of the scripted LIBERO pick-and-place expert on the "
                                   "benchmark's init states (Wilson intervals; extra trajmoe[libero])")
     p.add_argument("--suite", required=True, help="LIBERO suite (libero_object)")
@@ -99,6 +114,9 @@ def register(groups) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     p.set_defaults(func=run_eval_expert)
 
+
+def _register_viz_tracks(groups) -> None:
+    """`trajmoe viz tracks`: an episode's tracks drawn on its frames."""
     p = groups["viz"].add_parser("tracks", help="draw an episode's tracks (visible/occluded) on its frames")
     p.add_argument("file", help="episode HDF5 file")
     p.add_argument("--out", required=True, help="OUT.png (a few frames), OUT.gif or OUT.mp4 (every frame)")
