@@ -363,14 +363,8 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
         raise ValueError(f"--episodes must be >= 1 and --first-variation >= 0, got {episodes}, {first_trial}")
     trial_init_state(first_trial + episodes - 1)  # one-line error beyond the benchmark's 50 init states
     tasks = _libero_tasks(run_path, run_cfg, suite, tasks)
-    trials = range(first_trial, first_trial + episodes)
-    ext = video_format
-    jobs = [Job(t, trial_init_state(e), str(Path(video_dir) / f"{suite}_{t}_init{trial_init_state(e)}.{ext}")
-                if video_dir and e - first_trial < video_per_task else None, suite=suite)
-            for t in tasks for e in trials]
-    if baseline:
-        jobs += [Job(t, trial_init_state(e), None, suite=suite, baseline=True) for t in tasks for e in trials]
-    jobs.sort(key=lambda j: (j.task, j.baseline, j.variation))  # a worker keeps one env per task: group them
+    jobs = _libero_jobs(suite, tasks, range(first_trial, first_trial + episodes), video_dir, video_per_task,
+                        video_format, baseline)
     workers = min(workers, len(jobs))
     t0 = time.perf_counter()
     results = _run_jobs(jobs, workers, (str(run_path), track_run, device), max_steps, progress)
@@ -392,6 +386,21 @@ def evaluate_libero(run_dir: str, suite: str, tasks: list[str] | None = None, ep
         res["baseline"] = _zero_action_summary(base, tasks, episodes)
     res["csv"] = _write_libero_csv(res, Path(results_dir) if results_dir else run_path / "eval_results")
     return res
+
+
+def _libero_jobs(suite: str, tasks: list[str], trials: range, video_dir: str | None, video_per_task: int,
+                 ext: str, baseline: bool) -> list[Job]:
+    """The policy's episodes: each task on each trial's init state (a video of the first `video_per_task`
+    trials in `video_dir`), then the zero-action baseline's on the same states; grouped by task."""
+    from ..envs.libero import trial_init_state
+
+    jobs = [Job(t, trial_init_state(e), str(Path(video_dir) / f"{suite}_{t}_init{trial_init_state(e)}.{ext}")
+                if video_dir and e - trials.start < video_per_task else None, suite=suite)
+            for t in tasks for e in trials]
+    if baseline:
+        jobs += [Job(t, trial_init_state(e), None, suite=suite, baseline=True) for t in tasks for e in trials]
+    jobs.sort(key=lambda j: (j.task, j.baseline, j.variation))  # a worker keeps one env per task: group them
+    return jobs
 
 
 def _zero_action_summary(base: list[dict], tasks: list[str], episodes: int) -> dict:
