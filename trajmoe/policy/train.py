@@ -29,7 +29,6 @@ from .dataset import PolicyDataset, build_track_cache, fit_to_data, scan_data
 from .io import load_track_for_policy, track_record
 from .model import TrajectoryPolicy
 
-DATA_FIELDS = ("views", "img_size", "action_dim", "proprio_dim", "lang_dim")
 TASK_EMB_FILE = "task_emb.safetensors"
 
 
