@@ -368,3 +368,22 @@ def test_track_tokens_none_leaves_the_spatial_transformer_blind_to_the_tracks():
         assert not torch.allclose(c, with_tokens.predict_actions(batch))
     with pytest.raises(ValueError, match="track_tokens"):
         dataclasses.replace(pol.cfg, track_tokens="pooled")
+
+
+def test_late_fusion_split_init_starts_the_head_as_plain_bc():
+    """`late_fusion_init="split"`: the head's track columns start at zero (tracks add nothing at step 0, whatever
+    they are) and its action columns at a D-input layer's scale; "concat" (ATM) mixes the tracks in from the start."""
+    split = make_policy("oracle", None, late_fusion="raw", late_fusion_init="split").eval()
+    D = split.cfg.dim
+    w = split.head.net[0].weight
+    assert torch.count_nonzero(w[:, D:]) == 0
+    assert w[:, :D].abs().max() <= 1.0 / D ** 0.5 and w[:, :D].abs().max() > 0.5 / D ** 0.5
+    feat = torch.randn(2, split.cfg.frame_stack, D)
+    prop = torch.zeros(2, split.cfg.frame_stack, split.cfg.proprio_dim)
+    tr = make_batch(split.cfg)["tracks"]
+    with torch.no_grad():
+        torch.testing.assert_close(split.decode_actions(feat, prop, tr), split.decode_actions(feat, prop, torch.rand_like(tr)))
+        concat = make_policy("oracle", None, late_fusion="raw").eval()
+        assert not torch.allclose(concat.decode_actions(feat, prop, tr), concat.decode_actions(feat, prop, torch.rand_like(tr)))
+    with pytest.raises(ValueError, match="late_fusion_init"):
+        dataclasses.replace(split.cfg, late_fusion_init="zero")

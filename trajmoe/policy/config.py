@@ -30,6 +30,7 @@ from ..train.config import TrainConfig
 CONDITIONINGS = ("none", "atm", "drawn_mask", "adaptive_mask", "oracle")
 LATE_FUSIONS = ("raw", "motion", "none")
 TRACK_TOKENS = ("per_track", "none")
+LATE_FUSION_INITS = ("concat", "split")
 LATE_FUSION_MOTION_SCALE = 10.0  # displacements are fractions of the image: 0.1 (12.8 px at 128 px) -> 1
 
 
@@ -90,6 +91,12 @@ class PolicyConfig:
     # only). "none" with late_fusion="none" and conditioning="oracle" is plain BC's network fed the oracle
     # data path: the control that isolates what the track tokens cost (docs/results.md, issue 23).
     track_tokens: str = "per_track"
+    # Initialisation of the head's first layer under late fusion: "concat" = ATM's (PyTorch's default for one
+    # Linear over [action token, tracks]: weights ~ U(+-1/sqrt(D + V*T*N*2)), so the 1,024 track inputs shrink
+    # the action token's weights ~4x and, with raw tracks, add a random per-sample offset); "split" = the action
+    # token's columns initialised as a D-input layer's and the tracks' columns at zero (the head starts as plain
+    # BC's and learns what the tracks add). Measured in docs/results.md (issue 23).
+    late_fusion_init: str = "concat"
 
     def __post_init__(self) -> None:
         need = checker(self, "policy")
@@ -121,6 +128,7 @@ class PolicyConfig:
              and 0 <= self.oracle_blend <= 1, "oracle_blend", "a number in [0, 1]")
         need(self.late_fusion in LATE_FUSIONS, "late_fusion", f"one of {', '.join(LATE_FUSIONS)}")
         need(self.track_tokens in TRACK_TOKENS, "track_tokens", f"one of {', '.join(TRACK_TOKENS)}")
+        need(self.late_fusion_init in LATE_FUSION_INITS, "late_fusion_init", f"one of {', '.join(LATE_FUSION_INITS)}")
         need(self.oracle_blend == 1 or self.conditioning == "oracle", "oracle_blend",
              "1 unless conditioning is 'oracle' (it blends the simulator's exact tracks)")
         need(isinstance(self.mask_interp, int) and not isinstance(self.mask_interp, bool) and 0 <= self.mask_interp <= 16,

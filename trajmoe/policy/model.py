@@ -20,6 +20,7 @@ policy's weights; the run directory records which track run it came from) but mo
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -99,6 +100,13 @@ class TrajectoryPolicy(nn.Module):
         late = cfg.uses_tracks and cfg.late_fusion != "none"
         fused = D + (V * cfg.track_len * cfg.num_points * 2 if late else 0)  # late fusion
         self.head = MLP(fused, cfg.head_hidden, cfg.action_dim, cfg.dropout)
+        if late and cfg.late_fusion_init == "split":  # the head starts as plain BC's; the track columns at 0
+            first = self.head.net[0]
+            with torch.no_grad():
+                first.weight.zero_()
+                bound = 1.0 / math.sqrt(D)  # PyTorch's Linear default (kaiming_uniform a=sqrt(5)) for fan_in D
+                first.weight[:, :D].uniform_(-bound, bound)
+                first.bias.uniform_(-bound, bound)
         for p in (self.view_embed, self.cls_token, self.action_token, self.frame_embed, self.type_embed):
             nn.init.trunc_normal_(p, std=0.02)
         if tokens:
