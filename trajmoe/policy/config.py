@@ -83,8 +83,8 @@ class PolicyConfig:
     # flattened absolute tracks (V x T x N x 2 values, centred to [-1, 1]); "motion" = the same values as
     # displacements from each track's query point x LATE_FUSION_MOTION_SCALE (a static point adds exactly 0);
     # "none" = no late fusion (tracks reach the policy through their tokens / the mask channel only).
-    # "motion" and "none" are our measured alternatives (docs/results.md, issue 23): a track pathway fed
-    # no-motion tracks cost plain BC 10 points.
+    # "motion" and "none" are our measured alternatives (docs/results.md, issue 23); what made the pathway
+    # cost plain BC was the head's initialisation (late_fusion_init below).
     late_fusion: str = "raw"
     # Track tokens in the spatial transformer (track modes): "per_track" = ATM's one token per track and view
     # (V x N tokens); "none" = no track tokens (tracks reach the policy through late fusion / the mask channel
@@ -138,8 +138,13 @@ class PolicyConfig:
 
     @property
     def uses_tracks(self) -> bool:
-        """True unless conditioning is 'none' (the policy takes track tokens)."""
+        """True unless conditioning is 'none' (the policy takes tracks)."""
         return self.conditioning != "none"
+
+    @property
+    def uses_track_tokens(self) -> bool:
+        """True when the spatial transformer gets one token per track (track modes, track_tokens='per_track')."""
+        return self.uses_tracks and self.track_tokens == "per_track"
 
     @property
     def uses_track_model(self) -> bool:

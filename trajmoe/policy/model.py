@@ -77,8 +77,7 @@ class TrajectoryPolicy(nn.Module):
             PatchEncoder(cfg.in_chans, cfg.encoder_size, cfg.conv_channels, cfg.patch, D) for _ in range(V)
         )
         self.view_embed = nn.Parameter(torch.zeros(V, D))
-        tokens = cfg.uses_tracks and cfg.track_tokens == "per_track"
-        if tokens:
+        if cfg.uses_track_tokens:
             self.track_encoder = TrackEncoder(cfg.track_len, cfg.num_points, D)
             self.track_view_embed = nn.Parameter(torch.zeros(V, D))
         self.text_proj = nn.Linear(cfg.lang_dim, D)
@@ -109,7 +108,7 @@ class TrajectoryPolicy(nn.Module):
                 first.bias.uniform_(-bound, bound)
         for p in (self.view_embed, self.cls_token, self.action_token, self.frame_embed, self.type_embed):
             nn.init.trunc_normal_(p, std=0.02)
-        if tokens:
+        if cfg.uses_track_tokens:
             nn.init.trunc_normal_(self.track_view_embed, std=0.02)
         self.reset()
 
@@ -194,7 +193,7 @@ class TrajectoryPolicy(nn.Module):
         tokens = [self.cls_token.expand(B, 1, -1), self.text_proj(task_emb_BL).unsqueeze(1)]
         for v, enc in enumerate(self.img_encoders):
             tokens.append(enc(x[:, v]) + self.view_embed[v])  # (B, P, D)
-        if cfg.uses_tracks and cfg.track_tokens == "per_track":
+        if cfg.uses_track_tokens:
             for v in range(V):
                 tokens.append(self.track_encoder(tracks_BVTN2[:, v]) + self.track_view_embed[v])  # (B, N, D)
         h = torch.cat(tokens, dim=1)
