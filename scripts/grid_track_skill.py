@@ -4,7 +4,9 @@ for moving (> 2 px in the window) and static grid points, every 4th frame of dem
 and, with HELDOUT_DIR, of every held-out episode there (e.g. the id-val episodes regenerated with their grid
 tracks: trajmoe data metaworld --tasks <id-val tasks> --episodes 2 --variation-seed 500 --max-steps 200
 --oracle-points 16 --domain id-val --out runs/shared-data/id-val-grid, bit-identical to id-val otherwise).
-Usage: python scripts/grid_track_skill.py TRACK_RUN [HELDOUT_DIR]"""
+With PER_TASK=1 the held-out figures are also split by task (e.g. which task's tracks mislead the policy).
+Usage: [PER_TASK=1] python scripts/grid_track_skill.py TRACK_RUN [HELDOUT_DIR]"""
+import os
 import sys
 
 import numpy as np
@@ -44,5 +46,7 @@ def measure(name: str, p: Path) -> None:
 for name, eps in sets.items():
     for p in eps:
         measure(name, p)
+        if name == "held-out" and os.environ.get("PER_TASK") == "1":
+            measure(p.parent.name.removesuffix("-v3"), p)
 for (name, v, kind), (dm, ds, n, mm, ms) in sorted(acc.items(), key=lambda kv: (kv[0][0] != "train", kv[0][1:])):
-    print(f"{name:8s} {v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}")
+    print(f"{name:20s} {v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}")
