@@ -33,8 +33,8 @@ class Family:
     """One model family.
 
     resolve(preset, overrides=None, config_file=None) -> config: {"model", "train", "data" sections, ...}
-        (the policy's also holds "track_run" and "tasks"; a bare `--set key=value` goes to the one section
-        with that key).
+        (the policy's also holds "track", the record of its track-model run, and "tasks"; a bare
+        `--set key=value` goes to the one section with that key).
     build(model_config) -> nn.Module, untrained.
     fit(config, data, out, resume=False, allow_change=False, overwrite=False, progress=True) -> final
         metrics; owns the run folder `out` (lock, `check_run_dir`, data-derived fields, the Trainer).

@@ -6,39 +6,62 @@
 
 The frozen track model's weights are not copied into the policy run: it is loaded from the
 recorded track run (or an override), and its config must equal the one recorded at training time.
+The record is made once, when the training config is resolved (`pin_track`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from ..config import from_dict, to_dict
 from ..track.io import from_run as track_from_run
+from ..track.io import read_config as read_track_config
 from ..train.checkpoint import file_sha256, load_run_model, weights_file
 from .config import PolicyConfig
 from .model import TrajectoryPolicy
 
+# The record of a policy whose conditioning uses no track model.
+NO_TRACK = {"track_run": None, "track_model": None, "track_weights_sha256": None}
+
+
+def pin_track(cfg: PolicyConfig, track_run: str | Path | None, explicit: set) -> tuple[PolicyConfig, dict]:
+    """The policy's dependency on a track run, resolved once: (`cfg` with the track model's track_len,
+    the record config.json keeps: "track_run" (the run folder, resolved), "track_model" (its TrackConfig
+    dict, which `load_track_for_policy` holds the loaded model to) and "track_weights_sha256" (its
+    weights' digest, which `from_run` checks)). A conditioning without a track model: (`cfg`, NO_TRACK).
+    Only the run's config.json and a digest of its weights are read.
+
+    Raises:
+        ValueError: the conditioning needs a track run and none is given; an explicit track_len (in
+            `explicit`) differs from the track model's. FileNotFoundError / ValueError: a missing or bad
+            run folder or weights file, named.
+    """
+    if not cfg.uses_track_model:
+        return cfg, dict(NO_TRACK)
+    if not track_run:
+        raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
+    tc = read_track_config(track_run)
+    if "track_len" in explicit and cfg.track_len != tc.track_len:
+        raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tc.track_len})")
+    record = {"track_run": str(Path(track_run).resolve()), "track_model": to_dict(tc),
+              "track_weights_sha256": file_sha256(weights_file(track_run))}
+    return dataclasses.replace(cfg, track_len=tc.track_len), record
+
 
 def load_track_for_policy(track_run: str | Path, device: str | torch.device = "cpu", expected: dict | None = None):
-    """The frozen track model of a policy; `expected` = the TrackConfig dict recorded in the policy run."""
+    """The frozen track model of a policy; `expected` = the TrackConfig dict recorded for it (`pin_track`).
+
+    Raises:
+        ValueError: the run's track model config differs from `expected` (naming the keys).
+    """
     tm, _ = track_from_run(track_run, device)
     if expected is not None and to_dict(tm.cfg) != expected:
         diff = [k for k in expected if to_dict(tm.cfg).get(k) != expected[k]]
         raise ValueError(f"track run {track_run} has a different track model config than the policy was trained with (keys: {', '.join(diff)})")
     return tm
-
-
-def track_record(track_run: str | Path | None, tm) -> dict:
-    """The config.json fields naming the frozen track model `tm` a policy trains with (all None when
-    `tm` is None): "track_run" (its run folder, resolved), "track_model" (its TrackConfig dict, which
-    `load_track_for_policy` holds a reload to) and "track_weights_sha256" (its weights' digest, which
-    `from_run` checks). Errors: OSError when the run's weights cannot be read."""
-    if tm is None:
-        return {"track_run": None, "track_model": None, "track_weights_sha256": None}
-    return {"track_run": str(Path(track_run).resolve()), "track_model": to_dict(tm.cfg),
-            "track_weights_sha256": file_sha256(weights_file(track_run))}
 
 
 def from_run(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True,
@@ -66,4 +89,3 @@ def from_run(run_dir: str | Path, device: str | torch.device = "cpu", ema: bool 
 
     policy, run_cfg = load_run_model(run_dir, "policy", build, device, ema)
     return policy, {**run_cfg, **loaded}
-

@@ -26,7 +26,7 @@ from ..train.checkpoint import save_tensors
 from ..train.rundir import RunFolder
 from .config import CONDITIONINGS, PRESETS
 from .dataset import PolicyDataset, build_track_cache, fit_to_data, scan_data
-from .io import load_track_for_policy, track_record
+from .io import load_track_for_policy, pin_track
 from .model import TrajectoryPolicy
 
 TASK_EMB_FILE = "task_emb.safetensors"
@@ -35,9 +35,14 @@ TASK_EMB_FILE = "task_emb.safetensors"
 def resolve(preset: str, overrides: list[str] | dict | None = None, config_file: str | None = None,
             conditioning: str | None = None, track_run: str | None = None, tasks: list[str] | None = None) -> dict:
     """{"model": PolicyConfig, "train": TrainConfig, "data": PolicyDataConfig, "preset": name,
-    "explicit": model keys the file or `--set` named, "track_run": the trained track-model run the
-    track / mask conditionings need (None otherwise), "tasks": task names to keep (None = all)}
-    before the data is seen."""
+    "explicit": model keys the file or `--set` named, "track": the record of the trained track-model run
+    `track_run` that the track / mask conditionings need (`pin_track`: its folder, TrackConfig and weights
+    digest; the model's track_len is its), "tasks": task names to keep (None = all)} before the data is seen.
+
+    Raises:
+        ValueError: (one line) a bad preset, key or value; a conditioning that needs a track run without
+            one; an explicit track_len that differs from the track model's. FileNotFoundError: a missing run.
+    """
     file_data = load_yaml(config_file) if config_file else None
     overrides = parse_overrides(overrides)
     p = pick_preset(PRESETS, preset, "policy")
@@ -50,8 +55,9 @@ def resolve(preset: str, overrides: list[str] | dict | None = None, config_file:
                             file_data, overrides, "policy config")
     if conditioning is not None and secs["model"].conditioning != conditioning:
         raise ValueError(f"--conditioning {conditioning} conflicts with model.conditioning={secs['model'].conditioning} from --config/--set")
-    return {**secs, "preset": preset, "explicit": explicit_model_keys(file_data, overrides),
-            "track_run": track_run, "tasks": tasks}
+    explicit = explicit_model_keys(file_data, overrides)
+    model, track = pin_track(secs["model"], track_run, explicit)
+    return {**secs, "model": model, "preset": preset, "explicit": explicit, "track": track, "tasks": tasks}
 
 
 def fit(cfg_in: dict, data_dir: str, out: str, resume: bool = False, allow_change: bool = False,
@@ -65,20 +71,16 @@ def fit(cfg_in: dict, data_dir: str, out: str, resume: bool = False, allow_chang
     cfg = cfg_in["model"]
     train_cfg = cfg_in["train"]
     data = cfg_in["data"]
-    explicit = cfg_in["explicit"]
-    track_run = cfg_in.get("track_run")
+    track = cfg_in["track"]
     if not progress:
         train_cfg = dataclasses.replace(train_cfg, progress=False)
     if data.val_dir:  # config.json records the real folder (a resume from another working directory compares it)
         data = dataclasses.replace(data, val_dir=str(Path(data.val_dir).resolve()))
-    tm = _track_model(cfg, track_run, explicit)  # first: a missing track run is the cheapest mistake to report
-    track = track_record(track_run, tm)
-    if tm is not None:
-        cfg = dataclasses.replace(cfg, track_len=tm.cfg.track_len)
+    tm = load_track_for_policy(track["track_run"], expected=track["track_model"]) if track["track_run"] else None
     metas = scan_data(data_dir, cfg_in.get("tasks"), data.max_episodes_per_task)
-    cfg = fit_to_data(cfg, metas, explicit, data_dir)
+    cfg = fit_to_data(cfg, metas, cfg_in["explicit"], data_dir)
     if tm is not None and tm.cfg.lang_dim != cfg.lang_dim:
-        raise ValueError(f"track model in {track_run} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
+        raise ValueError(f"track model in {track['track_run']} takes task embeddings of size {tm.cfg.lang_dim}, the data in {data_dir} has {cfg.lang_dim}")
     tasks = sorted({m.task for m in metas})
     ds = PolicyDataset(metas, cfg, data, augment=True)
     val_ds = PolicyDataset(scan_data(data.val_dir, tasks, 0), cfg, data, augment=False) if data.val_dir else None
@@ -97,18 +99,6 @@ def fit(cfg_in: dict, data_dir: str, out: str, resume: bool = False, allow_chang
     if cfg.conditioning == "adaptive_mask":
         save_mask_values(policy, Path(out))
     return metrics
-
-
-def _track_model(cfg, track_run: str | None, explicit: set):
-    """The frozen track model of a policy that uses one (None otherwise), checked against the config."""
-    if not cfg.uses_track_model:
-        return None
-    if not track_run:
-        raise ValueError(f"conditioning={cfg.conditioning!r} needs --track-run RUN (a trained track model)")
-    tm = load_track_for_policy(track_run)
-    if "track_len" in explicit and cfg.track_len != tm.cfg.track_len:
-        raise ValueError(f"policy track_len={cfg.track_len} does not match the track model in {track_run} (track_len={tm.cfg.track_len})")
-    return tm
 
 
 def _write_run_inputs(policy, ds, val_ds, out: Path, track_run: str | None, device: str) -> None:

@@ -141,12 +141,28 @@ def weights_file(run_dir: str | Path, ema: bool = True) -> Path:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file (weights): pins the exact weights a run was built on (a policy's track model,
-    a fine-tuning run's initial planner)."""
+    a fine-tuning run's initial planner); FileNotFoundError naming a missing file, as `read_tensors`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"missing weights file: {path}")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_run_config(run_dir: str | Path, family: str) -> dict[str, Any]:
+    """The config.json of a run folder of `family`, its recorded kind checked (`trajmoe.config.check_run_kind`).
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the folder (missing, not a `family` run, bad JSON).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{family} run directory not found: {run_dir}")
+    run_cfg = load_run_config(run_dir)
+    check_run_kind(run_cfg, family, str(run_dir / CONFIG))
+    return run_cfg
 
 
 def load_run_model(run_dir: str | Path, family: str, build: Callable[[dict, Path], nn.Module],
@@ -159,10 +175,7 @@ def load_run_model(run_dir: str | Path, family: str, build: Callable[[dict, Path
         FileNotFoundError / ValueError: one line naming the folder (missing, not a `family` run, bad weights).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{family} run directory not found: {run_dir}")
-    run_cfg = load_run_config(run_dir)
-    check_run_kind(run_cfg, family, str(run_dir / CONFIG))
+    run_cfg = read_run_config(run_dir, family)
     model = build(run_cfg, run_dir)
     load_weights(model, weights_file(run_dir, ema))
     return model.to(device).eval(), run_cfg
