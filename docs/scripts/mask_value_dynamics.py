@@ -17,10 +17,10 @@ import sys
 import numpy as np
 import torch
 
-from trajmoe.policy.config import PolicyConfig, PolicyDataConfig, train_preset
 from trajmoe.policy.dataset import PolicyDataset, build_track_cache, data_fields, scan_data
 from trajmoe.policy.io import load_track_for_policy
 from trajmoe.policy.model import TrajectoryPolicy
+from trajmoe.policy.train import resolve
 from trajmoe.train.schedule import lr_at
 from trajmoe.train.trainer import param_groups
 
@@ -44,14 +44,14 @@ def main() -> None:
     batch = int(sys.argv[5]) if len(sys.argv) > 5 else 16
     sets = dict(a.split("=", 1) for a in sys.argv[6:])
     torch.manual_seed(0)
+    res = resolve("cpu", conditioning="adaptive_mask", track_run=track_run)
     tm = load_track_for_policy(track_run)
     metas = scan_data(data_dir)
-    cfg = dataclasses.replace(PolicyConfig.preset("cpu"), conditioning="adaptive_mask", track_len=tm.cfg.track_len,
-                              **data_fields(metas), **{k: float(v) for k, v in sets.items()})
-    ds = PolicyDataset(metas, cfg, PolicyDataConfig(), augment=True)
+    cfg = dataclasses.replace(res["model"], **data_fields(metas), **{k: float(v) for k, v in sets.items()})
+    ds = PolicyDataset(metas, cfg, res["data"], augment=True)
     pol = TrajectoryPolicy(cfg, tm)
     build_track_cache(pol, ds, None, "diag")
-    tc = dataclasses.replace(train_preset("cpu"), steps=steps, batch_size=batch)
+    tc = dataclasses.replace(res["train"], steps=steps, batch_size=batch)
     opt = torch.optim.AdamW(param_groups(pol, tc.weight_decay), lr=tc.lr, betas=tc.betas)
     rng = np.random.default_rng(0)
     rec = {"values": [], "grads": [], "share": np.zeros(cfg.track_len)}
