@@ -98,9 +98,10 @@ def main() -> int:
         for s, r in sorted(runs.items()):
             rt = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["routing"].items())) or "-"
             reach = f"{r['reach'] / 1000:.0f}k" if r["reached"] else f"never (> {r['reach'] / 1000:.0f}k)"
+            cpu = "n/a" if np.isnan(r["cpu_h"]) else f"{r['cpu_h']:.2f}"  # runs older than the cpu_s log
             conv = {True: "yes", False: "no", None: f"running ({r['steps']} steps)"}[r["converged"]]
             print(f"| {name} | {s} | " + " | ".join(f"{r[k]:+.3f}" for k, _ in cols)
-                  + f" | {reach} | {conv} | {r['cpu_h']:.2f} | {rt} |")
+                  + f" | {reach} | {conv} | {cpu} | {rt} |")
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         raise SystemExit(f"{na} and {nb} share no seed")
