@@ -34,6 +34,11 @@ def row(run: Path) -> str:
             f"{secs / 3600:.2f} |")
 
 
+if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+    sys.exit("usage: python scripts/curve_table.py RUN [RUN ...] (track runs trained with --val; see the module docstring)")
+for r in sys.argv[1:]:
+    if not (Path(r) / "config.json").is_file():  # a queued run not started yet has its folder and config.json
+        sys.exit(f"{r}: not a run folder (no config.json)")
 print("| run | " + " | ".join(n for _, n in COLS) + " | best at step (samples) | converged | training CPU-h |")
 print("|---" * (len(COLS) + 4) + "|")
 for r in sys.argv[1:]:

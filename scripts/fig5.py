@@ -48,6 +48,9 @@ def group(spec: str) -> dict:
         raise SystemExit(f"{spec}: expected LABEL=GLOB")
     label, pattern = spec.rsplit("=", 1)  # a label may hold "=" (a = 0.5); a path does not
     records = [Path(p) for p in sorted(glob.glob(pattern))]
+    for rec in records:
+        if not rec.is_file():
+            raise SystemExit(f"{rec}: not a record file (RUN.eval.json or RUN/rollouts.json)")
     if not records:
         raise SystemExit(f"{pattern}: matches no record")
     k = n = 0

@@ -15,10 +15,18 @@ from pathlib import Path
 from trajmoe.data.atm_hdf5 import open_episode
 from trajmoe.track.io import load_track_model
 torch.set_num_threads(1)
-m = load_track_model(sys.argv[1])
+if len(sys.argv) not in (2, 3) or sys.argv[1] in ("-h", "--help"):
+    sys.exit("usage: [PER_TASK=1] python scripts/grid_track_skill.py TRACK_RUN [HELDOUT_DIR] (train rows: demos 0-1 of "
+             "runs/shared-data/metaworld-cpu/id; see the module docstring)")
+try:
+    m = load_track_model(sys.argv[1])
+except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"grid_track_skill.py: {e}")
 sets = {"train": sorted(Path("runs/shared-data/metaworld-cpu/id").rglob("demo_[01].hdf5"))}
 if len(sys.argv) > 2:
     sets["held-out"] = sorted(Path(sys.argv[2]).rglob("demo_*.hdf5"))
+    if not sets["held-out"]:
+        sys.exit(f"{sys.argv[2]}: no demo_*.hdf5 episode below it")
 acc = {}
 
 
@@ -49,4 +57,6 @@ for name, eps in sets.items():
         if name == "held-out" and os.environ.get("PER_TASK") == "1":
             measure(p.parent.name.removesuffix("-v3"), p)
 for (name, v, kind), (dm, ds, n, mm, ms) in sorted(acc.items(), key=lambda kv: (kv[0][0] != "train", kv[0][1:])):
-    print(f"{name:20s} {v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}")
+    skill = (f"skill ADE {1-dm/ds:+.3f}  skill MSE {1-mm/ms:+.3f}" if ds > 0 and ms > 0
+             else "skill n/a (the points do not move)")
+    print(f"{name:20s} {v:12s} {kind:11s} points-steps {int(n):7d}  ADE {dm/n:.2f} px (no motion {ds/n:.2f})  {skill}")

@@ -28,16 +28,22 @@ from trajmoe.eval.stats import wilson_interval
 def load(pattern: str) -> dict[int, dict]:
     out = {}
     for f in sorted(glob.glob(pattern)):
-        r = json.load(open(f))
+        try:
+            r = json.load(open(f))
+            r["successes"], r["tasks"]
+        except (OSError, ValueError, KeyError) as e:
+            sys.exit(f"{f}: not a closed-loop record (trajmoe eval policy --json): {e!r}")
         m = re.search(r"-s(\d+)", r.get("run", f)) or re.search(r"-s(\d+)", f)
         out[int(m.group(1)) if m else len(out)] = r
     return out
 
 
 def main(argv: list[str]) -> int:
+    if not argv or any("=" not in a for a in argv):
+        sys.exit("usage: python scripts/policy_table.py REF=GLOB NAME=GLOB ... (see the module docstring)")
     groups = [(a.split("=", 1)[0], load(a.split("=", 1)[1])) for a in argv]
-    if not groups or any(not g for _, g in groups):
-        sys.exit(f"no records for: {[n for n, g in groups if not g] or 'nothing given'}")
+    if any(not g for _, g in groups):
+        sys.exit("no records for: " + ", ".join(a for a, (_, g) in zip(argv, groups) if not g))
     ref_name, ref = groups[0]
     print(f"{'group':22s} {'success':>20s}  per seed")
     for name, g in groups:

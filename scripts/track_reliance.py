@@ -26,7 +26,8 @@ from trajmoe.policy.train import action_validation_fn
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] in ("-h", "--help"):
-        raise SystemExit("usage: python scripts/track_reliance.py POLICY_RUN HELDOUT_DIR (see the module docstring)")
+        print("usage: python scripts/track_reliance.py POLICY_RUN HELDOUT_DIR (see the module docstring)")
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     torch.set_num_threads(1)
     policy, rc = from_run(argv[0])
     cfg = policy.cfg
@@ -56,4 +57,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    try:
+        raise SystemExit(main(sys.argv[1:]))
+    except (FileNotFoundError, ValueError) as e:  # a bad run or data folder: one line, no traceback
+        raise SystemExit(f"track_reliance.py: {e}")
