@@ -56,9 +56,9 @@ def group(spec: str) -> dict:
     k = n = 0
     keys, tasks = set(), {}
     for rec in records:
-        ev, model = json.loads(rec.read_text()), run_config(rec)["model"]
+        ev, cfg = json.loads(rec.read_text()), run_config(rec)
+        model = cfg["model"]
         k, n = k + ev["successes"], n + ev["episodes"]
-        cfg = run_config(rec)
         keys.add((model["conditioning"], float(model.get("oracle_blend", 1.0)), cfg.get("track_run") or ""))
         for t, v in ev["tasks"].items():
             tasks[t] = tasks.get(t, 0) + v["successes"]
